@@ -1,0 +1,121 @@
+"""Per-phase timers, the progress line, metrics.jsonl, traces and provenance.
+
+Every rank measures; rank 0 prints and writes. Nothing here communicates:
+the trainer reduces the per-rank figures through :mod:`lepton_hpc.comm`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+PHASES = ("read", "compute", "reduce", "update", "checkpoint")
+
+
+class PhaseTimer:
+    """Accumulates wall seconds per phase; optionally records trace spans."""
+
+    def __init__(self, trace: bool = False, rank: int = 0):
+        self.total = {p: 0.0 for p in PHASES}
+        self.rank = rank
+        self.events: list[dict] | None = [] if trace else None
+        self._t0 = time.perf_counter()
+
+    @contextmanager
+    def phase(self, name: str, step: int | None = None):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            end = time.perf_counter()
+            self.total[name] = self.total.get(name, 0.0) + (end - start)
+            if self.events is not None:
+                self.events.append({"name": name, "ph": "X", "pid": self.rank, "tid": 0,
+                                    "ts": (start - self._t0) * 1e6, "dur": (end - start) * 1e6,
+                                    "args": {} if step is None else {"step": step}})
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.total)
+
+    def write_trace(self, directory: Path) -> Path | None:
+        """Chrome-trace JSON for this rank (Perfetto opens it)."""
+        if self.events is None:
+            return None
+        path = Path(directory) / f"trace-rank{self.rank:05d}.json"
+        meta = [{"name": "process_name", "ph": "M", "pid": self.rank, "args": {"name": f"rank {self.rank}"}}]
+        path.write_text(json.dumps({"traceEvents": meta + self.events, "displayTimeUnit": "ms"}))
+        return path
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def progress_line(rec: dict) -> str:
+    return (f"step {rec['step']:>7d}  loss {rec['loss']:.6e}  eta {rec['eta']:.3e}  "
+            f"|grad| {rec['grad_norm']:.3e}  {rec['samples_per_s']:.3e} samples/s  "
+            f"comm {100.0 * rec['comm_share']:.1f}%")
+
+
+class MetricsWriter:
+    """metrics.jsonl on rank 0 (a no-op on other ranks)."""
+
+    def __init__(self, path: Path | None, append: bool):
+        self._fh = open(path, "a" if append else "w") if path is not None else None
+
+    def write(self, rec: dict) -> None:
+        if self._fh is not None:
+            self._fh.write(json.dumps(rec) + "\n")
+            self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+def git_sha() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def provenance(mpi_library: str, world_size: int) -> dict:
+    """Versions and the batch-system context of this run (call on rank 0)."""
+    import h5py
+    import mpi4py
+    import numpy
+    import scipy
+
+    from . import __version__
+
+    env = os.environ
+    return {
+        "lepton_hpc": __version__,
+        "git_sha": git_sha(),
+        "python": sys.version.split()[0],
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "h5py": h5py.__version__,
+        "mpi4py": mpi4py.__version__,
+        "mpi_library": mpi_library,
+        "world_size": world_size,
+        "slurm": {
+            "job_id": env.get("SLURM_JOB_ID"),
+            "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+            "array_task_id": env.get("SLURM_ARRAY_TASK_ID"),
+            "nodelist": env.get("SLURM_JOB_NODELIST"),
+            "restart_count": int(env.get("SLURM_RESTART_COUNT", "0") or 0),
+            "ntasks": env.get("SLURM_NTASKS"),
+        },
+    }

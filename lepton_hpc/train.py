@@ -1,0 +1,92 @@
+"""Entry point: ``mpirun -n N python -m lepton_hpc.train [JOB.toml] [options]``.
+
+Parse → build → run → close. Errors a user can fix end with one sentence
+from rank 0 and exit code 1 on every rank; any other exception on any rank
+aborts the whole job (MPI_Abort) instead of leaving the others hanging.
+Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM (requeue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    from .config import help_text
+
+    p = argparse.ArgumentParser(
+        prog="python -m lepton_hpc.train",
+        description="Train a model with MPI ranks (run under mpirun/srun). Exit codes: 0 done, "
+                    "1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time.",
+        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job", nargs="?", help="job TOML file (default: the packaged jobs/default.toml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config key (repeatable)")
+    p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>)")
+    p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh); "
+                                    "or a checkpoint file")
+    return p.parse_args(argv)
+
+
+def _resolve(args, comm):
+    """Rank 0 parses the job; everyone gets the same config and run directory."""
+    from . import comm as C
+    from .config import load
+
+    def parse():
+        cfg = load(args.job, args.overrides)
+        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if args.resume == "auto" and not args.out:
+            raise ValueError("--resume auto needs --out naming the run directory to continue")
+        return cfg, out
+
+    result = C.agree(comm, parse) if comm.rank == 0 else C.agree(comm, lambda: None)
+    return C.bcast(comm, result)
+
+
+def run(args, comm) -> int:
+    from threadpoolctl import threadpool_limits
+
+    from .trainer import Trainer, threads_per_rank
+
+    cfg, out = _resolve(args, comm)
+    with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
+        trainer = Trainer(cfg, comm, Path(out), args.resume)
+        trainer.setup()
+        try:
+            code = trainer.run()
+            summary = trainer.summary(code)
+        finally:
+            trainer.close()
+    if comm.rank == 0:
+        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(f"done: {summary['steps']} steps ({summary['stop_reason']}), loss {summary['final_loss']:.6e}, "
+              f"relative error to the exact solution {summary['rel_error_to_exact']:.3e}, "
+              f"{summary['wall_s']:.1f} s; run directory {out}", flush=True)
+    return code
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from . import comm as C
+
+    comm = C.world()
+    try:
+        code = run(args, comm)
+    except C.JobError as exc:
+        if comm.rank == 0:
+            where = f" (rank {exc.rank})" if exc.rank else ""
+            print(f"error{where}: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    except BaseException as exc:  # noqa: BLE001 - any other failure must not hang the job
+        C.abort_on_error(comm, exc)
+    comm.Free()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,12 +155,20 @@ def load(path: Path) -> State:
 
 
 def latest_valid(directory: Path, warn=print) -> State | None:
-    """The newest checkpoint in ``directory`` that passes its checksum, or None."""
-    for step in reversed(list_steps(directory)):
+    """The newest checkpoint in ``directory`` that passes its checksum.
+
+    None when there is no checkpoint at all; ValueError when there are some
+    but none is valid (starting over would silently discard the run).
+    """
+    steps = list_steps(directory)
+    for step in reversed(steps):
         try:
             return load(path_for(directory, step))
         except ValueError as exc:
             warn(f"warning: skipping {exc}")
+    if steps:
+        raise ValueError(f"none of the {len(steps)} checkpoints in {directory} is valid; resume from a "
+                         f"good checkpoint file with --resume PATH or start a fresh --out")
     return None
 
 

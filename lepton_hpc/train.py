@@ -64,7 +64,7 @@ def run(args, comm) -> int:
             trainer.close()
     if comm.rank == 0:
         (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"done: {summary['steps']} steps ({summary['stop_reason']}), loss {summary['final_loss']:.6e}, "
+        print(f"{'done' if code == 0 else 'stopped'}: {summary['steps']} steps ({summary['stop_reason']}), loss {summary['final_loss']:.6e}, "
               f"relative error to the exact solution {summary['rel_error_to_exact']:.3e}, "
               f"{summary['wall_s']:.1f} s; run directory {out}", flush=True)
     return code

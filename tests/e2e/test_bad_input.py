@@ -1,0 +1,180 @@
+"""Every bad input: one sentence from rank 0, exit 1 on every rank, no hang, no damaged checkpoint."""
+
+import hashlib
+import time
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import run_mpi
+
+N_RANKS = 3
+SMALL = ["--set", "data.rows=3000", "--set", "data.cols=4", "--set", "data.chunk_rows=500",
+         "--set", "train.steps=10", "--set", "train.tol=0"]
+
+
+def expect_error(args, pattern, env=None, n=N_RANKS):
+    t0 = time.monotonic()
+    proc = run_mpi(n, args, timeout=90, env=env)
+    elapsed = time.monotonic() - t0
+    assert proc.returncode == 1, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error")]
+    assert len(errors) == 1, proc.stderr  # one sentence, from rank 0 only
+    assert "Traceback" not in proc.stderr
+    import re
+    assert re.search(pattern, errors[0]), errors[0]
+    assert elapsed < 60
+    return errors[0]
+
+
+def make_file(path, X, y, x_name="X", y_name="y"):
+    with h5py.File(path, "w") as f:
+        f[x_name] = X
+        f[y_name] = y
+    return path
+
+
+def data(rows=3000, cols=4):
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((rows, cols)), rng.standard_normal(rows)
+
+
+def test_missing_data_file(tmp_path):
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={tmp_path}/nope.h5"],
+                 r"data file .*nope\.h5 does not exist")
+
+
+def test_missing_dataset(tmp_path):
+    f = make_file(tmp_path / "d.h5", *data(), y_name="target")
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={f}"],
+                 r"dataset /y not found in .*d\.h5 \(datasets there: X, target\)")
+
+
+def test_row_counts_differ(tmp_path):
+    X, y = data()
+    f = make_file(tmp_path / "d.h5", X, y[:-1])
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={f}"],
+                 r"/X has 3000 rows but /y has 2999")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("row", [1234, 2999])
+def test_non_finite_data_names_the_first_bad_row(tmp_path, bad, row):
+    X, y = data()
+    X[row, 2] = bad
+    X[row + 1 if row + 1 < 3000 else 0, 0] = bad  # a later (or earlier-rank) bad row too
+    if row == 2999:
+        X[0, 0] = 1.0  # keep row 0 clean: the first bad row is 2999
+    f = make_file(tmp_path / "d.h5", X, y)
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={f}"],
+                 rf"NaN or Inf at row {row} \(the first bad row\)")
+
+
+def test_nan_in_target(tmp_path):
+    X, y = data()
+    y[10] = np.nan
+    f = make_file(tmp_path / "d.h5", X, y)
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={f}"], r"at row 10 ")
+
+
+def test_unknown_config_key_lists_valid_ones(tmp_path):
+    expect_error(["--out", tmp_path / "r", "--set", "train.stepz=5"],
+                 r"unknown config key train\.stepz; valid keys in \[train\]: steps, solver, tol")
+
+
+@pytest.mark.parametrize("override,pattern", [
+    ("optimizer.alpha=-0.1", r"optimizer\.alpha must be finite and >= 0, got -0\.1"),
+    ("optimizer.learning_rate=-1", r"optimizer\.learning_rate must be finite and > 0, got -1"),
+    ("data.chunk_rows=0", r"data\.chunk_rows must be > 0, got 0"),
+])
+def test_invalid_values(tmp_path, override, pattern):
+    expect_error(["--out", tmp_path / "r", "--set", override], pattern)
+
+
+def test_missing_job_file(tmp_path):
+    expect_error([tmp_path / "nope.toml"], r"job file .*nope\.toml does not exist")
+
+
+def test_slurm_task_count_mismatch(tmp_path):
+    # What a PMI mismatch looks like from inside: Slurm says 10 tasks, MPI sees 3.
+    expect_error(["--out", tmp_path / "r", *SMALL], r"Slurm started 10 tasks but MPI sees a world of 3",
+                 env={"SLURM_PROCID": "0", "SLURM_NTASKS": "10"})
+
+
+def _digests(run):
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((run / "checkpoints").glob("step-*.h5"))}
+
+
+def _trained(tmp_path):
+    run = tmp_path / "r"
+    proc = run_mpi(2, ["--out", run, *SMALL, "--set", "checkpoint.every=5", "--set", "checkpoint.keep=5"])
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_corrupt_checkpoint_on_explicit_resume(tmp_path):
+    run = _trained(tmp_path)
+    newest = run / "checkpoints" / "step-00000010.h5"
+    with h5py.File(newest, "r+") as f:
+        f["model/w"][0] += 1.0
+    before = _digests(run)
+    expect_error(["--out", run, *SMALL, "--set", "train.steps=20", "--resume", newest],
+                 r"checkpoint .*step-00000010\.h5 fails its checksum")
+    assert _digests(run) == before
+
+
+def test_auto_resume_skips_a_corrupt_newest_and_fails_if_none_valid(tmp_path):
+    run = _trained(tmp_path)
+    ckpts = sorted((run / "checkpoints").glob("step-*.h5"))
+    ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:300])  # a torn write
+    proc = run_mpi(N_RANKS, ["--out", run, *SMALL, "--set", "train.steps=12", "--resume", "auto"])
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: skipping checkpoint" in proc.stdout and "resumed from step 5" in proc.stdout
+    for p in sorted((run / "checkpoints").glob("step-*.h5")):
+        p.write_bytes(b"garbage")
+    expect_error(["--out", run, *SMALL, "--set", "train.steps=20", "--resume", "auto"],
+                 r"none of the \d+ checkpoints in .* is valid")
+
+
+def test_checkpoint_for_other_data_is_refused(tmp_path):
+    run = _trained(tmp_path)
+    before = _digests(run)
+    expect_error(["--out", run, *SMALL, "--set", "data.seed=7", "--set", "train.steps=20", "--resume", "auto"],
+                 r"checkpoint in .* was written for other data")
+    expect_error(["--out", run, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
+                  "--resume", "auto"], r"holds parameters .* this job needs")
+    assert _digests(run) == before
+
+
+def test_rerun_into_a_used_directory_needs_resume(tmp_path):
+    run = _trained(tmp_path)
+    expect_error(["--out", run, *SMALL], r"already holds checkpoints; pass --resume auto")
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    args = ["--out", run, *SMALL, "--set", "optimizer.name=constant", "--set", "optimizer.learning_rate=1e3",
+            "--set", "train.steps=500", "--set", "checkpoint.every=1", "--set", "checkpoint.keep=2"]
+    expect_error(args, r"the loss became (nan|inf) at step \d+ .* last good checkpoint is intact")
+    from lepton_hpc import checkpoint
+    state = checkpoint.latest_valid(run / "checkpoints")
+    assert np.all(np.isfinite(state.arrays["model/w"]))
+
+
+def test_an_unhandled_exception_on_one_rank_aborts_the_job(tmp_path):
+    (tmp_path / "crashy.py").write_text(
+        "import os\n"
+        "from lepton_hpc.optimizers import Optimizer\n"
+        "class Crashy(Optimizer):\n"
+        "    def _direction(self, w, gradient, eta):\n"
+        "        if os.environ.get('PMI_RANK') == '1' and self.t == 3:\n"
+        "            raise RuntimeError('a bug on one rank')\n"
+        "        return gradient\n")
+    t0 = time.monotonic()
+    proc = run_mpi(N_RANKS, ["--out", tmp_path / "r", *SMALL, "--set", "optimizer.name=crashy:Crashy"],
+                   env={"PYTHONPATH": str(tmp_path)}, timeout=90)
+    assert proc.returncode != 0
+    assert "a bug on one rank" in proc.stderr and "aborting all ranks" in proc.stderr
+    assert time.monotonic() - t0 < 60

@@ -1,0 +1,35 @@
+"""Distributed dense linear algebra for row-distributed tall matrices.
+
+A matrix ``A`` (``m × n``) is split by contiguous row blocks over the ranks of
+a communicator (blocks may be uneven, shorter than wide, or empty).  The
+functions here take the communicator as an argument and only call its methods;
+the numerical kernels (:mod:`lepton_hpc.linalg.kernels`) are pure numpy/scipy.
+
+Public API
+----------
+tsqr(A_local, comm) -> TSQRResult(Q_local, R)
+svd_tsqr(A_local, comm, k=None) -> ThinSVD(U_local, S, V)
+randomized_svd(A_local, comm, k, *, oversampling=10, n_power_iter=2, seed=0) -> ThinSVD
+orthogonality_error(U_local, comm, ord=2) -> float
+FactoredMatrix: ``A ≈ U diag(S) Vᵀ`` with row-distributed ``U``.
+"""
+
+from .decompositions import (
+    TSQRResult,
+    ThinSVD,
+    orthogonality_error,
+    randomized_svd,
+    svd_tsqr,
+    tsqr,
+)
+from .factored import FactoredMatrix
+
+__all__ = [
+    "tsqr",
+    "svd_tsqr",
+    "randomized_svd",
+    "orthogonality_error",
+    "FactoredMatrix",
+    "TSQRResult",
+    "ThinSVD",
+]

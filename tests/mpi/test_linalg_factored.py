@@ -1,0 +1,204 @@
+"""MPI tests for lepton_hpc.linalg.FactoredMatrix (products, error estimates, HDF5).
+
+All collectives run before the assertions, and every rank asserts.
+"""
+
+import os
+import shutil
+import tempfile
+
+import h5py
+import numpy as np
+import pytest
+from mpi4py import MPI
+
+from lepton_hpc.linalg import FactoredMatrix
+
+
+def uneven_bounds(n_rows, n_cols, size):
+    """Rank 0 empty when size >= 3, next rank shorter than wide, rest growing."""
+    if size == 1:
+        return np.array([0, n_rows])
+    sizes = [0] if size >= 3 else []
+    sizes.append(min(max(1, n_cols // 2), n_rows))
+    n_left, rest = size - len(sizes), n_rows - sum(sizes)
+    weights = np.arange(1, n_left + 1)
+    parts = (rest * weights) // weights.sum()
+    parts[-1] += rest - parts.sum()
+    return np.concatenate([[0], np.cumsum(sizes + parts.tolist())])
+
+
+def make_matrix(n_rows, n_cols, seed, singular_values):
+    rng = np.random.default_rng(seed)
+    n_diag = min(n_rows, n_cols)
+    u, _ = np.linalg.qr(rng.standard_normal((n_rows, n_diag)))
+    v, _ = np.linalg.qr(rng.standard_normal((n_cols, n_diag)))
+    return (u * singular_values) @ v.T
+
+
+def setup(m=240, n=36, seed=21, decay=0.8):
+    comm = MPI.COMM_WORLD
+    sigma = decay ** np.arange(min(m, n))
+    a_full = make_matrix(m, n, seed, sigma)
+    bounds = uneven_bounds(m, n, comm.size)
+    start, stop = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+    return comm, a_full, sigma, (start, stop), np.array(a_full[start:stop])
+
+
+def rel(x, ref):
+    return np.linalg.norm(x - ref) / np.linalg.norm(ref)
+
+
+@pytest.fixture
+def shared_dir():
+    """A temporary directory with the same path on every rank."""
+    comm = MPI.COMM_WORLD
+    path = comm.bcast(tempfile.mkdtemp(prefix="lepton_linalg_") if comm.rank == 0 else None)
+    yield path
+    comm.Barrier()
+    if comm.rank == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("shape", [(240, 36), (12, 20)])
+def test_matmul_and_tmatmul_match_dense(shape):
+    comm, a_full, _, (start, stop), a_local = setup(*shape)
+    m, n = shape
+    fm = FactoredMatrix.from_dense_block(a_local, comm)
+    rng = np.random.default_rng(5)
+    b = rng.standard_normal((n, 4))
+    y_full = rng.standard_normal((m, 3))
+
+    c_local = fm.matmul(b)
+    c_vec = fm @ b[:, 0]
+    aty = fm.tmatmul(y_full[start:stop], comm)
+    aty_vec = fm.tmatmul(y_full[start:stop, 0], comm)
+
+    assert fm.shape == (m, n) and fm.row_range == (start, stop) and fm.k == min(m, n)
+    assert c_local.shape == (stop - start, 4)
+    if stop > start:
+        assert rel(c_local, a_full[start:stop] @ b) <= 1e-12
+        assert rel(c_vec, a_full[start:stop] @ b[:, 0]) <= 1e-12
+    assert rel(aty, a_full.T @ y_full) <= 1e-12
+    assert rel(aty_vec, a_full.T @ y_full[:, 0]) <= 1e-12
+
+
+@pytest.mark.mpi(min_size=1)
+def test_truncation_error_estimates():
+    comm, a_full, sigma, (start, stop), a_local = setup()
+    k = 6
+    fm = FactoredMatrix.from_dense_block(a_local, comm, k=k)
+    full = FactoredMatrix.from_dense_block(a_local, comm)
+    fro = fm.frobenius_error(a_local, comm)
+    spec = fm.spectral_error_estimate(a_local, comm)
+    u_full = np.vstack(comm.allgather(fm.U_local))
+    fro_full = full.frobenius_error(a_local, comm)
+
+    dense_err = a_full - (u_full * fm.S) @ fm.V.T
+    assert fm.k == k and fm.tail_complete
+    assert abs(np.linalg.norm(dense_err, 2) - sigma[k]) <= 0.01 * sigma[k]
+    assert abs(spec - sigma[k]) <= 0.01 * sigma[k]
+    assert abs(fro - np.linalg.norm(dense_err)) <= 1e-10
+    assert abs(fro - np.sqrt(np.sum(sigma[k:] ** 2))) <= 1e-10
+    assert fm.tail_estimate() == pytest.approx(sigma[k], rel=1e-12)
+    assert fm.tail_estimate("fro") == pytest.approx(np.sqrt(np.sum(sigma[k:] ** 2)), rel=1e-12)
+    assert full.tail_estimate() == 0.0 and fro_full <= 1e-12
+    # truncating again keeps the whole discarded tail in order
+    fm3 = fm.truncate(3)
+    assert np.allclose(fm3.s_discarded, sigma[3:], rtol=1e-12)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_randomized_factored_matrix():
+    comm, a_full, sigma, (start, stop), a_local = setup()
+    k, p = 6, 8
+    fm = FactoredMatrix.from_dense_block(
+        a_local, comm, k=k, method="randomized", oversampling=p, n_power_iter=2, seed=3)
+    spec = fm.spectral_error_estimate(a_local, comm)
+
+    assert fm.k == k and not fm.tail_complete and fm.s_discarded.shape == (p,)
+    assert np.allclose(fm.S, sigma[:k], rtol=1e-6)
+    assert abs(spec - sigma[k]) <= 0.01 * sigma[k]
+    # discarded values of B are lower bounds of the true ones
+    assert fm.tail_estimate() <= sigma[k] * (1 + 1e-12)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_invalid_method_and_missing_rank_raise_everywhere():
+    comm, _, _, _, a_local = setup(40, 8)
+    with pytest.raises(ValueError, match="method must be one of"):
+        FactoredMatrix.from_dense_block(a_local, comm, k=2, method="lanczos")
+    with pytest.raises(ValueError, match="target rank k is required"):
+        FactoredMatrix.from_dense_block(a_local, comm, method="randomized")
+    assert comm.allreduce(1) == comm.size
+
+
+@pytest.mark.mpi(min_size=2)
+def test_tmatmul_shape_mismatch_raises_everywhere():
+    comm, _, _, (start, stop), a_local = setup(40, 8)
+    fm = FactoredMatrix.from_dense_block(a_local, comm, k=3)
+    n_rows = stop - start + (1 if comm.rank == comm.size - 1 else 0)
+    with pytest.raises(ValueError, match="Y_local has shape"):
+        fm.tmatmul(np.ones((n_rows, 2)), comm)
+    assert comm.allreduce(1) == comm.size
+
+
+@pytest.mark.mpi(min_size=1)
+def test_save_load_across_rank_counts(shared_dir):
+    comm, a_full, sigma, (start, stop), a_local = setup()
+    m, n = a_full.shape
+    k = 10
+    fm = FactoredMatrix.from_dense_block(a_local, comm, k=k)
+    path = os.path.join(shared_dir, "factors.h5")
+    fm.save(path, comm)
+    b = np.random.default_rng(9).standard_normal((n, 3))
+    reference = np.vstack(comm.allgather(fm.matmul(b)))
+
+    # same communicator, default even split (differs from the saving layout)
+    even = FactoredMatrix.load(path, comm)
+    c_even = np.vstack(comm.allgather(even.matmul(b)))
+    # one rank alone
+    alone = FactoredMatrix.load(path, MPI.COMM_SELF)
+    # a sub-communicator with one rank fewer (still >= 1)
+    n_sub = max(1, comm.size - 1)
+    sub_comm = comm.Split(0 if comm.rank < n_sub else MPI.UNDEFINED, comm.rank)
+    c_sub = None
+    if sub_comm != MPI.COMM_NULL:
+        sub = FactoredMatrix.load(path, sub_comm)
+        c_sub = np.vstack(sub_comm.allgather(sub.matmul(b)))
+        sub_comm.Free()
+    listing = sorted(os.listdir(shared_dir))
+
+    assert listing == ["factors.h5"]  # no leftover .tmp
+    with h5py.File(path, "r") as f:
+        assert f["factors/U"].shape == (m, k)
+        assert f["factors/S"].shape == (k,) and f["factors/V"].shape == (n, k)
+        assert tuple(f["factors"].attrs["shape"]) == (m, n)
+        assert int(f["factors"].attrs["rank"]) == k
+        assert np.array_equal(f["factors/U"][start:stop], fm.U_local)
+    assert np.array_equal(even.S, fm.S) and np.array_equal(even.V, fm.V)
+    assert np.array_equal(even.s_discarded, fm.s_discarded) and even.tail_complete
+    assert rel(c_even, reference) <= 1e-14
+    assert rel(alone.matmul(b), reference) <= 1e-14
+    # ‖(A − A_k) b‖ ≤ σ_{k+1} ‖b‖
+    assert np.linalg.norm(alone.matmul(b) - a_full @ b) <= 1.01 * sigma[k] * np.linalg.norm(b)
+    if c_sub is not None:
+        assert rel(c_sub, reference) <= 1e-14
+
+
+@pytest.mark.mpi(min_size=1)
+def test_save_and_load_errors_raise_everywhere(shared_dir):
+    comm, _, _, _, a_local = setup(40, 8)
+    fm = FactoredMatrix.from_dense_block(a_local, comm, k=3)
+    with pytest.raises(OSError, match="saving"):
+        fm.save(os.path.join(shared_dir, "missing_dir", "f.h5"), comm)
+    with pytest.raises(OSError, match="loading"):
+        FactoredMatrix.load(os.path.join(shared_dir, "nope.h5"), comm)
+    path = os.path.join(shared_dir, "ok.h5")
+    fm.save(path, comm)
+    with pytest.raises(ValueError, match="tile"):
+        FactoredMatrix.load(path, comm, row_range=(0, 39) if comm.size == 1 else (0, 40))
+    with pytest.raises(ValueError, match="outside"):
+        FactoredMatrix.load(path, comm, row_range=(0, 41))
+    assert comm.allreduce(1) == comm.size

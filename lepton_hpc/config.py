@@ -48,6 +48,10 @@ class DataConfig:
     chunk_rows: int = _key(4096, "rows per logical chunk (the unit of sharding, independent of the rank count)")
     dtype: str = _key("float64", "storage dtype of X in memory (float32 halves memory and traffic)", ("float64", "float32"))
     in_memory: bool = _key(True, "hold the shard in memory; false streams it from disk block by block each step")
+    w_dataset: str = _key("", "name of a per-row sample-weight dataset in data.path (empty: all weights 1)")
+    test_fraction: float = _key(0.0, "share of rows (or ratings) held out for testing, chosen by data.seed")
+    density: float = _key(0.05, "synthetic ratings (model.kind=mf): share of observed user-item entries")
+    true_rank: int = _key(8, "synthetic ratings (model.kind=mf): rank of the ground-truth factors")
 
     def __post_init__(self):
         s = "data"
@@ -56,6 +60,9 @@ class DataConfig:
         _check(math.isfinite(self.noise) and self.noise >= 0, s, "noise", "finite and >= 0", self.noise)
         _check(self.chunk_rows > 0, s, "chunk_rows", "> 0", self.chunk_rows)
         _check(self.seed >= 0, s, "seed", ">= 0", self.seed)
+        _check(0 <= self.test_fraction < 1, s, "test_fraction", "in [0, 1)", self.test_fraction)
+        _check(0 < self.density <= 1, s, "density", "in (0, 1]", self.density)
+        _check(self.true_rank > 0, s, "true_rank", "> 0", self.true_rank)
         _check(all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.true_weights),
                s, "true_weights", "a list of finite numbers", self.true_weights)
         _check(not self.true_weights or len(self.true_weights) == self.cols, s, "true_weights",
@@ -64,8 +71,23 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = _key("linear", "model: linear regression (least squares)", ("linear",))
+    kind: str = _key("linear", "linear (least squares), logistic (binary), softmax (multiclass), "
+                               "mf (matrix-factorization recommender), matmul (product through SVD factors)",
+                     ("linear", "logistic", "softmax", "mf", "matmul"))
     fit_intercept: bool = _key(True, "fit an intercept b besides the weights w")
+    penalty: str = _key("none", "regularisation: none, l2, l1 (proximal step) or elasticnet",
+                        ("none", "l2", "l1", "elasticnet"))
+    reg: float = _key(0.0, "regularisation strength (mf: L2 on the factors)")
+    l1_ratio: float = _key(0.5, "elasticnet: share of the penalty that is L1")
+    standardize: bool = _key(False, "scale features by their distributed mean/std; weights reported in original units")
+    classes: int = _key(0, "softmax: number of classes (0: from the data)")
+    rank: int = _key(8, "mf: rank of the user/item factors; matmul: rank k of A's factorization (0: full)")
+
+    def __post_init__(self):
+        _check(math.isfinite(self.reg) and self.reg >= 0, "model", "reg", "finite and >= 0", self.reg)
+        _check(0 <= self.l1_ratio <= 1, "model", "l1_ratio", "in [0, 1]", self.l1_ratio)
+        _check(self.classes >= 0, "model", "classes", ">= 0", self.classes)
+        _check(self.rank >= 0, "model", "rank", ">= 0", self.rank)
 
 
 @dataclass(frozen=True)
@@ -73,7 +95,8 @@ class OptimizerConfig:
     name: str = _key("adaptive", "adaptive (Lepton rule), inverse_time, constant, momentum, adagrad, adam, "
                                  "or 'package.module:Class' for your own Optimizer subclass")
     learning_rate: float = _key(0.1, "initial step size eta_0")
-    alpha: float = _key(0.1, "decay: adaptive eta_t = eta_{t-1}/(1+alpha*t); inverse_time eta_0/(1+alpha*t)")
+    alpha: float = _key(0.1, "decay: adaptive eta_t = eta_{t-1}/(1+alpha*t); inverse_time eta_0/(1+alpha*t); "
+                             "momentum/adagrad/adam decay eta_0/(1+alpha*t) when > 0")
     momentum: float = _key(0.9, "momentum: heavy-ball coefficient")
     beta1: float = _key(0.9, "adam: first-moment decay")
     beta2: float = _key(0.999, "adam: second-moment decay")
@@ -94,8 +117,13 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = _key(200, "number of optimizer steps (the run may stop earlier on tol or eta_floor)")
-    solver: str = _key("gd", "gd: stream the shard each step; gram: one pass for X^T X, X^T y, then d x d steps",
-                       ("gd", "gram"))
+    solver: str = _key("gd", "gd: stream the shard each step; gram: one pass for X^T X, X^T y, then d x d "
+                             "steps; svd: least squares through TSQR factors; svd_gd: whitened gradient "
+                             "descent in factor space; als: alternating least squares (mf)",
+                       ("gd", "gram", "svd", "svd_gd", "als"))
+    rcond: float = _key(1e-12, "svd solver: singular values below rcond * s_max are cut off")
+    batch_size: int = _key(0, "global mini-batch size per step, drawn from (seed, step); 0 means full batch")
+    patience: int = _key(0, "stop after this many logged steps without relative loss improvement > tol (0: off)")
     tol: float = _key(1e-9, "stop when ||grad|| <= tol * ||grad at step 0|| (0 disables)")
     eta_floor: float = _key(1e-14, "stop once the step size falls below this (the Lepton schedule decays to 0)")
     log_every: int = _key(10, "rank 0 prints and records metrics every this many steps")
@@ -108,6 +136,9 @@ class TrainConfig:
         _check(self.eta_floor >= 0, s, "eta_floor", ">= 0", self.eta_floor)
         _check(self.log_every > 0, s, "log_every", "> 0", self.log_every)
         _check(self.threads >= 0, s, "threads", ">= 0", self.threads)
+        _check(self.rcond >= 0, s, "rcond", ">= 0", self.rcond)
+        _check(self.batch_size >= 0, s, "batch_size", ">= 0", self.batch_size)
+        _check(self.patience >= 0, s, "patience", ">= 0", self.patience)
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,24 @@ class MetricsConfig:
     trace: bool = _key(False, "write a Chrome-trace JSON per rank (open in Perfetto)")
 
 
+@dataclass(frozen=True)
+class MatmulConfig:
+    m: int = _key(1000, "rows of A (and of C = A B)")
+    n: int = _key(1000, "columns of A, rows of B")
+    p: int = _key(1000, "columns of B")
+    method: str = _key("tsqr", "factorization of A: tsqr (exact thin SVD) or randomized", ("tsqr", "randomized"))
+    oversampling: int = _key(10, "randomized SVD: extra sketch columns")
+    power_iters: int = _key(2, "randomized SVD: power iterations q")
+    seed: int = _key(0, "seed of A, B and the sketch")
+    repeats: int = _key(3, "timed repetitions of each product")
+
+    def __post_init__(self):
+        for key in ("m", "n", "p", "repeats"):
+            _check(getattr(self, key) > 0, "matmul", key, "> 0", getattr(self, key))
+        _check(self.oversampling >= 0, "matmul", "oversampling", ">= 0", self.oversampling)
+        _check(self.power_iters >= 0, "matmul", "power_iters", ">= 0", self.power_iters)
+
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -139,6 +188,7 @@ SECTIONS: dict[str, type] = {
     "checkpoint": CheckpointConfig,
     "comm": CommConfig,
     "metrics": MetricsConfig,
+    "matmul": MatmulConfig,
 }
 
 
@@ -152,6 +202,7 @@ class JobConfig:
     checkpoint: CheckpointConfig
     comm: CommConfig
     metrics: MetricsConfig
+    matmul: MatmulConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}

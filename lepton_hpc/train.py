@@ -51,11 +51,14 @@ def _resolve(args, comm):
 def run(args, comm) -> int:
     from threadpoolctl import threadpool_limits
 
-    from .trainer import Trainer, threads_per_rank
+    from . import comm as C
+    from .runners import runner_for
+    from .trainer import threads_per_rank
 
     cfg, out = _resolve(args, comm)
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
-        trainer = Trainer(cfg, comm, Path(out), args.resume)
+        runner = C.agree(comm, runner_for, cfg)
+        trainer = runner(cfg, comm, Path(out), args.resume)
         trainer.setup()
         try:
             code = trainer.run()

@@ -1,0 +1,25 @@
+"""Which runner class carries out a job, by ``model.kind``.
+
+A runner is constructed as ``Runner(cfg, comm, out_dir, resume)`` and offers
+``setup()``, ``run() -> exit code``, ``summary(exit_code) -> dict | None``
+(the dict on rank 0) and ``close()``, all collective over ``comm``.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .config import JobConfig
+
+RUNNERS = {
+    "linear": "lepton_hpc.trainer:Trainer",
+}
+
+
+def runner_for(cfg: JobConfig) -> type:
+    target = RUNNERS.get(cfg.model.kind)
+    if target is None:
+        raise ValueError(f"model.kind={cfg.model.kind!r} has no runner in this version; "
+                         f"available: {', '.join(sorted(RUNNERS))}")
+    module, name = target.split(":")
+    return getattr(import_module(module), name)

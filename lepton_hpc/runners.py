@@ -13,6 +13,10 @@ from .config import JobConfig
 
 RUNNERS = {
     "linear": "lepton_hpc.trainer:Trainer",
+    "logistic": "lepton_hpc.trainer:Trainer",
+    "softmax": "lepton_hpc.trainer:Trainer",
+    "mf": "lepton_hpc.recommender.trainer:MFTrainer",
+    "matmul": "lepton_hpc.matmul_job:MatmulJob",
 }
 
 

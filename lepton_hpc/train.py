@@ -67,9 +67,11 @@ def run(args, comm) -> int:
             trainer.close()
     if comm.rank == 0:
         (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(f"{'done' if code == 0 else 'stopped'}: {summary['steps']} steps ({summary['stop_reason']}), loss {summary['final_loss']:.6e}, "
-              f"relative error to the exact solution {summary['rel_error_to_exact']:.3e}, "
-              f"{summary['wall_s']:.1f} s; run directory {out}", flush=True)
+        parts = [f"{summary[k]} steps ({summary.get('stop_reason')})" for k in ("steps",) if k in summary]
+        parts += [f"{label} {summary[k]:.6e}" for k, label in (("final_loss", "loss"),
+                  ("rel_error_to_exact", "relative error to the exact solution")) if summary.get(k) is not None]
+        parts += [f"{summary.get('wall_s', 0.0):.1f} s", f"run directory {out}"]
+        print(f"{'done' if code == 0 else 'stopped'}: " + ", ".join(parts), flush=True)
     return code
 
 

@@ -1,8 +1,9 @@
-"""The SPMD training loop: local partials → reduce → the same update on every rank.
+"""The SPMD training loop for linear, logistic and softmax models.
 
-Collective over the communicator from start to end: every rank runs every
-step, ranks without data included. Errors a user can fix are agreed across
-ranks (:func:`lepton_hpc.comm.agree`) and raised on all of them together.
+Every step: local chunk partials → one reduction → the same update on every
+rank. Collective over the communicator from start to end; ranks without data
+join every collective. Errors a user can fix are agreed across ranks
+(:func:`lepton_hpc.comm.agree`) and raised on all of them together.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import numpy as np
 from . import checkpoint, comm as C
 from .config import JobConfig
 from .data.shard import Shard
+from .evaluation import evaluate
 from .metrics import MetricsWriter, PhaseTimer, peak_rss_bytes, progress_line, provenance
-from .models.linear import LinearKernel, gram_grad_loss, solve_normal, split_gram
+from .models.glm import gram_grad_loss, make_kernel, solve_normal, split_gram
+from .models.penalty import Penalty
+from .models.standardize import Standardizer
 from .optimizers import make_optimizer
 from .reduce import ChunkReducer
+from .sampling import MiniBatches
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -31,7 +36,7 @@ SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
 
 
 class Trainer:
-    """One training run of a linear model.
+    """One training run of a generalised linear model.
 
     Parameters
     ----------
@@ -48,7 +53,9 @@ class Trainer:
         self.resume = resume
         self.timer = PhaseTimer(trace=cfg.metrics.trace, rank=self.rank)
         self.stop_signal = 0
+        self.stop_reason = "steps"
         self.t_start = time.perf_counter()
+        self.shard = None
 
     def log(self, text: str) -> None:
         if self.rank == 0:
@@ -56,37 +63,53 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------
     def setup(self) -> None:
-        """Open the data, solve the reference, build the optimizer, maybe resume. Collective."""
+        """Open the data, make the reference pass, build the optimizer, maybe resume. Collective."""
         cfg, comm = self.cfg, self.comm
-        C.agree(comm, self._check_world)
-        if self.rank == 0:
-            C.agree(comm, self._prepare_out_dir)
-        else:
-            C.agree(comm, lambda: None)
+        C.agree(comm, self._check_job)
+        C.agree(comm, self._prepare_out_dir if self.rank == 0 else (lambda: None))
         with self.timer.phase("read"):
-            self.shard = C.agree(comm, Shard, cfg.data, comm.size, self.rank)
-        sh = self.shard
-        self.n_rows = sh.n_rows
-        self.kernel = LinearKernel(sh.n_cols, cfg.model.fit_intercept, sh.chunk_rows, sh.dtype)
-        self.n_params = self.kernel.n_params
+            self.shard = C.agree(comm, Shard, cfg.data, comm.size, self.rank, self._generator())
         self._reference_pass()
         self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **_opt_kwargs(cfg))
         self.theta = np.zeros(self.n_params)
         self.grad = np.zeros(self.n_params)
         self.step = 0
         self.g0_norm = 0.0
-        self.rng = np.random.default_rng([cfg.data.seed, 1])  # for stochastic solvers; checkpointed
+        self.prev_loss = math.inf
+        self.best_loss = math.inf
+        self.stale = 0
+        self.batches = None
+        if cfg.train.batch_size:
+            self.batches = MiniBatches(self.shard, cfg.train.batch_size, cfg.data.seed)
         if cfg.train.solver == "gd":
-            # partial row: [grad (p), loss]
-            self.reducer = ChunkReducer(comm, sh.n_chunks, self.kernel.width, cfg.comm.reduction)
+            self.reducer = ChunkReducer(comm, self.shard.n_chunks, self.kernel.width, cfg.comm.reduction)
         self.stop_flag = C.StopFlag(comm)
         self._maybe_resume()
         self._warn_schedule()
 
-    def _check_world(self) -> None:
-        if os.environ.get("LEPTON_SKIP_NTASKS_CHECK"):
-            return
-        if "SLURM_PROCID" not in os.environ:
+    def _generator(self):
+        """Synthetic data for the model kind (data.path empty); None means linear."""
+        kind, d = self.cfg.model.kind, self.cfg.data
+        if d.path or kind == "linear":
+            return None
+        from .data.generators import chunk_generator
+
+        return chunk_generator(kind, d, self.cfg.model.classes)
+
+    def _check_job(self) -> None:
+        cfg = self.cfg
+        kind, solver = cfg.model.kind, cfg.train.solver
+        if solver in ("gram", "svd", "svd_gd") and kind != "linear":
+            raise ValueError(f"train.solver={solver} solves least squares; use solver gd for model.kind={kind}")
+        if solver == "als":
+            raise ValueError("train.solver=als is for model.kind=mf")
+        if cfg.train.batch_size and solver != "gd":
+            raise ValueError(f"train.batch_size needs train.solver=gd, not {solver}")
+        if cfg.model.standardize and not cfg.model.fit_intercept:
+            raise ValueError("model.standardize centres the features and needs model.fit_intercept=true")
+        if cfg.train.batch_size and not cfg.data.in_memory:
+            raise ValueError("mini-batches (train.batch_size) need data.in_memory=true")
+        if os.environ.get("LEPTON_SKIP_NTASKS_CHECK") or "SLURM_PROCID" not in os.environ:
             return
         want = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS")
         if want and int(want) != self.comm.size:
@@ -103,52 +126,119 @@ class Trainer:
         ckpt.mkdir(parents=True, exist_ok=True)
         (self.out / "config.toml").write_text(self.cfg.to_toml())
 
-    def _reference_pass(self) -> None:
-        """One pass: NaN check, fingerprint, normal equations (exact θ*, curvature)."""
-        sh, comm, k = self.shard, self.comm, self.kernel
-        red = ChunkReducer(comm, sh.n_chunks, k.gram_width, self.cfg.comm.reduction)
-        bad, digest = None, 0
-        with self.timer.phase("read"):
-            for i, X, y in sh.chunks_iter():
-                row = sh.first_bad_row(i, X, y)
-                if row is not None:
-                    bad = row
+    def _scan(self, kind: str, n_cols: int):
+        """This rank's part of the reference pass; ValueError on bad rows (caller agrees)."""
+        sh = self.shard
+        stats_w = 2 + 2 * n_cols
+        gram = make_kernel("linear", n_cols, self.cfg.model.fit_intercept, sh.chunk_rows, sh.dtype) \
+            if kind == "linear" else None
+        width = stats_w + (gram.gram_width if gram else 0)
+        red = ChunkReducer(self.comm, sh.n_chunks, width, self.cfg.comm.reduction)
+        bad_row, bad_label, max_label, digest = sh.n_rows, sh.n_rows, -1, 0
+        for i, X, y, sw in sh.chunks_iter():
+            row = sh.first_bad_row(i, X, y)
+            if row is not None:
+                bad_row = row
+                break
+            if kind != "linear":
+                label_ok = (y >= 0) & (y == np.round(y)) & ((y <= 1) if kind == "logistic" else True)
+                if not label_ok.all():
+                    bad_label = sh.chunk_start(i) + int(np.argmin(label_ok))
                     break
-                digest ^= sh.chunk_digest(i, X, y)
-                k.gram_partial(X, y, red.partials[i])
-        first_bad = C.allreduce_min(comm, sh.n_rows if bad is None else bad)
+                max_label = max(max_label, int(y.max()) if len(y) else -1)
+            digest ^= sh.chunk_digest(i, X, y)
+            p = red.partials[i]
+            s = np.ones(len(y)) if sw is None else sw
+            X64 = np.asarray(X, dtype=np.float64)
+            p[0] = s.sum()
+            p[1:1 + n_cols] = s @ X64
+            p[1 + n_cols:1 + 2 * n_cols] = s @ (X64 * X64)
+            p[stats_w - 1] = s @ y
+            if gram:
+                gram.gram_partial(X, y, sw, p[stats_w:])
+        return red, (bad_row, bad_label, max_label, digest), gram
+
+    def _reference_pass(self) -> None:
+        """One pass: NaN/label checks, fingerprint, feature moments, normal equations."""
+        sh, comm, cfg = self.shard, self.comm, self.cfg
+        kind, d = cfg.model.kind, sh.n_cols
+        with self.timer.phase("read"):
+            red, (bad_row, bad_label, max_label, digest), gram = C.agree(comm, self._scan, kind, d)
+        first_bad = C.allreduce_min(comm, bad_row)
         if first_bad < sh.n_rows:
             raise C.JobError(f"the data has NaN or Inf at row {first_bad} (the first bad row) in "
                              f"{sh.cfg.path or 'synthetic data'}; clean or drop such rows", 0)
+        first_bad = C.allreduce_min(comm, bad_label)
+        if first_bad < sh.n_rows:
+            want = "0 or 1" if kind == "logistic" else "an integer class 0, 1, ..., K-1"
+            raise C.JobError(f"the target at row {first_bad} is not {want} as model.kind={kind} needs", 0)
+        n_classes = 1
+        if kind == "softmax":
+            n_classes = cfg.model.classes or C.allreduce_max(comm, max_label) + 1
+            if C.allreduce_max(comm, max_label) >= n_classes:
+                raise C.JobError(f"the data has class labels up to {C.allreduce_max(comm, max_label)} but "
+                                 f"model.classes={cfg.model.classes}", 0)
+            if n_classes < 2:
+                raise C.JobError("softmax needs at least 2 classes; the data has only one", 0)
+        self.n_classes = n_classes
         with self.timer.phase("reduce"):
             total = red.reduce().copy()
-        self.fingerprint = f"{C.allreduce_bxor(comm, digest):016x}-{sh.n_rows}x{sh.n_cols}-{sh.dtype.name}"
-        self.G, self.c, self.yty = split_gram(total, self.n_params)
-        self.theta_exact = solve_normal(self.G, self.c)
-        eig = np.linalg.eigvalsh(self.G / self.n_rows)
-        self.curvature = (float(eig[0]), float(eig[-1]))
+        self.fingerprint = f"{C.allreduce_bxor(comm, digest):016x}-{sh.n_rows}x{d}-{sh.dtype.name}"
+        self.weight_sum = float(total[0])
+        if self.weight_sum <= 0:
+            raise C.JobError("the training rows have zero total weight; check data.w_dataset and "
+                             "data.test_fraction", 0)
+        self.std = Standardizer.from_moments(total[1:1 + d], total[1 + d:1 + 2 * d], self.weight_sum,
+                                             cfg.model.standardize, cfg.model.fit_intercept)
+        self.kernel = make_kernel(kind, d, cfg.model.fit_intercept, sh.chunk_rows, sh.dtype, n_classes)
+        self.kernel.set_standardization(*self.std.kernel_args())
+        self.n_params = self.kernel.n_params
+        self.penalty = Penalty(cfg.model.penalty, cfg.model.reg, cfg.model.l1_ratio, d * n_classes)
+        self.theta_exact = None
+        self.curvature = None
+        if gram:
+            G, c, yty = split_gram(total[2 + 2 * d:], self.n_params)
+            self.G, self.c, self.yty = self.std.transform_gram(G, c), self.std.transform_c(c), yty
+            H = self.G / self.weight_sum + self.penalty.l2_hessian(self.n_params)
+            if not self.penalty.has_l1:
+                self.theta_exact = self.std.to_original(solve_normal(H, self.c / self.weight_sum))
+            eig = np.linalg.eigvalsh(H)
+            self.curvature = (float(eig[0]), float(eig[-1]))
 
     def _maybe_resume(self) -> None:
         if self.resume is None:
             return
-        state = None
-        if self.rank == 0:
-            state = C.agree(self.comm, self._load_checkpoint)
-        else:
-            C.agree(self.comm, lambda: None)
+        state = C.agree(self.comm, self._load_checkpoint if self.rank == 0 else (lambda: None))
         state = C.bcast(self.comm, state)
         if state is None:
             self.log(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
             return
-        d = self.shard.n_cols
-        self.theta[:d] = state.arrays["model/w"]
-        if self.cfg.model.fit_intercept:
-            self.theta[d] = state.arrays["model/b"][()]
+        self.theta[:] = self.std.from_original(self._theta_from(state.arrays))
         C.agree(self.comm, self.opt.load_state_dict, state.optimizer)
-        self.rng = checkpoint.restore_rng(state.rng)
         self.step = state.step
-        self.g0_norm = float(state.attrs["g0_norm"])
+        for key in ("g0_norm", "prev_loss", "best_loss", "stale"):
+            setattr(self, key, type(getattr(self, key))(state.attrs[key]))
+        if self.batches is not None:
+            self.batches.loss_sum = float(state.attrs["epoch_loss_sum"])
+            self.batches.loss_count = int(state.attrs["epoch_loss_count"])
         self.log(f"resumed from step {self.step} (written by {state.attrs['world_size']} ranks)")
+
+    def _theta_from(self, arrays: dict) -> np.ndarray:
+        theta = np.empty(self.n_params)
+        nw = self.shard.n_cols * self.n_classes
+        theta[:nw] = np.asarray(arrays["model/w"]).ravel()
+        if self.cfg.model.fit_intercept:
+            theta[nw:] = np.asarray(arrays["model/b"]).ravel()
+        return theta
+
+    def _param_arrays(self) -> dict:
+        """θ in the original feature units, as /model/w (d or d×K) and /model/b."""
+        theta = self.std.to_original(self.theta)
+        d, k = self.shard.n_cols, self.n_classes
+        arrays = {"model/w": theta[:d * k].reshape(d, k) if k > 1 else theta[:d].copy()}
+        if self.cfg.model.fit_intercept:
+            arrays["model/b"] = theta[d * k:].copy() if k > 1 else np.float64(theta[d])
+        return arrays
 
     def _load_checkpoint(self):
         ckpt_dir = self.out / "checkpoints"
@@ -163,9 +253,7 @@ class Trainer:
             raise ValueError(f"checkpoint in {source} was written for other data "
                              f"({state.attrs.get('data_fingerprint')}, this job has {self.fingerprint}); "
                              f"resume with the same data or start a fresh --out")
-        want = {"model/w": (self.shard.n_cols,)}
-        if self.cfg.model.fit_intercept:
-            want["model/b"] = ()
+        want = {k: np.shape(v) for k, v in self._param_arrays().items()}
         got = {k: np.shape(v) for k, v in state.arrays.items()}
         if got != want:
             raise ValueError(f"checkpoint in {source} holds parameters {got}, this job needs {want}; "
@@ -176,22 +264,24 @@ class Trainer:
         """Warn when a decaying schedule cannot reach train.tol in the steps given."""
         name, tol = self.opt.name, self.cfg.train.tol
         remaining = self.cfg.train.steps - self.step
-        if name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.rank != 0:
+        if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.rank != 0
+                or self.curvature is None):
             return
         etas = self.opt.schedule(remaining)
         total = float(etas.sum())
         # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
         lam_min, lam_max = self.curvature
         shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max))
-        self.schedule_total = total
-        if shrink > tol:
+        # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
+        if shrink ** 2 > tol:
             self.log(f"warning: the {name} schedule's total step is {total:.4g} over {remaining} steps, "
                      f"which shrinks the slowest error mode (curvature {lam_min:.3g}) only to "
-                     f"{shrink:.2e} of its start, short of train.tol={tol:g}; raise "
+                     f"{shrink:.2e} of its start (the loss gap to {shrink ** 2:.2e}), short of "
+                     f"train.tol={tol:g}; raise "
                      f"optimizer.learning_rate (stable up to {2 / lam_max:.3g}), lower optimizer.alpha or "
                      f"add train.steps")
 
-    # -- the loop --------------------------------------------------------------
+    # -- one step --------------------------------------------------------------
     def _install_signals(self) -> None:
         def handler(signum, frame):
             self.stop_signal = 1
@@ -200,77 +290,121 @@ class Trainer:
             signal.signal(sig, handler)
 
     def _grad_loss(self, flag: float) -> tuple[float, float]:
-        """Global gradient into self.grad; returns (loss, agreed stop flag). Collective."""
+        """Global gradient (penalty included) into self.grad; returns (loss, agreed stop flag).
+
+        Collective. A signal seen by any rank reaches all of them through a
+        non-blocking flag reduction that overlaps the compute.
+        """
         self.stop_flag.start(flag)
+        p = self.n_params
         if self.cfg.train.solver == "gram":
             with self.timer.phase("compute", self.step):
-                loss = gram_grad_loss(self.G, self.c, self.yty, self.n_rows, self.theta, self.grad)
+                loss = gram_grad_loss(self.G, self.c, self.yty, self.weight_sum, self.theta, self.grad)
+            weight = self.weight_sum
             with self.timer.phase("reduce", self.step):
                 stop = self.stop_flag.wait()
-            return loss, stop
-        red, k, p = self.reducer, self.kernel, self.n_params
-        with self.timer.phase("compute", self.step):
-            for i, X, y in self.shard.chunks_iter():
-                k.partial(X, y, self.theta, red.partials[i])
-        with self.timer.phase("reduce", self.step):
-            total = red.reduce()
-            stop = self.stop_flag.wait()
-        np.divide(total[:p], self.n_rows, out=self.grad)
-        return float(total[p]) / self.n_rows, stop
+        else:
+            red, k = self.reducer, self.kernel
+            with self.timer.phase("compute", self.step):
+                if self.batches is None:
+                    for i, X, y, sw in self.shard.chunks_iter():
+                        k.partial(X, y, sw, self.theta, red.partials[i])
+                else:
+                    self.batches.partials(self.step, k, self.theta, red.partials)
+            with self.timer.phase("reduce", self.step):
+                total = red.reduce()
+                stop = self.stop_flag.wait()
+            weight = total[-1]
+            loss = float(total[p]) / weight if weight > 0 else 0.0
+            np.divide(total[:p], weight if weight > 0 else 1.0, out=self.grad)
+        loss += self.penalty.add_smooth(self.theta, self.grad)
+        return loss, stop
 
+    def _converged(self, loss: float, grad_norm: float) -> str | None:
+        """Stop reason from train.tol / train.patience, or None to go on."""
+        tc = self.cfg.train
+        if self.batches is not None:
+            # Per-batch losses are noisy: judge whole epochs only.
+            if not self.batches.epoch_end(self.step):
+                self.batches.add_loss(loss)
+                return None
+            self.batches.add_loss(loss)
+            loss = self.batches.pop_epoch_loss()
+        elif tc.tol > 0 and grad_norm <= tc.tol * self.g0_norm and not self.penalty.has_l1:
+            return "tol"
+        improved = self.best_loss - loss > tc.tol * max(abs(loss), 1e-300)
+        if improved:
+            self.best_loss, self.stale = loss, 0
+        else:
+            self.stale += 1
+        if tc.patience and self.stale >= tc.patience:
+            return "plateau"
+        # A loss that barely moves only counts when the gradient is small too: a vanished
+        # step size (the Lepton schedule's finite total step) also stalls the loss.
+        small_grad = self.batches is not None or grad_norm ** 2 <= tc.tol * max(abs(loss), 1e-300)
+        if (not tc.patience and tc.tol > 0 and small_grad
+                and 0 <= self.prev_loss - loss <= tc.tol * max(abs(loss), 1e-300)):
+            return "tol"
+        self.prev_loss = loss
+        return None
+
+    # -- the loop --------------------------------------------------------------
     def run(self) -> int:
         """Train to the end, a stop condition or a signal. Collective. Returns the exit code."""
         cfg, tc = self.cfg, self.cfg.train
         self._install_signals()
-        is_root = self.rank == 0
-        metrics = MetricsWriter(self.out / "metrics.jsonl" if is_root else None, append=self.step > 0)
-        stop_reason, last_ckpt = "steps", self.step if self.resume else -1
+        metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, append=self.step > 0)
+        last_ckpt = self.step if self.resume else -1
         window_t0, window_steps = time.perf_counter(), 0
         window_phase = self.timer.snapshot()
-        eta = self.opt.eta
-        while self.step < tc.steps:
-            eta = self.opt.next_eta()
-            if eta < tc.eta_floor:
-                stop_reason = "eta_floor"
-                self.log(f"stopping at step {self.step}: the step size {eta:.3e} fell below "
-                         f"train.eta_floor={tc.eta_floor:g}; the schedule has no step left (raise "
-                         f"optimizer.learning_rate or lower optimizer.alpha)")
-                break
-            # A signal on any rank reaches all of them through the reduction.
-            loss, stop = self._grad_loss(float(self.stop_signal))
-            if stop > 0:
-                stop_reason = "signal"
-                break
-            grad_norm = float(np.linalg.norm(self.grad))
-            if not (math.isfinite(loss) and math.isfinite(grad_norm)):
-                self._finish_metrics(metrics)
-                raise C.JobError(f"the loss became {loss} at step {self.step + 1} (eta={eta:.3e}); the run "
-                                 f"stopped and the last good checkpoint is intact; lower "
-                                 f"optimizer.learning_rate", 0)
-            if self.step == 0 and self.g0_norm == 0.0:
-                self.g0_norm = grad_norm
-            if tc.tol > 0 and grad_norm <= tc.tol * self.g0_norm:
-                stop_reason = "tol"
-                self.log(f"converged at step {self.step}: |grad| {grad_norm:.3e} <= train.tol x |grad_0|")
-                break
-            with self.timer.phase("update", self.step):
-                self.opt.update(self.theta, self.grad, out=self.theta)
-            self.step += 1
-            window_steps += 1
-            if self.step % tc.log_every == 0 or self.step == tc.steps:
-                now = time.perf_counter()
-                rec = self._record(loss, eta, grad_norm, now - window_t0, window_steps, window_phase)
-                metrics.write(rec)
-                self.log(progress_line(rec))
-                window_t0, window_steps, window_phase = now, 0, self.timer.snapshot()
-            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
-                self._save()
-                last_ckpt = self.step
+        try:
+            while self.step < tc.steps:
+                eta = self.opt.next_eta()
+                if eta < tc.eta_floor:
+                    self.stop_reason = "eta_floor"
+                    self.log(f"stopping at step {self.step}: the step size {eta:.3e} fell below "
+                             f"train.eta_floor={tc.eta_floor:g}; the schedule has no step left (raise "
+                             f"optimizer.learning_rate or lower optimizer.alpha)")
+                    break
+                loss, stop = self._grad_loss(float(self.stop_signal))
+                if stop > 0:
+                    self.stop_reason = "signal"
+                    break
+                grad_norm = float(np.linalg.norm(self.grad))
+                if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+                    raise C.JobError(f"the loss became {loss} at step {self.step + 1} (eta={eta:.3e}); the run "
+                                     f"stopped and the last good checkpoint is intact; lower "
+                                     f"optimizer.learning_rate", 0)
+                if self.step == 0 and self.g0_norm == 0.0:
+                    self.g0_norm = grad_norm
+                reason = self._converged(loss, grad_norm)
+                if reason and self.batches is None:
+                    self.stop_reason = reason
+                    self.log(f"converged at step {self.step} ({reason}): loss {loss:.6e}, |grad| {grad_norm:.3e}")
+                    break
+                with self.timer.phase("update", self.step):
+                    self.opt.update(self.theta, self.grad, out=self.theta)
+                    self.penalty.prox(self.theta, self.opt.eta)
+                self.step += 1
+                window_steps += 1
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    now = time.perf_counter()
+                    rec = self._record(loss, eta, grad_norm, now - window_t0, window_steps, window_phase)
+                    metrics.write(rec)
+                    self.log(progress_line(rec))
+                    window_t0, window_steps, window_phase = now, 0, self.timer.snapshot()
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                    self._save()
+                    last_ckpt = self.step
+                if reason:  # mini-batch: the epoch that converged has been applied
+                    self.stop_reason = reason
+                    self.log(f"converged at step {self.step} ({reason}) after epoch {self.batches.epoch(self.step)}")
+                    break
+        finally:
+            metrics.close()
         if last_ckpt != self.step:
             self._save()
-        self._finish_metrics(metrics)
-        self.stop_reason = stop_reason
-        if stop_reason == "signal":
+        if self.stop_reason == "signal":
             self.log(f"signal received: checkpointed step {self.step}; exiting with {EXIT_REQUEUE} "
                      f"(resume with --resume auto)")
             return EXIT_REQUEUE
@@ -280,13 +414,11 @@ class Trainer:
         now = self.timer.snapshot()
         per = {p: (now[p] - phase0[p]) / max(steps, 1) for p in ("compute", "reduce", "update")}
         step_s = seconds / max(steps, 1)
+        rows = self.cfg.train.batch_size or self.shard.n_rows
         return {"step": self.step, "loss": loss, "eta": eta, "grad_norm": grad_norm,
                 "t_compute_s": per["compute"], "t_comm_s": per["reduce"], "t_update_s": per["update"],
-                "t_step_s": step_s, "samples_per_s": self.n_rows / step_s if step_s > 0 else 0.0,
+                "t_step_s": step_s, "samples_per_s": rows / step_s if step_s > 0 else 0.0,
                 "comm_share": per["reduce"] / step_s if step_s > 0 else 0.0}
-
-    def _finish_metrics(self, metrics: MetricsWriter) -> None:
-        metrics.close()
 
     def _save(self) -> None:
         """Rank 0 writes the replicated state; everyone waits so timers stay honest."""
@@ -300,25 +432,28 @@ class Trainer:
             C.check(self.comm, message)
 
     def _state(self) -> checkpoint.State:
-        d = self.shard.n_cols
-        arrays = {"model/w": self.theta[:d].copy()}
-        if self.cfg.model.fit_intercept:
-            arrays["model/b"] = np.float64(self.theta[d])
         return checkpoint.State(
-            step=self.step, arrays=arrays, optimizer=self.opt.state_dict(),
-            rng=checkpoint.rng_state_json(self.rng),
+            step=self.step, arrays=self._param_arrays(), optimizer=self.opt.state_dict(),
+            rng=checkpoint.rng_state_json(np.random.default_rng([self.cfg.data.seed, 4, self.step])),
             attrs={"world_size": self.comm.size, "config": self.cfg.to_toml(),
-                   "data_fingerprint": self.fingerprint, "g0_norm": self.g0_norm})
+                   "data_fingerprint": self.fingerprint, "g0_norm": self.g0_norm,
+                   "prev_loss": self.prev_loss, "best_loss": self.best_loss, "stale": self.stale,
+                   "standardized": self.std.active,
+                   "epoch_loss_sum": self.batches.loss_sum if self.batches else 0.0,
+                   "epoch_loss_count": self.batches.loss_count if self.batches else 0})
 
     # -- summary ---------------------------------------------------------------
-    def final_loss(self) -> tuple[float, float]:
-        """Loss and gradient norm at the final parameters. Collective."""
-        loss, _ = self._grad_loss(0.0)
-        return loss, float(np.linalg.norm(self.grad))
-
     def summary(self, exit_code: int) -> dict | None:
-        """Gather per-rank figures; rank 0 returns the summary dict. Collective."""
-        loss, grad_norm = self.final_loss()
+        """Final losses and metrics, per-rank figures gathered; the dict on rank 0. Collective."""
+        saved, self.batches = self.batches, None
+        if self.cfg.train.solver != "gd":
+            self.reducer = ChunkReducer(self.comm, self.shard.n_chunks, self.kernel.width, "exact")
+        loss, _ = self._grad_loss(0.0)
+        self.batches = saved
+        grad_norm = float(np.linalg.norm(self.grad))
+        metrics = {"train": evaluate(self.comm, self.kernel, self.shard, self.theta, self.n_classes, "train")}
+        if self.cfg.data.test_fraction > 0:
+            metrics["test"] = evaluate(self.comm, self.kernel, self.shard, self.theta, self.n_classes, "test")
         wall = time.perf_counter() - self.t_start
         mine = {"phases": self.timer.snapshot(), "peak_rss_bytes": peak_rss_bytes(),
                 "shard_rows": self.shard.n_local, "shard_bytes": self.shard.nbytes}
@@ -327,50 +462,55 @@ class Trainer:
             self.timer.write_trace(self.out)
         if self.rank != 0:
             return None
-        theta_ref = self.theta_exact
-        rel_err = float(np.linalg.norm(self.theta - theta_ref) / max(np.linalg.norm(theta_ref), 1e-300))
-        d = self.shard.n_cols
+        theta = self.std.to_original(self.theta)
+        d, k = self.shard.n_cols, self.n_classes
+        rel_err = None
+        if self.theta_exact is not None:
+            ref = self.theta_exact
+            rel_err = float(np.linalg.norm(theta - ref) / max(np.linalg.norm(ref), 1e-300))
 
         def spread(values):
             v = np.asarray(values, dtype=float)
             return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
-        phases = {p: spread([e["phases"].get(p, 0.0) for e in every]) for p in self.timer.total}
-        rss = [e["peak_rss_bytes"] for e in every]
-        reduced = self.reducer.bytes_per_reduce if self.cfg.train.solver == "gd" else 0
+        arrays = self._param_arrays()
         return {
             "job": self.cfg.name,
             "exit_code": exit_code,
             "stop_reason": self.stop_reason,
             "steps": self.step,
+            "model": self.cfg.model.kind,
             "final_loss": loss,
             "final_grad_norm": grad_norm,
-            "exact_loss": float(0.5 * (theta_ref @ self.G @ theta_ref - 2 * self.c @ theta_ref + self.yty)
-                                / self.n_rows),
             "rel_error_to_exact": rel_err,
-            "w": self.theta[:d].tolist(),
-            "b": float(self.theta[d]) if self.cfg.model.fit_intercept else None,
-            "w_exact": theta_ref[:d].tolist(),
+            "w": np.asarray(arrays["model/w"]).tolist(),
+            "b": np.asarray(arrays["model/b"]).tolist() if "model/b" in arrays else None,
+            "w_exact": None if self.theta_exact is None else self.theta_exact[:d * k].tolist(),
+            "metrics": metrics,
             "solver": self.cfg.train.solver,
+            "batch_size": self.cfg.train.batch_size,
             "reduction": self.cfg.comm.reduction,
             "world_size": self.comm.size,
             "optimizer": self.opt.hyperparameters(),
             "eta_final": self.opt.eta,
-            "curvature_min_max": list(self.curvature),
-            "data": {"source": self.shard.describe(), "rows": self.n_rows, "cols": d,
+            "curvature_min_max": None if self.curvature is None else list(self.curvature),
+            "data": {"source": self.shard.describe(), "rows": self.shard.n_rows, "cols": d,
+                     "classes": k if self.cfg.model.kind == "softmax" else None,
                      "fingerprint": self.fingerprint, "dtype": self.shard.dtype.name,
-                     "in_memory": self.shard.in_memory},
-            "bytes_reduced_per_step": reduced,
+                     "in_memory": self.shard.in_memory, "test_fraction": self.cfg.data.test_fraction},
+            "bytes_reduced_per_step": self.reducer.bytes_per_reduce if self.cfg.train.solver == "gd" else 0,
             "wall_s": wall,
-            "phases_s": phases,
-            "peak_rss_bytes": {"per_rank": rss, **spread(rss)},
+            "phases_s": {p: spread([e["phases"].get(p, 0.0) for e in every]) for p in self.timer.total},
+            "peak_rss_bytes": {"per_rank": [e["peak_rss_bytes"] for e in every],
+                               **spread([e["peak_rss_bytes"] for e in every])},
             "shard_bytes": spread([e["shard_bytes"] for e in every]),
             "shard_rows": spread([e["shard_rows"] for e in every]),
             "provenance": provenance(C.library_version(), self.comm.size),
         }
 
     def close(self) -> None:
-        self.shard.close()
+        if self.shard is not None:
+            self.shard.close()
 
 
 def _opt_kwargs(cfg: JobConfig) -> dict:

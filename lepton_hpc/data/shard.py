@@ -35,25 +35,47 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[offset:offset + n_bytes].view(dtype).reshape(shape)
 
 
+def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
+    """Rows per chunk slot: at least chunk_rows, and a whole number of 64-byte lines."""
+    q = np.lcm(ALIGN_BYTES // np.gcd(ALIGN_BYTES, row_bytes), ALIGN_BYTES // 8)
+    return int(-(-chunk_rows // q) * q)
+
+
 class Shard:
     """The chunks ``chunks`` of a data set with ``n_rows`` rows and ``n_cols`` columns.
 
-    Iterate with :meth:`chunks_iter`, which yields ``(i, X, y)`` per local
-    chunk: ``i`` counts local chunks from 0, ``X`` is in the storage dtype and
-    ``y`` is float64. In memory the arrays are views; streamed, they are views
-    of buffers reused for every chunk.
+    Iterate with :meth:`chunks_iter`, which yields ``(i, X, y, sw)`` per local
+    chunk: ``i`` counts local chunks from 0, ``X`` is in the storage dtype,
+    ``y`` is float64 and ``sw`` the training sample weights (None when every
+    row weighs 1). Rows of the held-out test split (``data.test_fraction``)
+    have training weight 0; :meth:`test_weights` gives their weights instead.
+    In memory the arrays are views of one buffer in which every chunk starts
+    on a 64-byte boundary; streamed, they are views of one reused chunk buffer.
+
+    Parameters
+    ----------
+    cfg : DataConfig
+    size, rank : int
+        The world size and this rank (no communication happens here).
+    generator : callable, optional
+        ``generator(chunk, n_rows) -> (X, y)`` for synthetic data (data.path
+        empty); defaults to the linear-regression generator.
     """
 
-    def __init__(self, cfg: DataConfig, size: int, rank: int):
+    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
         self.cfg = cfg
         self.dtype = np.dtype(cfg.dtype)
         self._file = None
+        self._W = None
         if cfg.path:
             self._open_file(cfg)
+            self._generate = None
         else:
             self.n_rows, self.n_cols = cfg.rows, cfg.cols
             self.w_true = true_weights(cfg.seed, cfg.cols, cfg.true_weights)
             self.b_true = cfg.true_bias
+            self._generate = generator or (lambda chunk, m: linear_chunk(
+                cfg.seed, chunk, m, self.w_true, self.b_true, cfg.noise, cfg.features))
         self.chunk_rows = cfg.chunk_rows
         self.n_chunks = n_chunks(self.n_rows, self.chunk_rows)
         self.chunks = chunks_of_rank(self.n_chunks, size, rank)
@@ -63,37 +85,66 @@ class Shard:
         else:
             self.row_lo = self.row_hi = self.n_rows
         self.n_local = self.row_hi - self.row_lo
+        self.weighted = bool(cfg.w_dataset) or cfg.test_fraction > 0
         self.in_memory = cfg.in_memory
+        slots = len(self.chunks) if self.in_memory else min(1, len(self.chunks))
+        self.stride = _stride_rows(self.chunk_rows, self.n_cols * self.dtype.itemsize)
+        if not self.in_memory:
+            self.stride = min(self.stride, max(self.n_local, 1) + 8)
+        # One buffer each; chunk slot i holds rows [i*stride, i*stride + m_i).
+        self.X_all = aligned_empty((max(slots, 1) * self.stride, self.n_cols), self.dtype)
+        self.y_all = aligned_empty((max(slots, 1) * self.stride,), np.float64)
+        self.sw_all = aligned_empty((max(slots, 1) * self.stride,), np.float64) if self.weighted else None
+        self.test_all = aligned_empty((max(slots, 1) * self.stride,), np.float64) if self.weighted else None
         if self.in_memory:
-            self._views = self._chunk_views()
             for i, chunk in enumerate(self.chunks):
-                self._read_chunk(chunk, *self._views[i])
-        else:
-            rows = min(self.chunk_rows, max(self.n_local, 1))
-            self._xbuf = aligned_empty((rows, self.n_cols), self.dtype)
-            self._ybuf = aligned_empty((rows,), np.float64)
+                self._fill(i, chunk, slot=i)
 
-    def _chunk_views(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One buffer for the shard, each chunk starting on a 64-byte boundary."""
-        x_stride = -(-self.chunk_rows * self.n_cols * self.dtype.itemsize // ALIGN_BYTES) * ALIGN_BYTES
-        y_stride = -(-self.chunk_rows * 8 // ALIGN_BYTES) * ALIGN_BYTES
-        self._xraw = aligned_empty((len(self.chunks) * x_stride,), np.uint8)
-        self._yraw = aligned_empty((len(self.chunks) * y_stride,), np.uint8)
-        views = []
-        for i, chunk in enumerate(self.chunks):
-            lo, hi = chunk_range(self.n_rows, self.chunk_rows, chunk)
-            m = hi - lo
-            X = self._xraw[i * x_stride:i * x_stride + m * self.n_cols * self.dtype.itemsize]
-            y = self._yraw[i * y_stride:i * y_stride + m * 8]
-            views.append((X.view(self.dtype).reshape(m, self.n_cols), y.view(np.float64)))
-        return views
+    def _slot(self, i: int, slot: int):
+        lo, hi = chunk_range(self.n_rows, self.chunk_rows, self.chunks[i])
+        a, b = slot * self.stride, slot * self.stride + hi - lo
+        sw = None if self.sw_all is None else self.sw_all[a:b]
+        return self.X_all[a:b], self.y_all[a:b], sw
+
+    def _fill(self, i: int, chunk: int, slot: int) -> None:
+        X, y, sw = self._slot(i, slot)
+        self._read_chunk(chunk, X, y)
+        if self.weighted:
+            a = slot * self.stride
+            test = self.test_all[a:a + X.shape[0]]
+            self._read_weights(chunk, sw)
+            mask = self.test_mask(chunk, X.shape[0])
+            np.multiply(sw, mask, out=test)
+            sw[mask] = 0.0
+
+    def test_mask(self, chunk: int, n_rows: int) -> np.ndarray:
+        """Rows of ``chunk`` in the held-out split: drawn from (seed, chunk), not the rank count."""
+        if self.cfg.test_fraction <= 0:
+            return np.zeros(n_rows, dtype=bool)
+        return np.random.default_rng([self.cfg.seed, 3, chunk]).random(n_rows) < self.cfg.test_fraction
+
+    def test_weights(self, i: int) -> np.ndarray | None:
+        """Weights of local chunk ``i``'s held-out rows (0 for training rows); streamed: the current chunk."""
+        if self.test_all is None:
+            return None
+        lo, hi = chunk_range(self.n_rows, self.chunk_rows, self.chunks[i])
+        a = (i if self.in_memory else 0) * self.stride
+        return self.test_all[a:a + hi - lo]
+
+    def chunk_start(self, i: int) -> int:
+        """Global index of the first row of local chunk ``i``."""
+        return chunk_range(self.n_rows, self.chunk_rows, self.chunks[i])[0]
+
+    def padded_index(self, rows: np.ndarray) -> np.ndarray:
+        """Positions in X_all/y_all of sorted global ``rows`` owned by this rank (in memory)."""
+        chunk = rows // self.chunk_rows
+        return (chunk - self.chunks.start) * self.stride + (rows - chunk * self.chunk_rows)
 
     @property
     def nbytes(self) -> int:
         """Bytes of data held in memory by this rank."""
-        if self.in_memory:
-            return self._xraw.nbytes + self._yraw.nbytes
-        return self._xbuf.nbytes + self._ybuf.nbytes
+        extra = 0 if self.sw_all is None else self.sw_all.nbytes + self.test_all.nbytes
+        return self.X_all.nbytes + self.y_all.nbytes + extra
 
     # -- opening -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
@@ -124,10 +175,18 @@ class Shard:
             if d.dtype.kind not in "fiu":
                 raise ValueError(f"/{d.name.lstrip('/')} in {cfg.path} has non-numeric dtype {d.dtype}")
         self._X, self._y = X, y
+        if cfg.w_dataset:
+            if cfg.w_dataset not in f or not isinstance(f[cfg.w_dataset], h5py.Dataset):
+                raise ValueError(f"sample-weight dataset /{cfg.w_dataset} not found in {cfg.path}; "
+                                 f"set data.w_dataset to an existing dataset or leave it empty")
+            self._W = f[cfg.w_dataset]
+            if self._W.shape != (X.shape[0],):
+                raise ValueError(f"/{cfg.w_dataset} in {cfg.path} has shape {self._W.shape}, expected "
+                                 f"({X.shape[0]},): one weight per row")
         self.n_rows, self.n_cols = X.shape
         w = X.attrs.get("true_weights", f.attrs.get("true_weights"))
         self.w_true = None if w is None else np.asarray(w, dtype=np.float64)
-        self.b_true = float(f.attrs.get("true_bias", 0.0))
+        self.b_true = None  # only synthetic data is generated from the truth
 
     # -- reading -----------------------------------------------------------
     def _read_chunk(self, chunk: int, X_out: np.ndarray, y_out: np.ndarray) -> None:
@@ -136,22 +195,29 @@ class Shard:
             self._X.read_direct(X_out, np.s_[lo:hi], np.s_[0:hi - lo])
             self._y.read_direct(y_out, np.s_[lo:hi], np.s_[0:hi - lo])
         else:
-            X, y = linear_chunk(self.cfg.seed, chunk, hi - lo, self.w_true, self.b_true,
-                                self.cfg.noise, self.cfg.features)
-            X_out[:hi - lo] = X
-            y_out[:hi - lo] = y
+            X, y = self._generate(chunk, hi - lo)
+            X_out[:] = X
+            y_out[:] = y
 
-    def chunks_iter(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        """Yield ``(local chunk index, X, y)`` for every local chunk, in order."""
-        if self.in_memory:
-            for i, (X, y) in enumerate(self._views):
-                yield i, X, y
+    def _read_weights(self, chunk: int, sw_out: np.ndarray) -> None:
+        lo, hi = chunk_range(self.n_rows, self.chunk_rows, chunk)
+        if self._W is None:
+            sw_out[:] = 1.0
             return
+        self._W.read_direct(sw_out, np.s_[lo:hi], np.s_[0:hi - lo])
+        bad = ~(np.isfinite(sw_out) & (sw_out >= 0))
+        if bad.any():
+            raise ValueError(f"sample weight /{self.cfg.w_dataset} at row {lo + int(np.argmax(bad))} is "
+                             f"{sw_out[np.argmax(bad)]}; weights must be finite and >= 0")
+
+    def chunks_iter(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """Yield ``(local chunk index, X, y, sw)`` for every local chunk, in order."""
         for i, chunk in enumerate(self.chunks):
-            lo, hi = chunk_range(self.n_rows, self.chunk_rows, chunk)
-            X, y = self._xbuf[:hi - lo], self._ybuf[:hi - lo]
-            self._read_chunk(chunk, X, y)
-            yield i, X, y
+            if self.in_memory:
+                yield (i, *self._slot(i, i))
+            else:
+                self._fill(i, chunk, slot=0)
+                yield (i, *self._slot(i, 0))
 
     # -- checks ------------------------------------------------------------
     def first_bad_row(self, i: int, X: np.ndarray, y: np.ndarray) -> int | None:
@@ -159,8 +225,7 @@ class Shard:
         ok = np.isfinite(X).all(axis=1) & np.isfinite(y)
         if ok.all():
             return None
-        lo, _ = chunk_range(self.n_rows, self.chunk_rows, self.chunks[i])
-        return lo + int(np.argmin(ok))
+        return self.chunk_start(i) + int(np.argmin(ok))
 
     def chunk_digest(self, i: int, X: np.ndarray, y: np.ndarray) -> int:
         """64-bit digest of one chunk's bytes and id; XOR over chunks is the fingerprint."""

@@ -190,7 +190,7 @@ def test_seed_example_is_honest(tmp_path):
     fixed = tmp_path / "fixed"
     proc = run_mpi(2, [ROOT / "jobs" / "seed_example.toml", "--out", fixed, "--set", "data.rows=100000",
                        "--set", "optimizer.learning_rate=2.0", "--set", "optimizer.alpha=0.0001",
-                       "--set", "train.steps=3000", "--set", "data.chunk_rows=4096", "--set", "train.tol=1e-9"])
+                       "--set", "train.steps=3000", "--set", "data.chunk_rows=4096", "--set", "train.tol=1e-15"])
     assert proc.returncode == 0, proc.stderr
     s = summary(fixed)
     assert "warning" not in proc.stdout

@@ -1,0 +1,93 @@
+"""``mpirun -n N python -m lepton_hpc.evaluate RUN_DIR [--data FILE.h5]``.
+
+Scores the newest valid checkpoint of a run, distributedly: each rank reads
+only its shard. Regression: MSE and R²; binary: log-loss, accuracy, ROC AUC
+and the confusion matrix; multinomial: log-loss, accuracy and the confusion
+matrix. Without --data it scores the run's own data, train and held-out test
+split separately; with --data it scores every row of that file. Prints JSON
+and writes ``RUN_DIR/evaluation.json`` (``evaluation-<file>.json`` with --data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def _setup(run_dir: Path, data_path: str | None, comm):
+    from . import checkpoint
+    from . import comm as C
+    from .config import load
+    from .data.generators import chunk_generator
+    from .data.shard import Shard
+    from .models.glm import make_kernel
+
+    def read():
+        if not (run_dir / "config.toml").is_file():
+            raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
+        cfg = load(str(run_dir / "config.toml"))
+        state = checkpoint.latest_valid(run_dir / "checkpoints", warn=lambda m: None)
+        if state is None:
+            raise ValueError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
+        return cfg, state.arrays
+
+    cfg, arrays = C.bcast(comm, C.agree(comm, read if comm.rank == 0 else (lambda: None)))
+    if cfg.model.kind not in ("linear", "logistic", "softmax"):
+        raise C.JobError(f"evaluate scores linear, logistic and softmax runs, not model.kind={cfg.model.kind}", 0)
+    data = cfg.data
+    if data_path:
+        data = dataclasses.replace(data, path=data_path, test_fraction=0.0, w_dataset="")
+    W = np.asarray(arrays["model/w"])
+    n_classes = W.shape[1] if W.ndim == 2 else 1
+    gen = None if data.path or cfg.model.kind == "linear" else chunk_generator(cfg.model.kind, data, n_classes)
+    shard = C.agree(comm, Shard, data, comm.size, comm.rank, gen)
+    if shard.n_cols != W.shape[0]:
+        raise C.JobError(f"the data has {shard.n_cols} columns but the model was trained on {W.shape[0]}", 0)
+    kernel = make_kernel(cfg.model.kind, shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype,
+                         n_classes)
+    parts = [W.ravel()] + ([np.asarray(arrays["model/b"]).ravel()] if cfg.model.fit_intercept else [])
+    return cfg, shard, kernel, np.concatenate(parts), n_classes
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--data", help="score this HDF5 file (all rows) instead of the run's own data")
+    args = p.parse_args(argv)
+    from . import comm as C
+    from .evaluation import evaluate
+
+    comm = C.world()
+    code = 0
+    try:
+        run_dir = Path(args.run_dir)
+        cfg, shard, kernel, theta, k = _setup(run_dir, args.data, comm)
+        splits = ["all"] if args.data else ["train"] + (["test"] if cfg.data.test_fraction > 0 else [])
+        result = {"run_dir": str(run_dir), "model": cfg.model.kind, "data": shard.describe(),
+                  "world_size": comm.size}
+        for split in splits:
+            result[split] = evaluate(comm, kernel, shard, theta, k, split)
+        shard.close()
+        if comm.rank == 0:
+            name = f"evaluation-{Path(args.data).stem}.json" if args.data else "evaluation.json"
+            text = json.dumps(result, indent=2)
+            (run_dir / name).write_text(text + "\n")
+            print(text)
+    except C.JobError as exc:
+        if comm.rank == 0:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    except BaseException as exc:  # noqa: BLE001 - never leave other ranks hanging
+        C.abort_on_error(comm, exc)
+    comm.Free()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

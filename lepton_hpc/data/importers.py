@@ -1,0 +1,483 @@
+"""Bring outside data into the HDF5 layout the trainer reads: /X (rows×cols float64), /y (rows float64).
+
+* :func:`import_sklearn` — scikit-learn's bundled data sets (no download):
+  ``diabetes`` (regression), ``breast_cancer`` (binary), ``digits`` and ``wine`` (multiclass).
+* :func:`import_csv` — a CSV file with a header row, streamed in chunks of rows.
+* :func:`import_npy` — a pair of ``.npy`` files (X 2-D, y 1-D), read memory-mapped.
+
+Every file gets the attrs ``source``, ``task`` (``regression``, ``binary`` or
+``multiclass``), ``n_classes`` (0 for regression), ``target_names`` and, when
+known, ``feature_names``. Class labels are stored in /y as 0..K-1; ``classes``
+holds the original label of each class id (numbers or strings). Files are
+written to ``OUT.tmp`` and renamed into place, so a failed import leaves no
+file behind. Every problem is a ``ValueError`` with one sentence that names the
+file and, for a bad row, its line (CSV) or row (npy).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import h5py
+import numpy as np
+
+from .classification import LIBVER  # HDF5 1.8 format: attrs over 64 KiB (many feature names)
+
+TASKS = ("regression", "binary", "multiclass")
+SKLEARN_SETS = ("diabetes", "breast_cancer", "digits", "wine")
+MAX_INFERRED_CLASSES = 20  # integer-valued targets with at most this many values are inferred as classes
+MISSING = frozenset({"", "na", "n/a", "nan", "null"})  # target tokens read as "missing"
+
+
+# -- writing ------------------------------------------------------------------
+class _Writer:
+    """Appends row blocks to resizable chunked /X and /y in ``out + '.tmp'``; renames on success."""
+
+    def __init__(self, out: str, n_cols: int, chunk_rows: int = 4096, inputs: tuple[str, ...] = (),
+                 n_rows: int | None = None):
+        if chunk_rows <= 0:
+            raise ValueError(f"--chunk-rows must be > 0, got {chunk_rows}")
+        if not out:
+            raise ValueError("--out must name the HDF5 file to write")
+        folder = os.path.dirname(os.path.abspath(out))
+        if not os.path.isdir(folder):
+            raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+        for path in inputs:
+            if os.path.abspath(path) == os.path.abspath(out):
+                raise ValueError(f"--out {out} is also an input file; choose another name")
+        self.out, self.tmp, self.n_rows = out, out + ".tmp", 0
+        if n_rows:  # known in advance: no chunk bigger than the data
+            chunk_rows = min(chunk_rows, n_rows)
+        self.f = h5py.File(self.tmp, "w", libver=LIBVER)
+        self.X = self.f.create_dataset("X", (0, n_cols), dtype="float64", maxshape=(None, n_cols),
+                                       chunks=(chunk_rows, n_cols))
+        self.y = self.f.create_dataset("y", (0,), dtype="float64", maxshape=(None,), chunks=(chunk_rows,))
+
+    def append(self, X: np.ndarray, y: np.ndarray) -> None:
+        lo, hi = self.n_rows, self.n_rows + len(y)
+        self.X.resize(hi, axis=0)
+        self.y.resize(hi, axis=0)
+        self.X[lo:hi], self.y[lo:hi] = X, y
+        self.n_rows = hi
+
+    def finish(self, attrs: dict) -> None:
+        for key, value in attrs.items():
+            if value is None:
+                continue
+            if isinstance(value, (list, tuple, np.ndarray)) and len(value) == 0:
+                continue
+            self.f.attrs[key] = value
+        self.f.close()
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        try:
+            self.f.close()
+        finally:
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self.abort()
+        return False
+
+
+def _str_list(values) -> list[str]:
+    return [str(v) for v in values]
+
+
+def _check_task(task: str | None) -> None:
+    if task is not None and task not in TASKS:
+        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def _class_task(n_classes: int, task: str | None, where: str) -> str:
+    """``binary``/``multiclass`` for ``n_classes`` labels, checking an explicit ``task``."""
+    if n_classes < 2:
+        hint = "" if task else " (give --task regression for a numeric target)"
+        raise ValueError(f"{where} has a single class; a classification target needs at least 2{hint}")
+    if task == "binary" and n_classes != 2:
+        raise ValueError(f"{where} has {n_classes} classes, but --task binary needs exactly 2")
+    return task or ("binary" if n_classes == 2 else "multiclass")
+
+
+def _label_attr(labels: list) -> np.ndarray:
+    """Original class labels as an attr: float64 if all numeric, else strings."""
+    if all(isinstance(v, (int, float, np.integer, np.floating)) for v in labels):
+        return np.asarray(labels, dtype=np.float64)
+    return np.asarray(_str_list(labels), dtype=h5py.string_dtype())
+
+
+# -- scikit-learn -------------------------------------------------------------
+def import_sklearn(name: str, out: str, chunk_rows: int = 4096) -> dict:
+    """Write scikit-learn's bundled data set ``name`` (one of :data:`SKLEARN_SETS`) to ``out``.
+
+    Returns the attrs written.
+    """
+    name = name[len("sklearn:"):] if name.startswith("sklearn:") else name
+    if name not in SKLEARN_SETS:
+        raise ValueError(f"unknown scikit-learn data set {name!r}; choose one of "
+                         f"{', '.join('sklearn:' + s for s in SKLEARN_SETS)}")
+    try:
+        from sklearn import datasets
+    except ImportError:
+        raise ValueError("importing sklearn: data sets needs scikit-learn; "
+                         "install it with pip install 'lepton_hpc[datasets]'") from None
+    bunch = getattr(datasets, f"load_{name}")()
+    X = np.asarray(bunch.data, dtype=np.float64)
+    y_raw = np.asarray(bunch.target)
+    feature_names = getattr(bunch, "feature_names", None)
+    feature_names = [] if feature_names is None else feature_names
+    if name == "diabetes":
+        task, y, n_classes = "regression", y_raw.astype(np.float64), 0
+        target_names = ["disease_progression"]
+        classes = None
+    else:
+        classes, codes = np.unique(y_raw, return_inverse=True)
+        y, n_classes = codes.astype(np.float64), len(classes)
+        task = "binary" if n_classes == 2 else "multiclass"
+        target_names = _str_list(bunch.target_names)
+    attrs = {"source": f"sklearn:{name}", "task": task, "n_classes": n_classes,
+             "feature_names": _str_list(feature_names),
+             "target_names": target_names, "classes": None if classes is None else _label_attr(list(classes))}
+    with _Writer(out, X.shape[1], chunk_rows, n_rows=len(y)) as w:
+        for lo in range(0, len(y), chunk_rows):
+            w.append(X[lo:lo + chunk_rows], y[lo:lo + chunk_rows])
+        w.finish(attrs)
+    return attrs
+
+
+# -- CSV ----------------------------------------------------------------------
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _utf8_lines(fh, path: str):
+    """The lines of a binary file as text (a BOM dropped), naming the line that is not UTF-8."""
+    for n, raw in enumerate(fh, 1):
+        try:
+            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} line {n}: not valid UTF-8 text") from None
+
+
+def _find_target(header: list[str], target, path: str) -> int:
+    names = [h.strip() for h in header]
+    key = str(target).strip()
+    hits = [i for i, h in enumerate(names) if h == key]
+    if len(hits) > 1:
+        raise ValueError(f"{path} line 1: the target column name {key!r} appears {len(hits)} times "
+                         f"in the header; give its index with --target instead")
+    if hits:
+        return hits[0]
+    try:
+        index = int(key)
+    except ValueError:
+        raise ValueError(f"{path} line 1: no column named {key!r} in the header "
+                         f"(columns: {', '.join(repr(n) for n in names)})") from None
+    if not -len(names) <= index < len(names):
+        raise ValueError(f"{path} line 1: --target {index} is out of range; the header has "
+                         f"{len(names)} columns (0..{len(names) - 1})")
+    return index % len(names)
+
+
+def import_csv(path: str, target, out: str, task: str | None = None, delimiter: str = ",",
+               chunk_rows: int = 4096) -> dict:
+    """Write the CSV file ``path`` (header row required) to ``out``.
+
+    ``target`` names the target column (a header name, or an integer index; negative counts
+    from the end); every other column is a feature and must be a finite number in every row.
+    ``task`` is ``regression``, ``binary``, ``multiclass`` or None to infer: a target with a
+    non-numeric value, or integer-valued with at most :data:`MAX_INFERRED_CLASSES` distinct
+    values, is a class label; anything else is a regression target. Class labels (strings
+    too) become 0..K-1 in sorted order (numeric labels by value); attr ``classes`` maps back.
+
+    The file is read once, ``chunk_rows`` rows at a time; the class ids are remapped
+    in place at the end, chunk by chunk. Returns the attrs written.
+    """
+    _check_task(task)
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    if len(delimiter) != 1:
+        raise ValueError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
+    if not os.path.isfile(path):
+        raise ValueError(f"CSV file {path} does not exist")
+    with open(path, "rb") as fh:
+        reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter, strict=True)
+
+        start = [1]  # the line the current record starts on (a quoted field may span lines)
+
+        def line_no() -> int:
+            return start[0]
+
+        def next_row():
+            start[0] = reader.line_num + 1
+            try:
+                return next(reader)
+            except csv.Error as exc:
+                raise ValueError(f"{path} line {line_no()}: not readable as CSV ({exc})") from None
+
+        try:
+            header = next_row()
+            while header == []:
+                header = next_row()
+        except StopIteration:
+            raise ValueError(f"{path} is empty; a header row with the column names is required") from None
+        if all(_as_number(h) is not None for h in header):
+            raise ValueError(f"{path} line {line_no()}: the first row holds only numbers; a header row "
+                             f"with the column names is required")
+        n_fields = len(header)
+        t = _find_target(header, target, path)
+        if n_fields < 2:
+            raise ValueError(f"{path} line {line_no()}: the header has only the target column; "
+                             f"at least one feature column is needed")
+        names = [h.strip() for h in header]
+        target_name = names[t]
+        feat_idx = [i for i in range(n_fields) if i != t]
+        feature_names = [names[i] for i in feat_idx]
+
+        infer = task is None
+        # Class bookkeeping while the target may be a class label: token -> first-seen code,
+        # each token's numeric value (None for text), and the distinct numeric values.
+        labels = _Labels()
+        track = task != "regression"  # False once an inferred target is clearly numeric
+        code_chunks: list[np.ndarray] = []
+
+        Xbuf = np.empty((chunk_rows, len(feat_idx)), dtype=np.float64)
+        ybuf = np.empty(chunk_rows, dtype=np.float64)
+        cbuf = np.empty(chunk_rows, dtype=np.int32)  # first-seen class codes, 4 bytes a row
+        m = 0
+        with _Writer(out, len(feat_idx), chunk_rows, inputs=(path,)) as w:
+            while True:
+                try:
+                    row = next_row()
+                except StopIteration:
+                    break
+                if row == []:
+                    continue  # blank line
+                if len(row) != n_fields:
+                    raise ValueError(f"{path} line {line_no()}: expected {n_fields} fields, found {len(row)}")
+                tok = row[t].strip()
+                if tok.lower() in MISSING:
+                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} is missing")
+                value = _as_number(tok)
+                if value is not None and not math.isfinite(value):
+                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} has "
+                                     f"non-finite value {tok!r}")
+                if value is None and not track:
+                    why = "--task is regression" if task == "regression" else \
+                        "the earlier rows make it a numeric (regression) target"
+                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} has "
+                                     f"non-numeric value {tok!r}, but {why}")
+                for j, i in enumerate(feat_idx):
+                    text = row[i].strip()
+                    x = _as_number(text)
+                    if x is None:
+                        what = "an empty value" if text == "" else f"non-numeric value {text!r}"
+                        raise ValueError(f"{path} line {line_no()}: column {names[i]!r} has {what}")
+                    if not math.isfinite(x):
+                        raise ValueError(f"{path} line {line_no()}: column {names[i]!r} has "
+                                         f"non-finite value {text!r}")
+                    Xbuf[m, j] = x
+                ybuf[m] = math.nan if value is None else value
+                if track:
+                    cbuf[m] = labels.code(tok, value)
+                    if task == "binary" and labels.n_distinct() > 2:
+                        raise ValueError(f"{path} line {line_no()}: --task binary, but the target "
+                                         f"{target_name!r} has a third class {tok!r}")
+                    if infer and labels.clearly_numeric():
+                        track = False  # a regression target: its values are already in /y
+                        code_chunks.clear()
+                        labels = _Labels()
+                m += 1
+                if m == chunk_rows:
+                    w.append(Xbuf[:m], ybuf[:m])
+                    if track:
+                        code_chunks.append(cbuf[:m].copy())
+                    m = 0
+            if m:
+                w.append(Xbuf[:m], ybuf[:m])
+                if track:
+                    code_chunks.append(cbuf[:m].copy())
+            if w.n_rows == 0:
+                raise ValueError(f"{path} has a header but no data rows")
+            classes = None
+            if track:
+                classes, token_to_class = labels.sorted_classes()
+                task = _class_task(len(classes), task, f"{path}: the target {target_name!r}")
+                lo = 0
+                for codes in code_chunks:
+                    w.y[lo:lo + len(codes)] = token_to_class[codes]
+                    lo += len(codes)
+            else:
+                task = "regression"
+            attrs = {"source": f"csv:{path}", "task": task,
+                     "n_classes": 0 if classes is None else len(classes),
+                     "feature_names": feature_names, "target": target_name,
+                     "target_names": [target_name] if classes is None else _label_text(classes),
+                     "classes": None if classes is None else _label_attr(classes)}
+            w.finish(attrs)
+    return attrs
+
+
+class _Labels:
+    """Distinct target tokens in order of first appearance, with their numeric values."""
+
+    def __init__(self):
+        self.token_code: dict[str, int] = {}
+        self.values: list[float | None] = []
+        self.value_set: set[float] = set()
+        self.all_numeric = self.all_integer = True
+
+    def code(self, tok: str, value: float | None) -> int:
+        code = self.token_code.get(tok)
+        if code is None:
+            code = self.token_code[tok] = len(self.values)
+            self.values.append(value)
+            if value is None:
+                self.all_numeric = False
+            else:
+                self.value_set.add(value)
+                self.all_integer = self.all_integer and value.is_integer()
+        return code
+
+    def n_distinct(self) -> int:
+        """Distinct classes: numbers by value ("1" is "1.0"), else tokens by text."""
+        return len(self.value_set) if self.all_numeric else len(self.values)
+
+    def clearly_numeric(self) -> bool:
+        """All numbers so far, and not integer-valued or too many values to be classes."""
+        return self.all_numeric and (not self.all_integer or len(self.value_set) > MAX_INFERRED_CLASSES)
+
+    def sorted_classes(self) -> tuple[list, np.ndarray]:
+        """Sorted class labels (by value if all numeric, else by text) and each token code's class id."""
+        if self.all_numeric:
+            classes = sorted(self.value_set)
+            index = {v: k for k, v in enumerate(classes)}
+            return classes, np.asarray([index[v] for v in self.values], dtype=np.float64)
+        classes = sorted(self.token_code)
+        index = {tok: k for k, tok in enumerate(classes)}
+        by_code = sorted(self.token_code, key=self.token_code.get)
+        return classes, np.asarray([index[tok] for tok in by_code], dtype=np.float64)
+
+
+def _label_text(labels: list) -> list[str]:
+    return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in labels]
+
+
+# -- npy ----------------------------------------------------------------------
+def _load_npy(path: str, what: str) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} file {path} does not exist")
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise ValueError(f"{path} holds Python objects, not numbers; save a numeric array") from None
+        raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
+
+
+def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chunk_rows: int = 4096) -> dict:
+    """Write ``X.npy`` (rows×cols numbers) and ``y.npy`` (rows) to ``out``.
+
+    X must be 2-D and numeric; y 1-D (a rows×1 column is accepted), numeric or strings
+    (string labels are classes). Every value must be finite; the first bad row is named.
+    ``task`` as in :func:`import_csv`. Returns the attrs written.
+    """
+    _check_task(task)
+    X = _load_npy(x_path, "X")
+    y = _load_npy(y_path, "y")
+    if X.ndim != 2:
+        raise ValueError(f"{x_path} must hold a 2-D array (rows x cols), has shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{y_path} must hold a 1-D array (rows,), has shape {y.shape}")
+    if X.shape[0] != y.shape[0]:
+        raise ValueError(f"{x_path} has {X.shape[0]} rows but {y_path} has {y.shape[0]}; they must match")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{x_path} is empty (shape {X.shape})")
+    if X.dtype.kind not in "fiub":
+        raise ValueError(f"{x_path} has non-numeric dtype {X.dtype}; X must hold numbers")
+    if y.dtype.kind not in "fiubUS":
+        raise ValueError(f"{y_path} has dtype {y.dtype}; y must hold numbers or string labels")
+    n = X.shape[0]
+    numeric_y = y.dtype.kind in "fiub"
+    if numeric_y:
+        yf = np.asarray(y, dtype=np.float64)
+        bad = ~np.isfinite(yf)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise ValueError(f"{y_path} row {r} is not finite ({yf[r]})")
+        if task == "regression":
+            classes = None
+        else:
+            labels, codes = np.unique(yf, return_inverse=True)
+            integer = bool(np.all(labels == np.round(labels)))
+            if task is None and (not integer or len(labels) > MAX_INFERRED_CLASSES):
+                classes = None
+            else:
+                classes, yf = [float(v) for v in labels], codes.astype(np.float64).ravel()
+    else:
+        if task == "regression":
+            raise ValueError(f"{y_path} holds strings ({y.dtype}), but --task is regression")
+        labels, codes = np.unique(np.asarray(y), return_inverse=True)
+        if np.dtype(labels.dtype).kind == "S":
+            labels = np.char.decode(labels, "utf-8", "replace")
+        classes, yf = [str(v) for v in labels], codes.astype(np.float64).ravel()
+    if classes is not None:
+        task = _class_task(len(classes), task, y_path)
+    else:
+        task = "regression"
+    with _Writer(out, X.shape[1], chunk_rows, inputs=(x_path, y_path), n_rows=n) as w:
+        for lo in range(0, n, chunk_rows):
+            block = np.asarray(X[lo:lo + chunk_rows], dtype=np.float64)
+            ok = np.isfinite(block).all(axis=1)
+            if not ok.all():
+                r = int(np.argmin(ok))
+                col = int(np.argmin(np.isfinite(block[r])))
+                raise ValueError(f"{x_path} row {lo + r} has a non-finite value "
+                                 f"({block[r, col]} in column {col})")
+            w.append(block, yf[lo:lo + chunk_rows])
+        attrs = {"source": f"npy:{x_path},{y_path}", "task": task,
+                 "n_classes": 0 if classes is None else len(classes),
+                 "target_names": ["target"] if classes is None else _label_text(classes),
+                 "classes": None if classes is None else _label_attr(classes)}
+        w.finish(attrs)
+    return attrs
+
+
+# -- dispatch -----------------------------------------------------------------
+def run_import(source: str, paths: list[str], out: str, target=None, task: str | None = None,
+               delimiter: str = ",", chunk_rows: int = 4096) -> dict:
+    """The ``import`` subcommand: ``sklearn:NAME``, ``csv FILE --target COL`` or ``npy X.npy y.npy``."""
+    if source.startswith("sklearn:"):
+        if paths:
+            raise ValueError(f"import {source} takes no file arguments, got {' '.join(paths)}")
+        if task is not None or target is not None:
+            raise ValueError(f"import {source} takes neither --task nor --target (the data set fixes them)")
+        return import_sklearn(source, out, chunk_rows)
+    if source == "csv":
+        if len(paths) != 1:
+            raise ValueError(f"import csv takes one CSV file, got {len(paths)} ({' '.join(paths) or 'none'})")
+        if target is None:
+            raise ValueError("import csv needs --target COLUMN (a header name or a column index)")
+        return import_csv(paths[0], target, out, task, delimiter, chunk_rows)
+    if source == "npy":
+        if len(paths) != 2:
+            raise ValueError(f"import npy takes two files, X.npy and y.npy, got {len(paths)}")
+        if target is not None:
+            raise ValueError("import npy takes no --target (y.npy is the target)")
+        return import_npy(paths[0], paths[1], out, task, chunk_rows)
+    raise ValueError(f"unknown import source {source!r}; use sklearn:NAME "
+                     f"({', '.join(SKLEARN_SETS)}), csv FILE --target COLUMN, or npy X.npy y.npy")

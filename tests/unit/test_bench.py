@@ -1,0 +1,87 @@
+"""lepton_hpc.bench runs end to end on small data and prints one JSON object.
+
+Only the shape of the report is checked here: the speed targets are for the
+full-size benchmarks on a quiet machine, not for timed tests.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lepton_hpc.bench import spread, verdict
+
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ["--rows", "20000", "--cols", "8"]
+
+
+def run_bench(*args: str, timeout: int = 240) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "lepton_hpc.bench", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"expected one JSON line on stdout, got {proc.stdout[-3000:]!r}"
+    return json.loads(lines[0])
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def assert_spread(s: dict) -> None:
+    assert set(s) == {"min", "median", "max"}
+    assert all(positive(v) for v in s.values()), s
+    assert s["min"] <= s["median"] <= s["max"]
+
+
+def assert_verdict(res: dict, name: str, target: float, target_is: str) -> None:
+    assert res["bench"] == name
+    assert positive(res["ratio"])
+    assert_spread(res["paired_ratio"])
+    assert res["target"] == target and res["target_is"] == target_is
+    assert isinstance(res["pass"], bool)
+    prov = res["provenance"]
+    assert prov["numpy"] and prov["mpi4py"] and prov["mpi_library"] and prov["cpu_count"] >= 1
+    assert "OPENBLAS_CORETYPE" in prov["env"]
+    assert all(b["num_threads"] == 1 for b in prov["blas"])
+
+
+def test_gradpass_reports_ratio_to_read_bound():
+    res = run_bench("gradpass", *SMALL, "--repeats", "2")
+    assert_verdict(res, "gradpass", 0.65, ">=")
+    assert res["x_bytes"] == 20000 * 8 * 8
+    for key in ("gradpass_s", "gradpass_gb_s", "bound_s", "bound_gb_s"):
+        assert_spread(res[key])
+    assert res["bound_fastest_read"] in res["reads"]
+    assert res["bound_s"]["min"] <= min(r["s"]["min"] for r in res["reads"].values()) + 1e-12
+
+
+def test_reduce_reports_exact_over_fast_step_time():
+    res = run_bench("reduce", *SMALL, "--steps", "3")
+    assert_verdict(res, "reduce", 1.10, "<=")
+    assert res["ranks"] == 2
+    for key in ("step_s", "reduce_in_step_s", "reduce_only_s"):
+        assert set(res[key]) == {"exact", "fast"}
+        for s in res[key].values():
+            assert_spread(s)
+
+
+def test_ranks_reports_speedup_of_two_ranks():
+    res = run_bench("ranks", *SMALL, "--steps", "3")
+    assert_verdict(res, "ranks", 1.6, ">=")
+    assert_spread(res["step_s_n1"])
+    assert_spread(res["step_s_n2"])
+    assert len(res["step_s_per_launch"]["n1"]) == len(res["step_s_per_launch"]["n2"]) == 3
+
+
+def test_verdict_is_ratio_of_medians():
+    v = verdict([2.0, 4.0, 100.0], [1.0, 2.0, 2.0], 1.5, ">=")
+    assert v["ratio"] == pytest.approx(2.0)
+    assert v["paired_ratio"] == spread([2.0, 2.0, 50.0])
+    assert v["pass"] is True
+    assert verdict([2.0], [1.0], 1.1, "<=")["pass"] is False

@@ -2,6 +2,11 @@
 
     synth linear --rows N --cols D --noise S --seed K --out FILE.h5 [--chunk-rows R]
                  [--compression gzip|lzf|none] [--dtype float64|float32]
+    synth logistic|softmax --rows N --cols D [--classes K] [--noise S] --seed K --out FILE.h5
+    import sklearn:diabetes|breast_cancer|digits|wine --out FILE.h5
+    import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
+    import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
+    synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
     info FILE.h5
 
 Synthetic files hold exactly the rows a synthetic job with the same seed and
@@ -18,6 +23,8 @@ import h5py
 import numpy as np
 
 from ..partition import chunk_range, n_chunks
+from .classification import synth_classification
+from .importers import TASKS, run_import
 from .synthetic import linear_chunk, true_weights
 
 
@@ -65,26 +72,47 @@ def info(path: str) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:2] == ["synth", "mf"]:  # ratings for model.kind=mf: their own options
+        from .ratings import synth_mf_main
+        return synth_mf_main(argv[2:], info)
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("synth", help="write synthetic data")
-    s.add_argument("kind", choices=["linear"])
+    s.add_argument("kind", choices=["linear", "logistic", "softmax"])
     s.add_argument("--rows", type=int, required=True)
     s.add_argument("--cols", type=int, required=True)
     s.add_argument("--noise", type=float, default=0.1)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--bias", type=float, default=0.0)
     s.add_argument("--features", choices=["normal", "uniform"], default="normal")
+    s.add_argument("--classes", type=int, default=None, help="softmax: number of classes K (logistic: 2)")
     s.add_argument("--chunk-rows", type=int, default=4096)
     s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     s.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
     s.add_argument("--out", required=True)
+    m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5")
+    m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|wine, csv or npy")
+    m.add_argument("paths", nargs="*", help="csv: FILE.csv; npy: X.npy y.npy")
+    m.add_argument("--target", help="csv: the target column, by header name or index")
+    m.add_argument("--task", choices=list(TASKS), default=None, help="default: inferred from the target")
+    m.add_argument("--delimiter", default=",")
+    m.add_argument("--chunk-rows", type=int, default=4096)
+    m.add_argument("--out", required=True)
     i = sub.add_parser("info", help="describe a data file")
     i.add_argument("file")
     args = p.parse_args(argv)
     try:
-        if args.cmd == "synth":
+        if args.cmd == "synth" and args.kind in ("logistic", "softmax"):
+            synth_classification(args.out, args.kind, args.rows, args.cols, args.classes, args.noise,
+                                 args.seed, args.chunk_rows, args.compression, args.dtype, args.features)
+            print(info(args.out))
+        elif args.cmd == "import":
+            run_import(args.source, args.paths, args.out, args.target, args.task, args.delimiter,
+                       args.chunk_rows)
+            print(info(args.out))
+        elif args.cmd == "synth":
             synth_linear(args.out, args.rows, args.cols, args.noise, args.seed, args.chunk_rows,
                          args.compression, args.dtype, args.bias, args.features)
             print(info(args.out))

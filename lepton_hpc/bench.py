@@ -3,6 +3,8 @@
     python -m lepton_hpc.bench gradpass [--rows 2000000 --cols 32 --repeats 7]
     python -m lepton_hpc.bench reduce   [--rows 2000000 --cols 32 --ranks 2 --steps 20]
     python -m lepton_hpc.bench ranks    [--rows 2000000 --cols 32 --steps 20]
+    python -m lepton_hpc.bench matmul   [--n 4000 --k 200]   (lepton_hpc.bench_matmul)
+    python -m lepton_hpc.bench allreduce [--ranks 2]          (lepton_hpc.bench_allreduce)
 
 Each prints ONE JSON object on stdout (notes go to stderr): the timings as
 min/median/max, ``ratio`` (the ratio of the two medians), ``paired_ratio``
@@ -274,9 +276,22 @@ BENCHES = {  # name: (function, help, extra-arguments setup)
 }
 
 
+# Benchmarks that live in their own modules: name -> module with main(argv) -> dict.
+EXTERNAL = {"matmul": "lepton_hpc.bench_matmul", "allreduce": "lepton_hpc.bench_allreduce"}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in EXTERNAL:
+        import importlib
+
+        module = importlib.import_module(EXTERNAL[argv[0]])
+        if hasattr(module, "cli"):
+            return module.cli(argv[1:])
+        print(json.dumps(module.main(argv[1:])), flush=True)
+        return 0
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="bench", required=True, metavar="{" + ",".join(BENCHES) + "}")
+    sub = p.add_subparsers(dest="bench", required=True, metavar="{" + ",".join([*BENCHES, *EXTERNAL]) + "}")
     for name, (_, text, extra) in BENCHES.items():
         q = sub.add_parser(name, help=text)
         _common(q, steps=name != "gradpass")

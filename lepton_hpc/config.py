@@ -40,7 +40,7 @@ class DataConfig:
     y_dataset: str = _key("y", "name of the target dataset (rows) in data.path")
     rows: int = _key(200_000, "synthetic data: number of rows")
     cols: int = _key(32, "synthetic data: number of feature columns")
-    noise: float = _key(0.1, "synthetic data: standard deviation of the target noise")
+    noise: float = _key(0.1, "synthetic data: standard deviation of the target noise (matmul: of the noise added to A)")
     seed: int = _key(0, "seed of the synthetic data (chunk c is drawn from (seed, c))")
     features: str = _key("normal", "synthetic features: standard normal or uniform on [0, 1)", ("normal", "uniform"))
     true_weights: list = _key([], "synthetic data: true weights (empty: drawn from the seed)")

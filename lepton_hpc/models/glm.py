@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, log_expit
 
-CACHE_BLOCK_BYTES = 256 * 1024  # a block of rows that stays in L2 between the two passes
+CACHE_BLOCK_BYTES = 1024 * 1024  # fits the last-level cache share of a core; 2nd read is a cache hit
 
 
 def block_rows(n_cols: int, itemsize: int = 8) -> int:
@@ -132,6 +132,31 @@ class LinearKernel(GLMKernel):
 
     def __init__(self, n_cols, fit_intercept, chunk_rows, dtype, n_out=1):
         super().__init__(n_cols, fit_intercept, chunk_rows, dtype, 1)
+        self._r = None
+
+    def partial(self, X, y, sw, theta, out):
+        """Fast path for plain float64 rows: two BLAS calls per block, no temporaries."""
+        if self._convert or self.scale is not None or sw is not None:
+            return super().partial(X, y, sw, theta, out)
+        d = self.n_cols
+        w = theta[:d]
+        b = theta[d] if self.fit_intercept else 0.0
+        if self._r is None or self._r.shape[0] < self.block:
+            self._r = np.empty(self.block)
+        out[:] = 0.0
+        grad = out[:d]
+        for lo in range(0, X.shape[0], self.block):
+            hi = min(lo + self.block, X.shape[0])
+            Xb, r = X[lo:hi], self._r[:hi - lo]
+            np.dot(Xb, w, out=r)
+            r -= y[lo:hi]
+            if self.fit_intercept:
+                r += b
+                out[d] += r.sum()
+            out[-2] += 0.5 * np.dot(r, r)
+            np.dot(r, Xb, out=self._g)  # Xbᵀ r while the block is still in cache
+            grad += self._g
+        out[-1] = X.shape[0]
 
     def residual(self, z, y, sw, per_row=False):
         r = z - y

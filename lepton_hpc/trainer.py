@@ -8,6 +8,7 @@ join every collective. Errors a user can fix are agreed across ranks
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -70,9 +71,12 @@ class Trainer:
         with self.timer.phase("read"):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, self.rank, self._generator())
         self._reference_pass()
+        self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
         self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **_opt_kwargs(cfg))
-        self.theta = np.zeros(self.n_params)
-        self.grad = np.zeros(self.n_params)
+        # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
+        n_coords = self.fac.S.shape[0] if cfg.train.solver == "svd_gd" else self.n_params
+        self.theta = np.zeros(n_coords)
+        self.grad = np.zeros(n_coords)
         self.step = 0
         self.g0_norm = 0.0
         self.prev_loss = math.inf
@@ -81,7 +85,7 @@ class Trainer:
         self.batches = None
         if cfg.train.batch_size:
             self.batches = MiniBatches(self.shard, cfg.train.batch_size, cfg.data.seed)
-        if cfg.train.solver == "gd":
+        if cfg.train.solver in ("gd", "svd"):  # svd: for the final loss pass
             self.reducer = ChunkReducer(comm, self.shard.n_chunks, self.kernel.width, cfg.comm.reduction)
         self.stop_flag = C.StopFlag(comm)
         self._maybe_resume()
@@ -107,6 +111,9 @@ class Trainer:
             raise ValueError(f"train.batch_size needs train.solver=gd, not {solver}")
         if cfg.model.standardize and not cfg.model.fit_intercept:
             raise ValueError("model.standardize centres the features and needs model.fit_intercept=true")
+        if solver in ("svd", "svd_gd") and (cfg.model.standardize or cfg.model.penalty != "none"):
+            raise ValueError(f"train.solver={solver} factors X itself: set model.standardize=false and "
+                             f"model.penalty=none (or use solver gd/gram)")
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise ValueError("mini-batches (train.batch_size) need data.in_memory=true")
         if os.environ.get("LEPTON_SKIP_NTASKS_CHECK") or "SLURM_PROCID" not in os.environ:
@@ -205,6 +212,27 @@ class Trainer:
             eig = np.linalg.eigvalsh(H)
             self.curvature = (float(eig[0]), float(eig[-1]))
 
+    def _factor(self):
+        """Z = U S Vᵀ by TSQR over the ranks; the SVD solution becomes the exact reference."""
+        from .linalg.lstsq import design_block, factor
+
+        with self.timer.phase("compute"):
+            Z, y = design_block(self.shard, self.cfg.model.fit_intercept)
+            fac = factor(Z, y, self.comm, self.cfg.train.rcond)
+        del Z, y
+        self.normal_eq_theta = self.theta_exact
+        self.theta_exact = fac.solution()
+        if self.cfg.train.solver == "svd_gd":
+            self.curvature = (1.0, 1.0)  # the whitened problem's Hessian is the identity
+        self.yw2 = self.yty
+        return fac
+
+    def model_theta(self) -> np.ndarray:
+        """θ on the (possibly standardised) features, whatever coordinates the solver steps in."""
+        if self.cfg.train.solver == "svd_gd":
+            return self.fac.theta(self.theta)
+        return self.theta
+
     def _maybe_resume(self) -> None:
         if self.resume is None:
             return
@@ -213,7 +241,10 @@ class Trainer:
         if state is None:
             self.log(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
             return
-        self.theta[:] = self.std.from_original(self._theta_from(state.arrays))
+        if "model/phi" in state.arrays:
+            self.theta[:] = state.arrays["model/phi"]
+        else:
+            self.theta[:] = self.std.from_original(self._theta_from(state.arrays))
         C.agree(self.comm, self.opt.load_state_dict, state.optimizer)
         self.step = state.step
         for key in ("g0_norm", "prev_loss", "best_loss", "stale"):
@@ -233,11 +264,13 @@ class Trainer:
 
     def _param_arrays(self) -> dict:
         """θ in the original feature units, as /model/w (d or d×K) and /model/b."""
-        theta = self.std.to_original(self.theta)
+        theta = self.std.to_original(self.model_theta())
         d, k = self.shard.n_cols, self.n_classes
         arrays = {"model/w": theta[:d * k].reshape(d, k) if k > 1 else theta[:d].copy()}
         if self.cfg.model.fit_intercept:
             arrays["model/b"] = theta[d * k:].copy() if k > 1 else np.float64(theta[d])
+        if self.cfg.train.solver == "svd_gd":
+            arrays["model/phi"] = self.theta.copy()  # exact resume in whitened coordinates
         return arrays
 
     def _load_checkpoint(self):
@@ -265,7 +298,7 @@ class Trainer:
         name, tol = self.opt.name, self.cfg.train.tol
         remaining = self.cfg.train.steps - self.step
         if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.rank != 0
-                or self.curvature is None):
+                or self.curvature is None or self.cfg.train.solver == "svd"):
             return
         etas = self.opt.schedule(remaining)
         total = float(etas.sum())
@@ -297,6 +330,14 @@ class Trainer:
         """
         self.stop_flag.start(flag)
         p = self.n_params
+        if self.cfg.train.solver == "svd_gd":
+            with self.timer.phase("compute", self.step):
+                f = self.fac
+                np.subtract(self.theta, f.uty, out=self.grad)
+                loss = 0.5 * (self.theta @ self.theta - 2.0 * (self.theta @ f.uty) + self.yw2) / self.weight_sum
+            with self.timer.phase("reduce", self.step):
+                stop = self.stop_flag.wait()
+            return loss, stop
         if self.cfg.train.solver == "gram":
             with self.timer.phase("compute", self.step):
                 loss = gram_grad_loss(self.G, self.c, self.yty, self.weight_sum, self.theta, self.grad)
@@ -323,6 +364,8 @@ class Trainer:
     def _converged(self, loss: float, grad_norm: float) -> str | None:
         """Stop reason from train.tol / train.patience, or None to go on."""
         tc = self.cfg.train
+        if self.penalty.has_l1:  # the smooth gradient stays nonzero at an L1 optimum: judge the smallest subgradient
+            grad_norm = self.penalty.stationarity(self.theta, self.grad)
         if self.batches is not None:
             # Per-batch losses are noisy: judge whole epochs only.
             if not self.batches.epoch_end(self.step):
@@ -330,7 +373,7 @@ class Trainer:
                 return None
             self.batches.add_loss(loss)
             loss = self.batches.pop_epoch_loss()
-        elif tc.tol > 0 and grad_norm <= tc.tol * self.g0_norm and not self.penalty.has_l1:
+        elif tc.tol > 0 and grad_norm <= tc.tol * self.g0_norm:
             return "tol"
         improved = self.best_loss - loss > tc.tol * max(abs(loss), 1e-300)
         if improved:
@@ -355,6 +398,10 @@ class Trainer:
         self._install_signals()
         metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, append=self.step > 0)
         last_ckpt = self.step if self.resume else -1
+        if tc.solver == "svd":  # a direct solve: no steps
+            self.theta[:] = self.theta_exact
+            self.stop_reason = "direct"
+            tc = dataclasses.replace(tc, steps=self.step)
         window_t0, window_steps = time.perf_counter(), 0
         window_phase = self.timer.snapshot()
         try:
@@ -446,14 +493,13 @@ class Trainer:
     def summary(self, exit_code: int) -> dict | None:
         """Final losses and metrics, per-rank figures gathered; the dict on rank 0. Collective."""
         saved, self.batches = self.batches, None
-        if self.cfg.train.solver != "gd":
-            self.reducer = ChunkReducer(self.comm, self.shard.n_chunks, self.kernel.width, "exact")
         loss, _ = self._grad_loss(0.0)
         self.batches = saved
         grad_norm = float(np.linalg.norm(self.grad))
-        metrics = {"train": evaluate(self.comm, self.kernel, self.shard, self.theta, self.n_classes, "train")}
+        theta = self.model_theta()
+        metrics = {"train": evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "train")}
         if self.cfg.data.test_fraction > 0:
-            metrics["test"] = evaluate(self.comm, self.kernel, self.shard, self.theta, self.n_classes, "test")
+            metrics["test"] = evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "test")
         wall = time.perf_counter() - self.t_start
         mine = {"phases": self.timer.snapshot(), "peak_rss_bytes": peak_rss_bytes(),
                 "shard_rows": self.shard.n_local, "shard_bytes": self.shard.nbytes}
@@ -462,7 +508,7 @@ class Trainer:
             self.timer.write_trace(self.out)
         if self.rank != 0:
             return None
-        theta = self.std.to_original(self.theta)
+        theta = self.std.to_original(theta)
         d, k = self.shard.n_cols, self.n_classes
         rel_err = None
         if self.theta_exact is not None:
@@ -494,6 +540,10 @@ class Trainer:
             "optimizer": self.opt.hyperparameters(),
             "eta_final": self.opt.eta,
             "curvature_min_max": None if self.curvature is None else list(self.curvature),
+            "condition_number": None if self.fac is None else self.fac.kappa,
+            "singular_values_cut": None if self.fac is None else self.fac.n_cut,
+            "normal_equations_rel_error": None if self.fac is None or self.normal_eq_theta is None else float(
+                np.linalg.norm(self.normal_eq_theta - self.theta_exact) / np.linalg.norm(self.theta_exact)),
             "data": {"source": self.shard.describe(), "rows": self.shard.n_rows, "cols": d,
                      "classes": k if self.cfg.model.kind == "softmax" else None,
                      "fingerprint": self.fingerprint, "dtype": self.shard.dtype.name,

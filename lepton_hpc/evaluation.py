@@ -8,7 +8,6 @@ metrics are the same bits on any rank count. ROC AUC needs a ranking: the
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 from .reduce import ChunkReducer
 
@@ -84,6 +83,8 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> floa
     if w_pos <= 0 or w_neg <= 0:
         return None
     if np.all(weights == 1.0):
+        from scipy.stats import rankdata
+
         ranks = rankdata(scores)
         return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
     order = np.argsort(scores, kind="stable")

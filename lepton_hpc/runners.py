@@ -7,6 +7,7 @@ A runner is constructed as ``Runner(cfg, comm, out_dir, resume)`` and offers
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 
 from .config import JobConfig
@@ -27,3 +28,13 @@ def runner_for(cfg: JobConfig) -> type:
                          f"available: {', '.join(sorted(RUNNERS))}")
     module, name = target.split(":")
     return getattr(import_module(module), name)
+
+
+def threads_per_rank(configured: int) -> int:
+    """BLAS threads per rank: train.threads, else $SLURM_CPUS_PER_TASK, else 1."""
+    if configured > 0:
+        return configured
+    try:
+        return max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+    except ValueError:
+        return 1

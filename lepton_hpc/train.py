@@ -52,8 +52,7 @@ def run(args, comm) -> int:
     from threadpoolctl import threadpool_limits
 
     from . import comm as C
-    from .runners import runner_for
-    from .trainer import threads_per_rank
+    from .runners import runner_for, threads_per_rank
 
     cfg, out = _resolve(args, comm)
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):

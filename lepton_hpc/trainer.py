@@ -567,13 +567,3 @@ def _opt_kwargs(cfg: JobConfig) -> dict:
     o = cfg.optimizer
     return {"learning_rate": o.learning_rate, "alpha": o.alpha, "momentum": o.momentum,
             "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps}
-
-
-def threads_per_rank(configured: int) -> int:
-    """BLAS threads per rank: train.threads, else $SLURM_CPUS_PER_TASK, else 1."""
-    if configured > 0:
-        return configured
-    try:
-        return max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
-    except ValueError:
-        return 1

@@ -1,0 +1,397 @@
+"""Ratings (users x items, COO) for the matrix-factorization recommender.
+
+File contract (HDF5)::
+
+    /rows   int   user index of each rating, sorted ascending (non-decreasing)
+    /cols   int   item index of each rating
+    /vals   float the rating
+    attrs:  shape = (n_users, n_items); optional noise (the synthetic ground
+            truth's noise level sigma), seed, true_rank, density, chunk_rows, kind="mf"
+
+Sharding is by user rows: users are cut into logical chunks of
+``data.chunk_rows`` users, each rank owns a contiguous balanced range of
+chunks (:func:`lepton_hpc.partition.chunks_of_rank`) and reads only its own
+slice ``[lo, hi)`` of the COO arrays, found by binary search on the sorted
+``/rows`` dataset (a few single-element reads); no rank reads the whole file.
+
+Synthetic ratings are drawn per user chunk from ``(seed, chunk id)``; the
+ground-truth item factors come from the seed alone. The same function feeds
+the in-process generator and ``python -m lepton_hpc.data synth mf``, so a
+job with ``data.path = ""`` sees exactly the numbers the CLI writes (for the
+same seed and chunk_rows).
+
+The held-out test split is a hash of ``(seed, user, item)``: it depends on
+neither the rank count nor the chunking nor the file layout.
+
+Nothing here talks to MPI; errors are ``ValueError`` sentences that the
+trainer agrees on across ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+from ..config import DataConfig
+from ..partition import chunk_range, chunks_of_rank, n_chunks
+
+_ITEMS_STREAM = 2**32 - 2  # stream ids no chunk id reaches
+_TEST_SALT = 0x6D66_7465_7374  # "mftest"
+
+
+def factor_scale(rank: int) -> float:
+    """Entry scale of the ground-truth factors: u.v then has unit variance."""
+    return float(rank) ** -0.25
+
+
+def true_item_factors(seed: int, n_items: int, rank: int) -> np.ndarray:
+    """Ground-truth item factors V* (n_items x rank), drawn from the seed alone."""
+    return np.random.default_rng([seed, _ITEMS_STREAM]).standard_normal((n_items, rank)) * factor_scale(rank)
+
+
+def bernoulli_positions(rng: np.random.Generator, total: int, p: float) -> np.ndarray:
+    """Sorted positions in ``[0, total)``, each present independently with probability ``p``.
+
+    Geometric gaps between successes: O(number drawn) work and memory, and the
+    draws depend only on ``(total, p)`` and the generator state.
+    """
+    if total <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if p >= 1.0:
+        return np.arange(total, dtype=np.int64)
+    batch = int(total * p * 1.05) + 64
+    parts, pos = [], -1
+    while True:
+        cs = pos + np.cumsum(rng.geometric(p, size=batch))
+        parts.append(cs[cs < total])
+        if cs[-1] >= total:
+            break
+        pos = int(cs[-1])
+    return np.concatenate(parts).astype(np.int64, copy=False)
+
+
+def rowdot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two (n, k) arrays."""
+    return np.einsum("ij,ij->i", A, B)
+
+
+def ratings_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.ndarray, density: float,
+                  noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ratings of users ``[user_lo, user_hi)`` (logical chunk ``chunk``), sorted by (user, item).
+
+    Each user-item entry is observed with probability ``density``; its value
+    is ``u*_u . v*_i + noise * N(0, 1)`` with u*_u drawn from ``(seed, chunk)``.
+    Returns global ``rows`` (int64), ``cols`` (int64) and ``vals`` (float64).
+    """
+    n_items, rank = V_true.shape
+    m = user_hi - user_lo
+    rng = np.random.default_rng([seed, chunk])
+    U_true = rng.standard_normal((m, rank)) * factor_scale(rank)
+    pos = bernoulli_positions(rng, m * n_items, density)
+    local, cols = np.divmod(pos, n_items)
+    vals = rowdot(U_true[local], V_true[cols]) + noise * rng.standard_normal(pos.shape[0])
+    return local + user_lo, cols, vals
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser on uint64 arrays (wrapping arithmetic)."""
+    z = z ^ (z >> np.uint64(30))
+    z = z * np.uint64(0xBF58476D1CE4E5B9)
+    z = z ^ (z >> np.uint64(27))
+    z = z * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def heldout_mask(seed: int, rows: np.ndarray, cols: np.ndarray, fraction: float) -> np.ndarray:
+    """True for ratings held out for testing: a hash of (seed, user, item) below ``fraction``.
+
+    Independent of rank count, chunking and file order.
+    """
+    rows = np.asarray(rows)
+    if fraction <= 0 or rows.size == 0:
+        return np.zeros(rows.shape, dtype=bool)
+    key = _mix64(np.full(rows.shape, (seed ^ _TEST_SALT) & (2**64 - 1), dtype=np.uint64))
+    key = _mix64(key + rows.astype(np.uint64))
+    key = _mix64(key + np.asarray(cols).astype(np.uint64))
+    u = (key >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
+    return u < fraction
+
+
+# -- the CLI's writer ------------------------------------------------------------
+def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise: float, seed: int = 0,
+             chunk_rows: int = 4096, compression: str | None = None) -> int:
+    """Write synthetic ratings to ``out`` (HDF5, atomically), one user chunk at a time.
+
+    Returns the number of ratings written. Memory stays one chunk.
+    """
+    for name, value in (("users", users), ("items", items), ("rank", rank), ("chunk-rows", chunk_rows)):
+        if value <= 0:
+            raise ValueError(f"--{name} must be > 0, got {value}")
+    if not 0 < density <= 1:
+        raise ValueError(f"--density must be in (0, 1], got {density}")
+    if not np.isfinite(noise) or noise < 0:
+        raise ValueError(f"--noise must be finite and >= 0, got {noise}")
+    V_true = true_item_factors(seed, items, rank)
+    idx_dtype = np.int32 if max(users, items) < 2**31 else np.int64
+    opts = {} if compression in (None, "none") else {"compression": compression}
+    block = int(min(1 << 16, users * items * density * 1.1 + 16))  # HDF5 chunk: small files stay small
+    tmp = out + ".tmp"
+    nnz = 0
+    with h5py.File(tmp, "w") as f:
+        ds = {name: f.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(block,), **opts)
+              for name, dt in (("rows", idx_dtype), ("cols", idx_dtype), ("vals", np.float64))}
+        for c in range(n_chunks(users, chunk_rows)):
+            lo, hi = chunk_range(users, chunk_rows, c)
+            rows, cols, vals = ratings_chunk(seed, c, lo, hi, V_true, density, noise)
+            end = nnz + rows.shape[0]
+            for name, arr in (("rows", rows), ("cols", cols), ("vals", vals)):
+                ds[name].resize((end,))
+                ds[name][nnz:end] = arr
+            nnz = end
+        f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "noise": noise,
+                        "seed": seed, "true_rank": rank, "density": density, "chunk_rows": chunk_rows,
+                        "nnz": nnz})
+    os.replace(tmp, out)
+    return nnz
+
+
+# -- one rank's shard ------------------------------------------------------------
+@dataclass
+class ChunkRatings:
+    """The ratings of one user chunk, split into train and test.
+
+    ``users`` are relative to the chunk's first user (``user_lo``) and sorted;
+    ``offset`` is the chunk's first row in the rank's U block.
+    """
+
+    chunk: int
+    user_lo: int
+    n_users: int
+    offset: int
+    train: tuple[np.ndarray, np.ndarray, np.ndarray]  # users (int32), items (int32), vals (float64)
+    test: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (*self.train, *self.test))
+
+    def digest(self) -> int:
+        """64-bit digest of the chunk's id and ratings; XOR over chunks fingerprints the data."""
+        h = hashlib.blake2b(digest_size=8)
+        h.update(int(self.chunk).to_bytes(8, "little"))
+        for part in (self.train, self.test):
+            for a in part:
+                h.update(np.ascontiguousarray(a).data)
+        return int.from_bytes(h.digest(), "little")
+
+
+class RatingsShard:
+    """The user chunks a rank owns, with their ratings, from a file or generated.
+
+    Attributes: ``n_users``, ``n_items``, ``chunk_rows``, ``n_chunks``,
+    ``chunks`` (range of global chunk ids), ``user_lo``/``user_hi`` (this
+    rank's users), ``n_local_users``, ``blocks`` (list of :class:`ChunkRatings`),
+    ``noise`` (sigma of the synthetic ground truth, or None), ``nnz_total``
+    (ratings in the file; None for synthetic data until counted).
+    """
+
+    def __init__(self, cfg: DataConfig, size: int, rank: int):
+        self.cfg = cfg
+        self.chunk_rows = cfg.chunk_rows
+        self.nnz_total = None
+        self._file = None
+        if cfg.path:
+            try:
+                self._open_file(cfg)
+            except ValueError:
+                self.close()
+                raise
+        else:
+            self.n_users, self.n_items = cfg.rows, cfg.cols
+            self.noise = float(cfg.noise)
+            self.source = (f"synthetic(seed={cfg.seed}, true_rank={cfg.true_rank}, density={cfg.density:g}, "
+                           f"noise={cfg.noise:g})")
+        self.n_chunks = n_chunks(self.n_users, self.chunk_rows)
+        self.chunks = chunks_of_rank(self.n_chunks, size, rank)
+        if len(self.chunks):
+            self.user_lo = self.chunks.start * self.chunk_rows
+            self.user_hi = min(self.chunks.stop * self.chunk_rows, self.n_users)
+        else:
+            self.user_lo = self.user_hi = self.n_users
+        self.n_local_users = self.user_hi - self.user_lo
+        self.first_entry = 0  # global index of this rank's first rating (file data)
+        if cfg.path:
+            try:
+                rows, cols, vals = self._read_slice()
+            finally:
+                self.close()
+        elif len(self.chunks):
+            V_true = true_item_factors(cfg.seed, self.n_items, cfg.true_rank)
+        self.blocks: list[ChunkRatings] = []
+        for c in self.chunks:
+            lo, hi = chunk_range(self.n_users, self.chunk_rows, c)
+            if cfg.path:
+                a, b = np.searchsorted(rows, [lo, hi])
+                r, cc, v = rows[a:b], cols[a:b], vals[a:b]
+            else:
+                r, cc, v = ratings_chunk(cfg.seed, c, lo, hi, V_true, cfg.density, cfg.noise)
+            self.blocks.append(self._split(c, lo, hi, r, cc, v))
+
+    # -- reading a file -----------------------------------------------------------
+    def _open_file(self, cfg: DataConfig) -> None:
+        path = cfg.path
+        if not os.path.isfile(path):
+            raise ValueError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
+                             f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
+                             f"empty for synthetic ratings")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise ValueError(f"ratings file {path} is not a readable HDF5 file ({exc})") from None
+        self._file = f
+        for key in ("rows", "cols", "vals"):
+            if key not in f or not isinstance(f[key], h5py.Dataset):
+                have = ", ".join(sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset))) or "none"
+                raise ValueError(f"dataset /{key} not found in ratings file {path} (datasets there: {have}); "
+                                 f"ratings are COO /rows, /cols, /vals sorted by row")
+        rows, cols, vals = f["rows"], f["cols"], f["vals"]
+        for d in (rows, cols, vals):
+            if d.ndim != 1:
+                raise ValueError(f"/{d.name.lstrip('/')} in {path} must be 1-D, has shape {d.shape}")
+        if not (rows.shape == cols.shape == vals.shape):
+            raise ValueError(f"/rows, /cols and /vals in {path} must have the same length, have "
+                             f"{rows.shape[0]}, {cols.shape[0]} and {vals.shape[0]}")
+        if rows.shape[0] == 0:
+            raise ValueError(f"ratings file {path} is empty: /rows, /cols and /vals hold no ratings; "
+                             f"point data.path at a file with ratings")
+        for d in (rows, cols):
+            if d.dtype.kind not in "iu":
+                raise ValueError(f"/{d.name.lstrip('/')} in {path} must hold integer indices, has dtype {d.dtype}")
+        if vals.dtype.kind not in "fiu":
+            raise ValueError(f"/vals in {path} has non-numeric dtype {vals.dtype}")
+        shape = f.attrs.get("shape")
+        if shape is None or np.ndim(shape) != 1 or len(shape) != 2:
+            raise ValueError(f"ratings file {path} needs a `shape` attribute (n_users, n_items), has "
+                             f"{'none' if shape is None else repr(shape)}")
+        m, n = (int(x) for x in shape)
+        if m <= 0 or n <= 0:
+            raise ValueError(f"ratings file {path} has shape {m} x {n}; both must be > 0")
+        self.nnz_total = int(rows.shape[0])
+        self.n_users, self.n_items = m, n
+        noise = f.attrs.get("noise")
+        self.noise = None if noise is None else float(noise)
+        self._rows, self._cols, self._vals = rows, cols, vals
+        self.source = f"{path}: {m} x {n}, {self.nnz_total} ratings"
+
+    def _bisect(self, value: int) -> int:
+        """First index of /rows with value >= ``value`` (assumes sorted; single-element reads)."""
+        lo, hi = 0, self.nnz_total
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if int(self._rows[mid]) < value:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
+    def _read_slice(self):
+        path = self.cfg.path
+        if not len(self.chunks):
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, np.zeros(0)
+        # The rank owning user 0 also takes anything below it, the one owning the
+        # last user anything above it, so indices outside the shape are seen.
+        lo = 0 if self.user_lo == 0 else self._bisect(self.user_lo)
+        hi = self.nnz_total if self.user_hi == self.n_users else self._bisect(self.user_hi)
+        if hi < lo:
+            raise ValueError(f"/rows in {path} is not sorted ascending (the binary search for users "
+                             f"[{self.user_lo}, {self.user_hi}) found ratings [{lo}, {hi})); sort the ratings by "
+                             f"user row")
+        rows = self._rows[lo:hi].astype(np.int64)
+        cols = self._cols[lo:hi].astype(np.int64)
+        vals = self._vals[lo:hi].astype(np.float64)
+        self.first_entry = lo
+        bad = (rows < 0) | (rows >= self.n_users) | (cols < 0) | (cols >= self.n_items)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(f"rating {lo + i} in {path} has (user {rows[i]}, item {cols[i]}) outside the "
+                             f"shape {self.n_users} x {self.n_items} given by the file's shape attribute; fix "
+                             f"the indices or the shape")
+        unsorted = (rows < self.user_lo) | (rows >= self.user_hi)
+        if rows.shape[0] > 1:
+            unsorted[1:] |= rows[1:] < rows[:-1]
+        if unsorted.any():
+            i = int(np.argmax(unsorted))
+            raise ValueError(f"/rows in {path} is not sorted ascending (at rating {lo + i}, user {rows[i]}); "
+                             f"sort the ratings by user row")
+        finite = np.isfinite(vals)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise ValueError(f"rating {lo + i} in {path} (user {rows[i]}, item {cols[i]}) is {vals[i]}: the "
+                             f"ratings must be finite numbers; drop or fix non-finite ratings")
+        return rows, cols, vals
+
+    # -- split and pack -------------------------------------------------------------
+    def _split(self, chunk: int, lo: int, hi: int, rows, cols, vals) -> ChunkRatings:
+        test = heldout_mask(self.cfg.seed, rows, cols, self.cfg.test_fraction)
+        users = (rows - lo).astype(np.int32)
+        items = cols.astype(np.int32)
+
+        def part(mask):
+            return (np.ascontiguousarray(users[mask]), np.ascontiguousarray(items[mask]),
+                    np.ascontiguousarray(vals[mask], dtype=np.float64))
+
+        return ChunkRatings(chunk=chunk, user_lo=lo, n_users=hi - lo, offset=lo - self.user_lo,
+                            train=part(~test), test=part(test))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of ratings this rank holds."""
+        return sum(b.nbytes for b in self.blocks)
+
+    def counts(self) -> tuple[int, int]:
+        """Local (train, test) rating counts."""
+        return (sum(b.train[0].shape[0] for b in self.blocks), sum(b.test[0].shape[0] for b in self.blocks))
+
+    def describe(self) -> str:
+        return f"{self.source}; {self.n_chunks} user chunks of {self.chunk_rows}"
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def synth_mf_main(argv, info) -> int:
+    """``python -m lepton_hpc.data synth mf ...``; ``info`` describes the written file."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(
+        prog="python -m lepton_hpc.data synth mf",
+        description="Write synthetic ratings (COO /rows, /cols, /vals sorted by user, attribute shape) for "
+                    "model.kind=mf: rank-R ground truth u*.v* plus noise sigma, each user-item entry observed "
+                    "with probability --density. A job with data.path empty, the same data.seed and "
+                    "data.chunk_rows generates exactly these ratings in-process.")
+    p.add_argument("--users", type=int, required=True, help="number of users (rows)")
+    p.add_argument("--items", type=int, required=True, help="number of items (columns)")
+    p.add_argument("--rank", type=int, required=True, help="rank of the ground-truth factors")
+    p.add_argument("--density", type=float, required=True, help="share of observed user-item entries, in (0, 1]")
+    p.add_argument("--noise", type=float, required=True, help="standard deviation sigma of the rating noise")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk-rows", type=int, default=4096, help="users per generation chunk (= data.chunk_rows)")
+    p.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
+    p.add_argument("--out", default="ratings.h5", help="output file (default ratings.h5)")
+    args = p.parse_args(argv)
+    try:
+        synth_mf(args.out, args.users, args.items, args.rank, args.density, args.noise, args.seed,
+                 args.chunk_rows, args.compression)
+        print(info(args.out))
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,87 @@
+"""Bytes per rank of a matrix-factorization run: the model the trainer's figures follow.
+
+``python -m lepton_hpc.recommender.memory --users 1000000 --items 100000 --rank 32 --ranks 64
+--density 0.001`` prints the projection for the busiest rank. U is sharded by
+user chunks (never replicated): a rank holds ``ceil(chunks / size) x chunk_rows``
+users at most, about total/size. V, its gradient and its optimizer state are
+replicated. The checkpoint write gathers U on rank 0 (``users x k x 8`` bytes
+per gathered array: U and each of U's optimizer accumulators).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..partition import chunks_of_rank, dyadic_cover, n_chunks, rows_of_rank
+from .dist import REDUCE_BUDGET_BYTES
+from .kernels import packed_width
+
+F64, I32, I64 = 8, 4, 8
+ACCUMULATORS = {"adaptive": 0, "inverse_time": 0, "constant": 0, "momentum": 1, "adagrad": 1, "adam": 2}
+
+
+def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chunk_rows: int = 4096,
+                   solver: str = "gd", optimizer: str = "adam", reduction: str = "exact") -> dict:
+    """Projected bytes of the busiest rank by component (ratings spread evenly over users)."""
+    nc = n_chunks(users, chunk_rows)
+    users_r = max(hi - lo for lo, hi in (rows_of_rank(users, chunk_rows, size, q) for q in range(size)))
+    chunks_r = max(len(chunks_of_rank(nc, size, q)) for q in range(size))
+    nnz_r = nnz * users_r / users
+    u_block = users_r * rank * F64
+    v = items * rank * F64
+    # ratings: users, items (int32), vals (float64); index: perm (int64), users by item (int32),
+    # user and item segment ids/starts (int64), bounded by users and by min(items, ratings) per chunk.
+    per_chunk_items = min(items, nnz_r / max(chunks_r, 1))
+    ratings = nnz_r * (I32 + I32 + F64) + nnz_r * (I64 + I32) + 2 * I64 * (users_r + chunks_r * per_chunk_items)
+    width = rank if solver == "gd" else packed_width(rank)
+    if reduction == "exact":
+        covers = [len(dyadic_cover(r.start, r.stop)) for r in (chunks_of_rank(nc, size, q) for q in range(size))]
+        rows = chunks_r + sum(covers) + max(covers) + 2
+    else:
+        rows = chunks_r + 2
+    reduce = min(items, max(1, REDUCE_BUDGET_BYTES // (rows * width * F64))) * width * F64 * rows
+    if solver == "gd":
+        acc = ACCUMULATORS.get(optimizer, 2)
+        opt = acc * (u_block + v)
+        work = u_block + v + nnz_r * F64  # gradients and residuals
+    else:
+        opt = 0
+        work = v  # the next V
+    total = u_block + v + ratings + opt + work + reduce
+    return {"users_per_rank": users_r, "U_block_bytes": u_block, "U_total_bytes": users * rank * F64,
+            "V_bytes": v, "ratings_bytes": ratings, "optimizer_state_bytes": opt, "work_buffer_bytes": work,
+            "reduce_buffer_bytes": reduce, "total_bytes": total,
+            "checkpoint_root_bytes": users * rank * F64 * (1 + (ACCUMULATORS.get(optimizer, 2)
+                                                               if solver == "gd" else 0))}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.recommender.memory", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=float, required=True)
+    p.add_argument("--items", type=float, required=True)
+    p.add_argument("--rank", type=int, required=True)
+    p.add_argument("--ranks", type=int, required=True, help="MPI ranks")
+    p.add_argument("--density", type=float, default=None, help="share of observed entries")
+    p.add_argument("--nnz", type=float, default=None, help="number of ratings (instead of --density)")
+    p.add_argument("--chunk-rows", type=int, default=4096)
+    p.add_argument("--solver", choices=["gd", "als"], default="gd")
+    p.add_argument("--optimizer", default="adam")
+    p.add_argument("--reduction", choices=["exact", "fast"], default="exact")
+    a = p.parse_args(argv)
+    users, items = int(a.users), int(a.items)
+    if min(users, items, a.rank, a.ranks) <= 0 or (a.density is None) == (a.nnz is None):
+        print("error: give positive sizes and exactly one of --density and --nnz", file=sys.stderr)
+        return 1
+    nnz = a.nnz if a.nnz is not None else a.density * users * items
+    b = per_rank_bytes(users, items, a.rank, a.ranks, nnz, a.chunk_rows, a.solver, a.optimizer, a.reduction)
+    print(f"{users} users x {items} items, rank {a.rank}, {nnz:.3g} ratings, {a.ranks} ranks "
+          f"({a.solver}, {a.optimizer if a.solver == 'gd' else 'no optimizer'}, {a.reduction}); busiest rank:")
+    for key, value in b.items():
+        print(f"  {key:24s} {value:>14,.0f}" + (f"  ({value / 2**20:,.1f} MiB)" if key.endswith("bytes") else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

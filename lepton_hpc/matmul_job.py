@@ -59,8 +59,9 @@ from .config import JobConfig
 from .linalg import FactoredMatrix, orthogonality_error
 from .linalg.collectives import allreduce_sum
 from .linalg.kernels import orthonormalize
-from .metrics import PhaseTimer, peak_rss_bytes, provenance
+from .metrics import peak_rss_bytes, provenance
 from .partition import block_range
+from .runbase import RunBase
 
 EXIT_OK = 0
 
@@ -153,7 +154,7 @@ def _spread(values) -> dict:
     return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
 
-class MatmulJob:
+class MatmulJob(RunBase):
     """One ``matmul`` job (the runner for ``model.kind = "matmul"``).
 
     Parameters
@@ -166,20 +167,13 @@ class MatmulJob:
     """
 
     def __init__(self, cfg: JobConfig, comm, out_dir: Path, resume: str | None):
-        self.cfg, self.comm, self.out = cfg, comm, Path(out_dir)
-        self.rank, self.size = comm.rank, comm.size
-        self.resume = resume
-        self.timer = PhaseTimer(trace=cfg.metrics.trace, rank=self.rank)
-        self.t_start = time.perf_counter()
+        super().__init__(cfg, comm, out_dir, resume)
+        self.size = comm.size
         mm = cfg.matmul
         self.m, self.n, self.p = mm.m, mm.n, mm.p
         self.k = cfg.model.rank if cfg.model.rank > 0 else min(self.m, self.n)
         self.times = {path: [] for path in PATHS}
         self.cpu_times = {path: [] for path in PATHS}  # this rank's CPU seconds (MPI spin-waits included)
-
-    def log(self, text: str) -> None:
-        if self.rank == 0:
-            print(text, flush=True)
 
     # -- setup ---------------------------------------------------------------------
     def _check(self) -> None:
@@ -190,15 +184,12 @@ class MatmulJob:
                 f"at most {min(m, n)} singular values, so set model.rank to at most {min(m, n)} "
                 f"(0 means full rank)")
 
-    def _prepare_out_dir(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.toml").write_text(self.cfg.to_toml())
-
     def setup(self) -> None:
         """Check the job, generate this rank's rows of A and B, factor A. Collective."""
         cfg, comm, mm = self.cfg, self.comm, self.cfg.matmul
         C.agree(comm, self._check)
-        C.agree(comm, self._prepare_out_dir if self.rank == 0 else (lambda: None))
+        C.agree(comm, self.check_world)
+        C.agree(comm, (lambda: self.prepare_out_dir(checkpoints=False)) if self.rank == 0 else (lambda: None))
         if self.resume is not None:
             self.log("note: --resume is ignored: the matmul job takes no checkpoints and runs from the start")
         self.row_range = block_range(self.m, self.size, self.rank)

@@ -10,33 +10,28 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import checkpoint, comm as C
-from .config import JobConfig
 from .data.shard import Shard
 from .evaluation import evaluate
-from .metrics import MetricsWriter, PhaseTimer, peak_rss_bytes, progress_line, provenance
+from .metrics import MetricsWriter, peak_rss_bytes, progress_line, provenance
 from .models.glm import gram_grad_loss, make_kernel, solve_normal, split_gram
 from .models.penalty import Penalty
 from .models.standardize import Standardizer
 from .optimizers import make_optimizer
 from .reduce import ChunkReducer
+from .runbase import EXIT_OK, EXIT_REQUEUE, RunBase, optimizer_kwargs
 from .sampling import MiniBatches
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_REQUEUE = 75  # checkpointed on SIGUSR1/SIGTERM: needs more time (sysexits EX_TEMPFAIL)
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
 
 
-class Trainer:
+class Trainer(RunBase):
     """One training run of a generalised linear model.
 
     Parameters
@@ -48,31 +43,19 @@ class Trainer:
     resume : None, "auto" or a checkpoint path
     """
 
-    def __init__(self, cfg: JobConfig, comm, out_dir: Path, resume: str | None):
-        self.cfg, self.comm, self.out = cfg, comm, Path(out_dir)
-        self.rank = comm.rank
-        self.resume = resume
-        self.timer = PhaseTimer(trace=cfg.metrics.trace, rank=self.rank)
-        self.stop_signal = 0
-        self.stop_reason = "steps"
-        self.t_start = time.perf_counter()
-        self.shard = None
-
-    def log(self, text: str) -> None:
-        if self.rank == 0:
-            print(text, flush=True)
-
     # -- setup ---------------------------------------------------------------
     def setup(self) -> None:
         """Open the data, make the reference pass, build the optimizer, maybe resume. Collective."""
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_job)
-        C.agree(comm, self._prepare_out_dir if self.rank == 0 else (lambda: None))
+        C.agree(comm, self.check_world)
+        C.agree(comm, self.prepare_out_dir if self.rank == 0 else (lambda: None))
         with self.timer.phase("read"):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, self.rank, self._generator())
         self._reference_pass()
         self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
-        self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **_opt_kwargs(cfg))
+        self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg))
+        C.agree(comm, self._check_prox)
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         n_coords = self.fac.S.shape[0] if cfg.train.solver == "svd_gd" else self.n_params
         self.theta = np.zeros(n_coords)
@@ -116,22 +99,15 @@ class Trainer:
                              f"model.penalty=none (or use solver gd/gram)")
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise ValueError("mini-batches (train.batch_size) need data.in_memory=true")
-        if os.environ.get("LEPTON_SKIP_NTASKS_CHECK") or "SLURM_PROCID" not in os.environ:
-            return
-        want = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS")
-        if want and int(want) != self.comm.size:
-            raise ValueError(
-                f"Slurm started {want} tasks but MPI sees a world of {self.comm.size} rank(s): the "
-                f"launcher and the MPI library disagree (PMI mismatch); launch with `srun --mpi=pmi2` "
-                f"or use an MPI built for this cluster")
 
-    def _prepare_out_dir(self) -> None:
-        ckpt = self.out / "checkpoints"
-        if self.resume is None and checkpoint.list_steps(ckpt):
-            raise ValueError(f"run directory {self.out} already holds checkpoints; pass --resume auto "
-                             f"to continue it or choose a new --out")
-        ckpt.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.toml").write_text(self.cfg.to_toml())
+    def _check_prox(self) -> None:
+        """The L1 part is a proximal step after the update: exact for plain gradient steps only."""
+        if self.penalty.has_l1 and self.opt.accumulator_names:
+            raise ValueError(f"model.penalty={self.cfg.model.penalty} takes its L1 part as a proximal step, "
+                             f"which converges to the L1 optimum only after plain gradient steps; "
+                             f"optimizer.name={self.cfg.optimizer.name} keeps per-coordinate state "
+                             f"({', '.join(self.opt.accumulator_names)}) that shifts the fixed point; use "
+                             f"optimizer.name constant, inverse_time or adaptive")
 
     def _scan(self, kind: str, n_cols: int):
         """This rank's part of the reference pass; ValueError on bad rows (caller agrees)."""
@@ -315,13 +291,6 @@ class Trainer:
                      f"add train.steps")
 
     # -- one step --------------------------------------------------------------
-    def _install_signals(self) -> None:
-        def handler(signum, frame):
-            self.stop_signal = 1
-
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, handler)
-
     def _grad_loss(self, flag: float) -> tuple[float, float]:
         """Global gradient (penalty included) into self.grad; returns (loss, agreed stop flag).
 
@@ -395,7 +364,7 @@ class Trainer:
     def run(self) -> int:
         """Train to the end, a stop condition or a signal. Collective. Returns the exit code."""
         cfg, tc = self.cfg, self.cfg.train
-        self._install_signals()
+        self.install_signals()
         metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, append=self.step > 0)
         last_ckpt = self.step if self.resume else -1
         if tc.solver == "svd":  # a direct solve: no steps
@@ -557,13 +526,3 @@ class Trainer:
             "shard_rows": spread([e["shard_rows"] for e in every]),
             "provenance": provenance(C.library_version(), self.comm.size),
         }
-
-    def close(self) -> None:
-        if self.shard is not None:
-            self.shard.close()
-
-
-def _opt_kwargs(cfg: JobConfig) -> dict:
-    o = cfg.optimizer
-    return {"learning_rate": o.learning_rate, "alpha": o.alpha, "momentum": o.momentum,
-            "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps}

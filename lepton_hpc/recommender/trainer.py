@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from pathlib import Path
@@ -38,13 +37,12 @@ import h5py
 import numpy as np
 
 from .. import checkpoint, comm as C
-from ..config import JobConfig
 from ..data.ratings import RatingsShard
-from ..metrics import MetricsWriter, PhaseTimer, peak_rss_bytes, provenance
+from ..metrics import MetricsWriter, peak_rss_bytes, provenance
 from ..optimizers import make_optimizer
 from ..partition import chunk_range
 from ..reduce import ChunkReducer
-from ..trainer import EXIT_OK, EXIT_REQUEUE
+from ..runbase import EXIT_OK, EXIT_REQUEUE, RunBase, optimizer_kwargs
 from . import kernels as K
 from .dist import ItemBlockReducer, allgather_item_blocks, allreduce_sum, gather_rows, item_share, user_counts
 
@@ -66,30 +64,16 @@ def init_factors(seed: int, rank: int, n_items: int, chunks, n_users: int, chunk
     return np.ascontiguousarray(U), V
 
 
-class MFTrainer:
+class MFTrainer(RunBase):
     """One training run of the matrix-factorization recommender (see the module doc)."""
-
-    def __init__(self, cfg: JobConfig, comm, out_dir: Path, resume: str | None):
-        self.cfg, self.comm, self.out = cfg, comm, Path(out_dir)
-        self.rank = comm.rank
-        self.resume = resume
-        self.timer = PhaseTimer(trace=cfg.metrics.trace, rank=self.rank)
-        self.stop_signal = 0
-        self.stop_reason = "steps"
-        self.t_start = time.perf_counter()
-        self.shard = None
-
-    def log(self, text: str) -> None:
-        if self.rank == 0:
-            print(text, flush=True)
 
     # -- setup -------------------------------------------------------------------
     def setup(self) -> None:
         """Read the shard, check it, count, initialise, maybe resume. Collective."""
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_config)
-        C.agree(comm, self._check_world)
-        C.agree(comm, self._prepare_out_dir if self.rank == 0 else (lambda: None))
+        C.agree(comm, self.check_world)
+        C.agree(comm, self.prepare_out_dir if self.rank == 0 else (lambda: None))
         with self.timer.phase("read"):
             self.shard = C.agree(comm, RatingsShard, cfg.data, comm.size, self.rank)
         sh = self.shard
@@ -106,8 +90,8 @@ class MFTrainer:
         self.items = ItemBlockReducer(comm, sh.n_chunks, sh.n_items, width, cfg.comm.reduction)
         self.opt_U = self.opt_V = None
         if self.solver == "gd":
-            self.opt_U = C.agree(comm, make_optimizer, cfg.optimizer.name, **_opt_kwargs(cfg))
-            self.opt_V = C.agree(comm, make_optimizer, cfg.optimizer.name, **_opt_kwargs(cfg))
+            self.opt_U = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg))
+            self.opt_V = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg))
             self.grad_U = np.zeros_like(self.U)
             self.grad_V = np.zeros_like(self.V)
             self.e = [np.zeros(b.train[0].shape[0]) for b in sh.blocks]
@@ -129,24 +113,6 @@ class MFTrainer:
         if cfg.train.batch_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                              f"set train.batch_size=0")
-
-    def _check_world(self) -> None:
-        if os.environ.get("LEPTON_SKIP_NTASKS_CHECK") or "SLURM_PROCID" not in os.environ:
-            return
-        want = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS")
-        if want and int(want) != self.comm.size:
-            raise ValueError(
-                f"Slurm started {want} tasks but MPI sees a world of {self.comm.size} rank(s): the "
-                f"launcher and the MPI library disagree (PMI mismatch); launch with `srun --mpi=pmi2` "
-                f"or use an MPI built for this cluster")
-
-    def _prepare_out_dir(self) -> None:
-        ckpt = self.out / "checkpoints"
-        if self.resume is None and checkpoint.list_steps(ckpt):
-            raise ValueError(f"run directory {self.out} already holds checkpoints; pass --resume auto "
-                             f"to continue it or choose a new --out")
-        ckpt.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.toml").write_text(self.cfg.to_toml())
 
     def _check_rank(self) -> None:
         sh, k = self.shard, self.k
@@ -327,15 +293,9 @@ class MFTrainer:
         self.V[:] = self.V_new
 
     # -- the loop --------------------------------------------------------------------
-    def _install_signals(self):
-        def handler(signum, frame):
-            self.stop_signal = 1
-
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGUSR1, signal.SIGTERM)}
-
     def run(self) -> int:
         """Train to the end, a stop condition or a signal. Collective. Returns the exit code."""
-        previous = self._install_signals()
+        previous = self.install_signals()
         metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, append=self.step > 0)
         try:
             # Overflow shows as a non-finite loss, reported once as a sentence: no numpy warnings per rank.
@@ -577,16 +537,6 @@ class MFTrainer:
             "peak_rss_bytes": memory["peak_rss_bytes"],
             "provenance": provenance(C.library_version(), self.comm.size),
         }
-
-    def close(self) -> None:
-        if self.shard is not None:
-            self.shard.close()
-
-
-def _opt_kwargs(cfg: JobConfig) -> dict:
-    o = cfg.optimizer
-    return {"learning_rate": o.learning_rate, "alpha": o.alpha, "momentum": o.momentum,
-            "beta1": o.beta1, "beta2": o.beta2, "eps": o.eps}
 
 
 def _json_scalar(v):

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit, log_expit
 
+from . import fused
+
 CACHE_BLOCK_BYTES = 1024 * 1024  # fits the last-level cache share of a core; 2nd read is a cache hit
 
 
@@ -44,6 +46,7 @@ class GLMKernel:
         self._convert = np.dtype(dtype) != np.float64
         self._xbuf = np.empty((self.block, n_cols))
         self._g = np.empty((n_cols, n_out)) if n_out > 1 else np.empty(n_cols)
+        self._row = np.empty(n_cols + 3)  # the C kernel's output row
 
     def set_standardization(self, center: np.ndarray | None, scale: np.ndarray | None) -> None:
         """Fit on (X − center) / scale instead of X (computed per block, X is untouched)."""
@@ -68,9 +71,25 @@ class GLMKernel:
         return out
 
     # -- full chunks -------------------------------------------------------------
+    def _fused(self, X, y, sw, theta, out) -> bool:
+        """One pass in C when it applies: float64 rows, one output, no standardisation."""
+        if (not fused.supports(self.kind) or self._convert or self.scale is not None
+                or not X.flags.c_contiguous or X.dtype != np.float64):
+            return False
+        d = self.n_cols
+        b = theta[d] if self.fit_intercept else 0.0
+        fused.partial(self.kind, X, y, sw, theta[:d], b, self._row)
+        out[:d] = self._row[:d]
+        if self.fit_intercept:
+            out[d] = self._row[d]
+        out[-2:] = self._row[d + 1:]
+        return True
+
     def partial(self, X: np.ndarray, y: np.ndarray, sw: np.ndarray | None, theta: np.ndarray,
                 out: np.ndarray) -> None:
         """Write the chunk's partial row into ``out`` (length ``width``)."""
+        if self._fused(X, y, sw, theta, out):
+            return
         out[:] = 0.0
         W, b = self.split(theta)
         d, k = self.n_cols, self.n_out
@@ -135,7 +154,9 @@ class LinearKernel(GLMKernel):
         self._r = None
 
     def partial(self, X, y, sw, theta, out):
-        """Fast path for plain float64 rows: two BLAS calls per block, no temporaries."""
+        """Plain float64 rows: the C one-pass kernel, else two BLAS calls per cache block."""
+        if self._fused(X, y, sw, theta, out):
+            return
         if self._convert or self.scale is not None or sw is not None:
             return super().partial(X, y, sw, theta, out)
         d = self.n_cols

@@ -1,0 +1,120 @@
+/* One-pass gradient kernels for lepton_hpc (plain C, called through ctypes).
+ *
+ * Each row is read once: its residual and its contribution to Xᵀr are formed
+ * while the row is in L1, so a chunk streams from memory exactly once. Rows
+ * are visited in order and every sum is accumulated sequentially, so a
+ * chunk's partial has the same bits wherever it is computed. Built without
+ * -ffast-math and without FMA contraction so the order is the one written.
+ */
+#include <math.h>
+#include <stddef.h>
+
+/* Wider SIMD where the CPU has it, chosen at run time. Without FMA
+ * contraction every variant computes the same operations in the same order,
+ * so the bits do not depend on which one runs. */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CLONES
+#endif
+
+/* x·w with 8 independent partial sums (lanes j mod 8) combined in a fixed
+ * order: the same bits every time, and short dependency chains that the
+ * compiler can keep in SIMD registers without reassociating anything. */
+#if defined(__GNUC__)
+#define PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#else
+#define PREFETCH(p) ((void)0)
+#endif
+#ifndef PREFETCH_ROWS
+#define PREFETCH_ROWS 16
+#endif
+
+static inline double dot8(const double *restrict x, const double *restrict w, long d)
+{
+    double a[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    long j = 0;
+    for (; j + 8 <= d; j += 8)
+        for (int k = 0; k < 8; ++k) a[k] += x[j + k] * w[j + k];
+    double tail = 0.0;
+    for (; j < d; ++j) tail += x[j] * w[j];
+    return (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) + tail;
+}
+
+/* Least squares on float64 rows: out = [Σ s r x (d), Σ s r, ½ Σ s r², Σ s]
+ * with r = x·w + b − y; sw may be NULL (all weights 1). */
+CLONES void lepton_linear_partial(const double *restrict X, const double *restrict y,
+                                  const double *restrict sw, const double *restrict w, double b,
+                                  long n, long d, double *restrict out)
+{
+    double *g = out;
+    double sum_r = 0.0, loss = 0.0, wsum = 0.0;
+    for (long j = 0; j < d; ++j) g[j] = 0.0;
+    long i = 0;
+    /* Four rows per pass over g: each g[j] still receives the rows' terms one
+     * after the other, in row order (the same bits as one row at a time), but
+     * g stays in registers across the four updates. */
+    for (; i + 4 <= n; i += 4) {
+        const double *x0 = X + (size_t)i * (size_t)d, *x1 = x0 + d, *x2 = x1 + d, *x3 = x2 + d;
+        /* ask for the rows two blocks ahead while these four are worked on */
+        for (long off = 0; off < 4 * d; off += 8) PREFETCH(x0 + PREFETCH_ROWS * d + off);
+        double r[4] = {dot8(x0, w, d) + b - y[i], dot8(x1, w, d) + b - y[i + 1],
+                       dot8(x2, w, d) + b - y[i + 2], dot8(x3, w, d) + b - y[i + 3]};
+        double sr[4];
+        for (int k = 0; k < 4; ++k) {
+            double s = sw ? sw[i + k] : 1.0;
+            sr[k] = s * r[k];
+            sum_r += sr[k];
+            loss += 0.5 * r[k] * sr[k];
+            wsum += s;
+        }
+        for (long j = 0; j < d; ++j)
+            g[j] = (((g[j] + sr[0] * x0[j]) + sr[1] * x1[j]) + sr[2] * x2[j]) + sr[3] * x3[j];
+    }
+    for (; i < n; ++i) {
+        const double *x = X + (size_t)i * (size_t)d;
+        double r = dot8(x, w, d) + b - y[i];
+        double s = sw ? sw[i] : 1.0;
+        double sr = s * r;
+        for (long j = 0; j < d; ++j) g[j] += sr * x[j];
+        sum_r += sr;
+        loss += 0.5 * r * sr;
+        wsum += s;
+    }
+    out[d] = sum_r;
+    out[d + 1] = loss;
+    out[d + 2] = wsum;
+}
+
+/* Binary log-loss on float64 rows: r = σ(z) − y, ℓ = softplus(z) − y z. */
+CLONES void lepton_logistic_partial(const double *restrict X, const double *restrict y,
+                                    const double *restrict sw, const double *restrict w, double b,
+                                    long n, long d, double *restrict out)
+{
+    double *g = out;
+    double sum_r = 0.0, loss = 0.0, wsum = 0.0;
+    for (long j = 0; j < d; ++j) g[j] = 0.0;
+    for (long i = 0; i < n; ++i) {
+        const double *x = X + (size_t)i * (size_t)d;
+        double z = dot8(x, w, d) + b;
+        double p, softplus;
+        if (z >= 0) {
+            double e = exp(-z);
+            p = 1.0 / (1.0 + e);
+            softplus = z + log1p(e);
+        } else {
+            double e = exp(z);
+            p = e / (1.0 + e);
+            softplus = log1p(e);
+        }
+        double s = sw ? sw[i] : 1.0;
+        double sr = s * (p - y[i]);
+        for (long j = 0; j < d; ++j) g[j] += sr * x[j];
+        sum_r += sr;
+        loss += s * (softplus - y[i] * z);
+        wsum += s;
+    }
+    out[d] = sum_r;
+    out[d + 1] = loss;
+    out[d + 2] = wsum;
+}

@@ -30,6 +30,8 @@ class RunBase:
         self.stop_reason = "steps"
         self.t_start = time.perf_counter()
         self.shard = None
+        # From the start: a signal during setup is honoured at the first step boundary.
+        self.install_signals()
 
     def log(self, text: str) -> None:
         if self.rank == 0:

@@ -1,0 +1,235 @@
+"""Allreduce latency/bandwidth sweep and the Hockney fit of this machine's MPI.
+
+    python -m lepton_hpc.bench_allreduce [--ranks 2] [--min-bytes 8] [--max-bytes 8388608]
+                                         [--reps 15] [--algorithm rabenseifner|ring]
+                                         [--launcher auto|mpiexec|srun]
+
+Launches ``--ranks`` ranks of a worker (``mpiexec -n``, or ``srun -n`` inside a
+Slurm allocation) that times ``MPI_Allreduce`` (SUM) of float64 vectors of 8 B,
+16 B, … ``--max-bytes``: per size, after a warm-up, each repetition lines the
+ranks up with a barrier and times a batch of back-to-back calls (sized to take
+about ``--batch-s``); a repetition's time is the slowest rank's mean call time,
+and the table keeps the median (and min/max) over repetitions.
+
+The fit ``t = a + b·bytes`` is a non-negative least-squares fit of relative
+residuals (each size counts alike, from 8 B to megabytes). The Hockney network
+parameters follow from the standard Allreduce cost at p ranks (see
+:mod:`lepton_hpc.scaling.model`): ``a = L(p)·α``, ``b = B(p)·β`` with
+ring L = 2(p−1), Rabenseifner L = 2⌈log2 p⌉, both B = 2(p−1)/p (at p = 2 the two
+agree: α = a/2, β = b). β includes the cost of summing the data.
+
+Prints ONE JSON object on stdout (notes go to stderr): ``alpha_s``,
+``beta_s_per_byte`` (for ``--algorithm``), ``per_algorithm``, ``fit``
+(a, b, residuals), ``table`` (the raw timings), ``mpi_library``, ``provenance``.
+``main(argv)`` returns the same dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def sizes(min_bytes: int, max_bytes: int) -> list[int]:
+    """Powers of two from ``min_bytes`` to ``max_bytes``, multiples of 8 (whole doubles)."""
+    if min_bytes < 8 or max_bytes < min_bytes:
+        raise ValueError(f"need 8 <= --min-bytes <= --max-bytes, got {min_bytes} and {max_bytes}")
+    out, n = [], 8
+    while n <= max_bytes:
+        if n >= min_bytes:
+            out.append(n)
+        n *= 2
+    return out
+
+
+# -- the worker (runs under mpiexec/srun) ---------------------------------------------
+
+def worker(args) -> dict | None:
+    """Time Allreduce at every size. Collective; rank 0 returns the table, others None."""
+    import numpy as np
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD.Dup()
+    try:
+        table = []
+        count_max = max(args.sizes) // 8
+        send = np.ones(count_max)
+        recv = np.empty(count_max)
+        for nbytes in args.sizes:
+            n = nbytes // 8
+            s, r = send[:n], recv[:n]
+            for _ in range(3):
+                comm.Allreduce(s, r)
+            single = []
+            for _ in range(7):
+                comm.Barrier()
+                t = time.perf_counter()
+                comm.Allreduce(s, r)
+                single.append(time.perf_counter() - t)
+            est = float(np.median(single))
+            iters = comm.allreduce(int(min(10_000, max(1, args.batch_s / max(est, 1e-9)))), op=MPI.MAX)
+            reps = []
+            for _ in range(args.reps):
+                comm.Barrier()
+                t = time.perf_counter()
+                for _ in range(iters):
+                    comm.Allreduce(s, r)
+                reps.append(comm.allreduce((time.perf_counter() - t) / iters, op=MPI.MAX))
+            if r[0] != comm.size:
+                raise RuntimeError(f"Allreduce of ones gave {r[0]} at {comm.size} ranks")
+            table.append({"bytes": nbytes, "count": n, "iters": iters, "reps": len(reps),
+                          "median_s": float(np.median(reps)),
+                          "min_s": float(np.min(reps)), "max_s": float(np.max(reps))})
+        result = {"ranks": comm.size, "table": table,
+                  "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
+        return result if comm.rank == 0 else None
+    except BaseException as exc:  # noqa: BLE001 - never leave the other ranks waiting
+        print(f"[rank {comm.rank}] bench_allreduce worker failed: {exc!r}", file=sys.stderr, flush=True)
+        comm.Abort(1)
+    finally:
+        comm.Free()
+
+
+# -- the launcher ------------------------------------------------------------------------
+
+def launcher_command(args) -> list[str]:
+    kind = args.launcher
+    if kind == "auto":
+        kind = "srun" if os.environ.get("SLURM_JOB_ID") and shutil.which("srun") else "mpiexec"
+    if kind == "srun":
+        srun = shutil.which("srun")
+        if not srun:
+            raise SystemExit("bench_allreduce: --launcher srun but no srun on PATH")
+        return [srun, f"--mpi={os.environ.get('LEPTON_MPI', 'pmi2')}", "-n", str(args.ranks)]
+    exe = args.mpiexec or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) \
+        or shutil.which("mpiexec")
+    if not exe:
+        raise SystemExit("bench_allreduce: no mpiexec found (install the mpich wheel into this venv or "
+                         "pass --mpiexec)")
+    return [exe, "-n", str(args.ranks)]
+
+
+def launch(args) -> dict:
+    cmd = [*launcher_command(args), sys.executable, "-m", "lepton_hpc.bench_allreduce", "_worker",
+           "--sizes", ",".join(map(str, args.sizes)), "--reps", str(args.reps), "--batch-s", str(args.batch_s)]
+    env = {**os.environ, **RANK_ENV, "MPIEXEC_TIMEOUT": str(args.timeout), "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=args.timeout + 30)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"bench_allreduce: {' '.join(cmd)} ran past {args.timeout + 30}s") from None
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"bench_allreduce: {' '.join(cmd)} exited {proc.returncode}; "
+                         f"stderr tail: {proc.stderr[-1500:]}")
+    return json.loads(lines[-1])
+
+
+def analyse(raw: dict, algorithm: str, stat: str = "median") -> dict:
+    """Fit the table of a worker run; the JSON report (without provenance)."""
+    from .scaling.model import ALGORITHMS, hockney_fit, hockney_from_allreduce
+
+    table = raw["table"]
+    p = int(raw["ranks"])
+    fit = hockney_fit([r["bytes"] for r in table], [r[f"{stat}_s"] for r in table])
+    for row, f, res in zip(table, fit.pop("fit_s"), fit.pop("residuals_rel")):
+        row["fit_s"], row["residual_rel"] = f, res
+    per = {}
+    for alg in ALGORITHMS:
+        a, b = hockney_from_allreduce(fit["a_s"], fit["b_s_per_byte"], p, alg)
+        per[alg] = {"alpha_s": a, "beta_s_per_byte": b}
+    chosen = per[algorithm]
+    return {"bench": "allreduce", "ranks": p, "algorithm": algorithm,
+            "alpha_s": chosen["alpha_s"], "beta_s_per_byte": chosen["beta_s_per_byte"],
+            "bandwidth_gb_s": (1e-9 / chosen["beta_s_per_byte"]) if chosen["beta_s_per_byte"] > 0 else None,
+            "per_algorithm": per,
+            "fit": {"model": f"t = a + b*bytes (Allreduce of float64 at `ranks`, {stat} over repetitions)",
+                    "stat": stat, **fit},
+            "table": table, "mpi_library": raw["mpi_library"]}
+
+
+def provenance() -> dict:
+    import mpi4py
+    import numpy
+
+    from . import __version__
+    from .metrics import git_sha
+
+    return {"lepton_hpc": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
+            "numpy": numpy.__version__, "mpi4py": mpi4py.__version__, "cpu_count": os.cpu_count(),
+            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench_allreduce",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ranks", type=int, default=2, help="ranks of the Allreduce (>= 2; default 2)")
+    p.add_argument("--min-bytes", type=int, default=8)
+    p.add_argument("--max-bytes", type=int, default=8 << 20, help="largest message (default 8 MiB)")
+    p.add_argument("--reps", type=int, default=15, help="timed repetitions per size (median kept)")
+    p.add_argument("--batch-s", type=float, default=0.002,
+                   help="target seconds of one repetition's batch of back-to-back calls")
+    p.add_argument("--stat", default="median", choices=("median", "min"),
+                   help="which statistic of the repetitions is fitted (min is robust on a busy machine)")
+    p.add_argument("--algorithm", default="rabenseifner", choices=("rabenseifner", "ring"),
+                   help="Allreduce cost formula used to turn the fit into alpha, beta")
+    p.add_argument("--launcher", default="auto", choices=("auto", "mpiexec", "srun"),
+                   help="auto: srun inside a Slurm job, else mpiexec")
+    p.add_argument("--mpiexec", help="mpiexec to use (default: the venv's, else PATH)")
+    p.add_argument("--timeout", type=int, default=120, help="seconds before the launch is killed")
+    return p
+
+
+def main(argv=None) -> dict:
+    """Run the sweep under the launcher, fit, return the report dict."""
+    args = parser().parse_args(argv)
+    if args.ranks < 2:
+        raise SystemExit("bench_allreduce: --ranks must be >= 2 (one rank has no network)")
+    if args.reps < 1:
+        raise SystemExit("bench_allreduce: --reps must be >= 1")
+    try:
+        args.sizes = sizes(args.min_bytes, args.max_bytes)
+    except ValueError as exc:
+        raise SystemExit(f"bench_allreduce: {exc}") from None
+    if len(args.sizes) < 2:
+        raise SystemExit("bench_allreduce: need at least two message sizes to fit a line")
+    t = time.perf_counter()
+    raw = launch(args)
+    result = analyse(raw, args.algorithm, args.stat)
+    note(f"bench allreduce at {result['ranks']} ranks: alpha {result['alpha_s'] * 1e6:.2f} us, "
+         f"beta {result['beta_s_per_byte'] * 1e9:.3f} ns/B ({args.algorithm}), fit rms "
+         f"{100 * result['fit']['rms_rel']:.0f}% of the time")
+    result.update({"wall_s": time.perf_counter() - t, "provenance": provenance()})
+    return result
+
+
+def _worker_main(argv) -> None:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench_allreduce _worker")
+    p.add_argument("--sizes", required=True)
+    p.add_argument("--reps", type=int, default=15)
+    p.add_argument("--batch-s", type=float, default=0.002)
+    args = p.parse_args(argv)
+    args.sizes = [int(s) for s in args.sizes.split(",")]
+    out = worker(args)
+    if out is not None:
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_worker"]:
+        _worker_main(sys.argv[2:])
+    else:
+        print(json.dumps(main(sys.argv[1:])), flush=True)

@@ -5,6 +5,7 @@
     python -m lepton_hpc.bench ranks    [--rows 2000000 --cols 32 --steps 20]
     python -m lepton_hpc.bench matmul   [--n 4000 --k 200]   (lepton_hpc.bench_matmul)
     python -m lepton_hpc.bench allreduce [--ranks 2]          (lepton_hpc.bench_allreduce)
+    python -m lepton_hpc.bench models --what steps2v1|epoch   (lepton_hpc.bench_models)
 
 Each prints ONE JSON object on stdout (notes go to stderr): the timings as
 min/median/max, ``ratio`` (the ratio of the two medians), ``paired_ratio``
@@ -277,7 +278,8 @@ BENCHES = {  # name: (function, help, extra-arguments setup)
 
 
 # Benchmarks that live in their own modules: name -> module with main(argv) -> dict.
-EXTERNAL = {"matmul": "lepton_hpc.bench_matmul", "allreduce": "lepton_hpc.bench_allreduce"}
+EXTERNAL = {"matmul": "lepton_hpc.bench_matmul", "allreduce": "lepton_hpc.bench_allreduce",
+            "models": "lepton_hpc.bench_models"}
 
 
 def main(argv=None) -> int:

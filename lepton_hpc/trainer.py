@@ -219,6 +219,8 @@ class Trainer(RunBase):
             return
         if "model/phi" in state.arrays:
             self.theta[:] = state.arrays["model/phi"]
+        elif "model/theta_std" in state.arrays:  # θ on standardised features: no round trip through /model/w
+            self.theta[:] = state.arrays["model/theta_std"]
         else:
             self.theta[:] = self.std.from_original(self._theta_from(state.arrays))
         C.agree(self.comm, self.opt.load_state_dict, state.optimizer)
@@ -247,6 +249,8 @@ class Trainer(RunBase):
             arrays["model/b"] = theta[d * k:].copy() if k > 1 else np.float64(theta[d])
         if self.cfg.train.solver == "svd_gd":
             arrays["model/phi"] = self.theta.copy()  # exact resume in whitened coordinates
+        elif self.std.active:
+            arrays["model/theta_std"] = self.theta.copy()  # exact resume: w·σ/σ is not w to the bit
         return arrays
 
     def _load_checkpoint(self):

@@ -39,6 +39,20 @@ class Penalty:
             w = theta[:self.n_weights]
             np.copyto(w, np.sign(w) * np.maximum(np.abs(w) - eta * self.l1, 0.0))
 
+    def stationarity(self, theta: np.ndarray, grad: np.ndarray) -> float:
+        """Norm of the smallest subgradient of the whole loss at ``theta``: 0 exactly at the optimum.
+
+        ``grad`` holds the smooth part's gradient (L2 included). Without L1 this
+        is ``|grad|``; with L1 the smooth gradient stays nonzero at the optimum,
+        so each weight adds ``l1·sign(w)`` (w ≠ 0) or shrinks ``|g|`` by ``l1`` (w = 0).
+        """
+        if not self.l1:
+            return float(np.linalg.norm(grad))
+        w, g = theta[:self.n_weights], grad[:self.n_weights]
+        sub = np.where(w != 0, g + self.l1 * np.sign(w), np.sign(g) * np.maximum(np.abs(g) - self.l1, 0.0))
+        rest = grad[self.n_weights:]
+        return float(np.sqrt(sub @ sub + rest @ rest))
+
     def l2_hessian(self, n_params: int) -> np.ndarray:
         """The L2 term's Hessian (diagonal over weights, 0 for intercepts)."""
         d = np.zeros(n_params)

@@ -123,8 +123,12 @@ class TrainConfig:
                        ("gd", "gram", "svd", "svd_gd", "als"))
     rcond: float = _key(1e-12, "svd solver: singular values below rcond * s_max are cut off")
     batch_size: int = _key(0, "global mini-batch size per step, drawn from (seed, step); 0 means full batch")
-    patience: int = _key(0, "stop after this many logged steps without relative loss improvement > tol (0: off)")
-    tol: float = _key(1e-9, "stop when ||grad|| <= tol * ||grad at step 0|| (0 disables)")
+    batch_block_rows: int = _key(0, "mini-batches of whole contiguous blocks of this many rows (must divide "
+                                    "data.chunk_rows; much faster per epoch); 0 draws single rows")
+    patience: int = _key(0, "stop after this many steps (mini-batch: epochs) without a relative loss "
+                            "improvement > tol (0: off)")
+    tol: float = _key(1e-9, "stop when ||grad|| <= tol * ||grad_0||, or when the relative loss change is <= tol "
+                            "with ||grad||^2 <= tol * loss (mini-batch: per epoch); 0 disables")
     eta_floor: float = _key(1e-14, "stop once the step size falls below this (the Lepton schedule decays to 0)")
     log_every: int = _key(10, "rank 0 prints and records metrics every this many steps")
     threads: int = _key(0, "BLAS threads per rank; 0 means $SLURM_CPUS_PER_TASK or 1")
@@ -138,6 +142,7 @@ class TrainConfig:
         _check(self.threads >= 0, s, "threads", ">= 0", self.threads)
         _check(self.rcond >= 0, s, "rcond", ">= 0", self.rcond)
         _check(self.batch_size >= 0, s, "batch_size", ">= 0", self.batch_size)
+        _check(self.batch_block_rows >= 0, s, "batch_block_rows", ">= 0", self.batch_block_rows)
         _check(self.patience >= 0, s, "patience", ">= 0", self.patience)
 
 

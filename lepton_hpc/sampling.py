@@ -142,3 +142,57 @@ class MiniBatches:
         mean = self.loss_sum / max(self.loss_count, 1)
         self.loss_sum, self.loss_count = 0.0, 0
         return mean
+
+
+class BlockBatches(MiniBatches):
+    """Mini-batches of whole row blocks (``train.batch_block_rows`` rows each).
+
+    The epoch order permutes blocks instead of rows (the same keyed bijection,
+    over block ids), and a batch is ⌈batch_size / block_rows⌉ blocks. Blocks
+    never cross a chunk, so each one is computed in place from the shard —
+    no gather, one streaming read — and a chunk's partial is the sum of its
+    selected blocks in ascending order: the same bits on every rank count.
+    Rows of a block always travel together; that is the price of reading
+    contiguous memory instead of single random rows.
+    """
+
+    def __init__(self, shard, batch_size: int, seed: int, block_rows: int):
+        if shard.chunk_rows % block_rows:
+            raise ValueError(f"train.batch_block_rows={block_rows} must divide data.chunk_rows="
+                             f"{shard.chunk_rows} so that no block crosses a chunk")
+        super().__init__(shard, batch_size, seed)
+        self.block_rows = block_rows
+        self.n_blocks = -(-shard.n_rows // block_rows)
+        self.blocks_per_batch = max(1, -(-batch_size // block_rows))
+        self.steps_per_epoch = -(-self.n_blocks // self.blocks_per_batch)
+        self._blocks = np.empty(0, np.int64)
+        self._bounds = np.zeros(self.steps_per_epoch + 1, np.int64)
+
+    def blocks(self, step: int) -> np.ndarray:
+        """Ascending ids of this rank's blocks in batch ``step``."""
+        e = self.epoch(step)
+        if e != self._epoch:
+            sh, br = self.shard, self.block_rows
+            mine = np.arange(sh.row_lo // br, -(-sh.row_hi // br), dtype=np.int64)
+            step_of = epoch_positions(mine, self.n_blocks, self.seed, e) // self.blocks_per_batch
+            order = np.argsort(step_of, kind="stable")
+            self._blocks = mine[order]
+            self._bounds = np.searchsorted(step_of[order], np.arange(self.steps_per_epoch + 1))
+            self._epoch = e
+        j = step % self.steps_per_epoch
+        return self._blocks[self._bounds[j]:self._bounds[j + 1]]
+
+    def partials(self, step: int, kernel, theta: np.ndarray, out: np.ndarray) -> None:
+        out[:] = 0.0
+        sh, br = self.shard, self.block_rows
+        if self._row is None:
+            self._row = np.empty(kernel.width)
+        for block in self.blocks(step).tolist():
+            lo = block * br
+            hi = min(lo + br, sh.n_rows)
+            chunk = lo // sh.chunk_rows
+            i = chunk - sh.chunks.start
+            a = i * sh.stride + (lo - chunk * sh.chunk_rows)
+            sw = None if sh.sw_all is None else sh.sw_all[a:a + hi - lo]
+            kernel.partial(sh.X_all[a:a + hi - lo], sh.y_all[a:a + hi - lo], sw, theta, self._row)
+            out[i] += self._row

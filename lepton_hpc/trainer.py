@@ -25,7 +25,7 @@ from .models.standardize import Standardizer
 from .optimizers import make_optimizer
 from .reduce import ChunkReducer
 from .runbase import EXIT_OK, EXIT_REQUEUE, RunBase, optimizer_kwargs
-from .sampling import MiniBatches
+from .sampling import BlockBatches, MiniBatches
 
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
@@ -66,7 +66,10 @@ class Trainer(RunBase):
         self.best_loss = math.inf
         self.stale = 0
         self.batches = None
-        if cfg.train.batch_size:
+        if cfg.train.batch_size and cfg.train.batch_block_rows:
+            self.batches = C.agree(comm, BlockBatches, self.shard, cfg.train.batch_size, cfg.data.seed,
+                                   cfg.train.batch_block_rows)
+        elif cfg.train.batch_size:
             self.batches = MiniBatches(self.shard, cfg.train.batch_size, cfg.data.seed)
         if cfg.train.solver in ("gd", "svd"):  # svd: for the final loss pass
             self.reducer = ChunkReducer(comm, self.shard.n_chunks, self.kernel.width, cfg.comm.reduction)

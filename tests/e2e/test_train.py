@@ -52,6 +52,18 @@ def test_bitwise_identical_on_1_2_3_ranks(tmp_path, extra):
     assert params[0] == params[1] == params[2]
 
 
+def test_bitwise_identical_on_4_and_7_ranks(tmp_path):
+    # 31 chunks: 7 ranks get 5 or 4 chunks each, so the tree covers differ everywhere
+    args = [*SMALL, "--set", "train.steps=15"]
+    params = []
+    for n in (1, 4, 7):
+        out = tmp_path / f"n{n}"
+        proc = run_mpi(n, ["--out", out, *args])
+        assert proc.returncode == 0, proc.stderr
+        params.append(final_params(out))
+    assert params[0] == params[1] == params[2]
+
+
 def test_fast_reduction_is_close_and_recorded(tmp_path):
     exact, fast = tmp_path / "exact", tmp_path / "fast"
     for out, mode in ((exact, "exact"), (fast, "fast")):

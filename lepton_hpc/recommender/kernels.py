@@ -118,6 +118,15 @@ def gd_user_pass(UcT, VT, users, items, vals, idx: ChunkIndex, reg: float, n_tot
     gU /= n_total
 
 
+def _item_starts(idx: ChunkIndex, j0: int, j1: int):
+    """(first item segment, segment starts with the end appended) of items [j0, j1); None if none rated."""
+    s0, s1 = idx.item_span(j0, j1)
+    if s1 == s0:
+        return s0, None
+    starts = idx.i_starts[s0:s1 + 1] if s1 < idx.i_starts.shape[0] else np.append(idx.i_starts[s0:s1], idx.n)
+    return s0, starts
+
+
 def item_grad_partial(UcT, e, idx: ChunkIndex, j0: int, j1: int, out) -> None:
     """This chunk's share of ``sum_u e_ui u_u`` for items ``[j0, j1)`` into ``out`` (j1-j0, k).
 
@@ -125,10 +134,9 @@ def item_grad_partial(UcT, e, idx: ChunkIndex, j0: int, j1: int, out) -> None:
     """
     k = UcT.shape[0]
     out[:] = 0.0
-    s0, s1 = idx.item_span(j0, j1)
-    if s1 == s0:
+    s0, starts = _item_starts(idx, j0, j1)
+    if starts is None:
         return
-    starts = idx.i_starts[s0:s1 + 1] if s1 < idx.i_starts.shape[0] else np.append(idx.i_starts[s0:s1], idx.n)
     for g0, g1, a, b in segment_groups(starts[:-1], int(starts[-1]), max_rows_for(k)):
         contrib = np.take(UcT, idx.users_by_item[a:b], axis=1)
         contrib *= e[idx.perm[a:b]]
@@ -194,10 +202,9 @@ def als_item_partial(UcT, vals, idx: ChunkIndex, j0: int, j1: int, out) -> None:
     (``UcT``: the chunk's U rows transposed)."""
     k = UcT.shape[0]
     out[:] = 0.0
-    s0, s1 = idx.item_span(j0, j1)
-    if s1 == s0:
+    s0, starts = _item_starts(idx, j0, j1)
+    if starts is None:
         return
-    starts = idx.i_starts[s0:s1 + 1] if s1 < idx.i_starts.shape[0] else np.append(idx.i_starts[s0:s1], idx.n)
     for g0, g1, a, b in segment_groups(starts[:-1], int(starts[-1]), max_rows_for(packed_width(k))):
         X = np.take(UcT, idx.users_by_item[a:b], axis=1)
         out[idx.i_ids[s0 + g0:s0 + g1] - j0] = _normal_sums(X, vals[idx.perm[a:b]], starts[g0:g1] - a)

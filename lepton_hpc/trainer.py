@@ -371,7 +371,6 @@ class Trainer(RunBase):
     def run(self) -> int:
         """Train to the end, a stop condition or a signal. Collective. Returns the exit code."""
         cfg, tc = self.cfg, self.cfg.train
-        self.install_signals()
         metrics = MetricsWriter(self.out / "metrics.jsonl" if self.rank == 0 else None, append=self.step > 0)
         last_ckpt = self.step if self.resume else -1
         if tc.solver == "svd":  # a direct solve: no steps

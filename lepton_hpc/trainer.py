@@ -73,6 +73,7 @@ class Trainer(RunBase):
             self.batches = MiniBatches(self.shard, cfg.train.batch_size, cfg.data.seed)
         if cfg.train.solver in ("gd", "svd"):  # svd: for the final loss pass
             self.reducer = ChunkReducer(comm, self.shard.n_chunks, self.kernel.width, cfg.comm.reduction)
+        self.plan = self.kernel.plan(self.shard)  # one C call per full-batch step, when it applies
         self.stop_flag = C.StopFlag(comm)
         self._maybe_resume()
         self._warn_schedule()
@@ -323,7 +324,9 @@ class Trainer(RunBase):
         else:
             red, k = self.reducer, self.kernel
             with self.timer.phase("compute", self.step):
-                if self.batches is None:
+                if self.batches is None and self.plan is not None:
+                    k.partials_all(self.plan, self.theta, red.partials)
+                elif self.batches is None:
                     for i, X, y, sw in self.shard.chunks_iter():
                         k.partial(X, y, sw, self.theta, red.partials[i])
                 else:

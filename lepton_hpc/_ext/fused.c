@@ -118,3 +118,27 @@ CLONES void lepton_logistic_partial(const double *restrict X, const double *rest
     out[d + 1] = loss;
     out[d + 2] = wsum;
 }
+
+/* Many chunks in one call (the whole shard of a full-batch step): chunk c has
+ * n[c] rows at X[c], y[c] (and sw[c] when sw is not NULL); its partial row goes
+ * to out + c*out_stride laid out as [g (d), Σ s r (only with an intercept),
+ * Σ s ℓ, Σ s]. Each chunk is computed exactly as by the one-chunk call. */
+CLONES void lepton_partials(int kind, const double *const *X, const double *const *y,
+                            const double *const *sw, const long *n, long n_chunks,
+                            const double *restrict w, double b, long d, int intercept,
+                            long out_stride, double *restrict out, double *restrict scratch)
+{
+    for (long c = 0; c < n_chunks; ++c) {
+        const double *swc = sw ? sw[c] : NULL;
+        if (kind == 0)
+            lepton_linear_partial(X[c], y[c], swc, w, b, n[c], d, scratch);
+        else
+            lepton_logistic_partial(X[c], y[c], swc, w, b, n[c], d, scratch);
+        double *row = out + c * out_stride;
+        for (long j = 0; j < d; ++j) row[j] = scratch[j];
+        long k = d;
+        if (intercept) row[k++] = scratch[d];
+        row[k] = scratch[d + 1];
+        row[k + 1] = scratch[d + 2];
+    }
+}

@@ -33,6 +33,12 @@ if available:
                        ctypes.c_long, ctypes.c_long, ctypes.c_void_p]
         fn.restype = None
         _FUNCS[kind] = fn
+    _many = _lib.lepton_partials
+    _many.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_long, ctypes.c_void_p, ctypes.c_double,
+                                                               ctypes.c_long, ctypes.c_int, ctypes.c_long,
+                                                               ctypes.c_void_p, ctypes.c_void_p]
+    _many.restype = None
+_KIND_CODE = {"linear": 0, "logistic": 1}
 
 
 def supports(kind: str) -> bool:
@@ -45,3 +51,33 @@ def partial(kind: str, X: np.ndarray, y: np.ndarray, sw: np.ndarray | None, w: n
     n, d = X.shape
     _FUNCS[kind](X.ctypes.data, y.ctypes.data, None if sw is None else sw.ctypes.data, w.ctypes.data,
                  float(b), n, d, out.ctypes.data)
+
+
+class ChunkPlan:
+    """The fixed addresses of a shard's in-memory chunks, for one C call per step.
+
+    Built once per run: the shard's buffers never move, so every step passes
+    the same pointer tables and only the parameters change. The per-chunk
+    results are the same bits as :func:`partial` on each chunk.
+    """
+
+    def __init__(self, views, weighted: bool, n_cols: int):
+        self.n_chunks = len(views)
+        self.d = n_cols
+        self._keep = views  # the arrays must outlive the pointer tables
+        ptr = lambda a: a.ctypes.data  # noqa: E731
+        self.X = np.array([ptr(X) for X, _, _ in views] or [0], dtype=np.uintp)
+        self.y = np.array([ptr(y) for _, y, _ in views] or [0], dtype=np.uintp)
+        self.sw = np.array([ptr(sw) for _, _, sw in views] or [0], dtype=np.uintp) if weighted else None
+        self.n = np.array([X.shape[0] for X, _, _ in views] or [0], dtype=np.int64)
+        self.scratch = np.empty(n_cols + 3)
+        self._args = (self.X.ctypes.data, self.y.ctypes.data,
+                      None if self.sw is None else self.sw.ctypes.data, self.n.ctypes.data,
+                      self.n_chunks)
+
+    def run(self, kind: str, theta: np.ndarray, intercept: bool, out: np.ndarray) -> None:
+        """Partial rows of every chunk into ``out`` (n_chunks × width, C-contiguous)."""
+        d = self.d
+        b = float(theta[d]) if intercept else 0.0
+        _many(_KIND_CODE[kind], *self._args, theta.ctypes.data, b, d, int(intercept), out.shape[1],
+              out.ctypes.data, self.scratch.ctypes.data)

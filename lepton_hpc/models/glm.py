@@ -71,6 +71,21 @@ class GLMKernel:
         return out
 
     # -- full chunks -------------------------------------------------------------
+    def plan(self, shard):
+        """A one-call-per-step plan over an in-memory shard's chunks, or None.
+
+        Applies when the C kernel does: float64 rows, one output, no
+        standardisation (the same conditions as :meth:`_fused`).
+        """
+        if (not fused.supports(self.kind) or self._convert or self.scale is not None
+                or not shard.in_memory):
+            return None
+        return fused.ChunkPlan([v for _, *v in shard.chunks_iter()], shard.sw_all is not None, self.n_cols)
+
+    def partials_all(self, plan, theta: np.ndarray, out: np.ndarray) -> None:
+        """Every chunk's partial row through ``plan`` (from :meth:`plan`) in one C call."""
+        plan.run(self.kind, theta, self.fit_intercept, out)
+
     def _fused(self, X, y, sw, theta, out) -> bool:
         """One pass in C when it applies: float64 rows, one output, no standardisation."""
         if (not fused.supports(self.kind) or self._convert or self.scale is not None

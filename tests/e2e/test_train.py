@@ -206,3 +206,34 @@ def test_seed_example_is_honest(tmp_path):
     s = summary(fixed)
     assert "warning" not in proc.stdout
     assert np.allclose(s["w"], [2.0, 3.0], atol=0.05) and s["rel_error_to_exact"] < 1e-6
+
+
+def test_killed_at_any_instant_resumes_from_a_valid_checkpoint(tmp_path):
+    """SIGKILL (no chance to clean up) while checkpoints are being written every step."""
+    import os
+    import signal as sig
+    import time as clock
+
+    args = [*SMALL, "--set", "data.rows=200003", "--set", "checkpoint.every=1", "--set", "checkpoint.keep=2",
+            "--set", "optimizer.name=constant", "--set", "optimizer.learning_rate=0.001"]
+    run = tmp_path / "run"
+    proc = subprocess.Popen([mpiexec(), "-n", "2", sys.executable, "-m", "lepton_hpc.train", "--out", str(run),
+                             *args, "--set", "train.steps=100000"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=rank_env(), cwd=ROOT, start_new_session=True)
+    try:
+        deadline = clock.monotonic() + 60
+        while clock.monotonic() < deadline and len(list((run / "checkpoints").glob("step-*.h5"))) < 2:
+            clock.sleep(0.05)
+        clock.sleep(0.37)  # somewhere inside a step or a checkpoint write
+    finally:
+        os.killpg(proc.pid, sig.SIGKILL)
+        proc.wait(timeout=30)
+    from lepton_hpc import checkpoint
+    state = checkpoint.latest_valid(run / "checkpoints", warn=lambda m: None)
+    assert state is not None and state.step >= 1
+    total = state.step + 5
+    resumed = run_mpi(3, ["--out", run, *args, "--set", f"train.steps={total}", "--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr
+    straight = tmp_path / "straight"
+    assert run_mpi(1, ["--out", straight, *args, "--set", f"train.steps={total}"]).returncode == 0
+    assert final_params(run) == final_params(straight)

@@ -16,7 +16,7 @@ from mpirun import ROOT, mpiexec, rank_env
 from lepton_hpc.scaling.analysis import COLUMNS
 
 JOB = ROOT / "jobs" / "default.toml"
-TINY = ["--set", "data.rows=120000", "--set", "data.cols=8", "--set", "train.steps=10",
+TINY = ["--set", "data.rows=600000", "--set", "data.cols=16", "--set", "train.steps=10",
         "--set", "checkpoint.every=0"]
 
 

@@ -66,6 +66,19 @@ def epoch_positions(rows: np.ndarray, n_rows: int, seed: int, epoch: int) -> np.
     return pos.astype(np.int64)
 
 
+def group_by_step(ids: np.ndarray, n_total: int, per_batch: int, steps: int, seed: int, epoch: int):
+    """This rank's ``ids`` (ascending) grouped by the step of ``epoch`` that visits them.
+
+    Returns ``(ordered, bounds)``: step j's ids are ``ordered[bounds[j]:bounds[j+1]]``,
+    still ascending (a stable sort by step).
+    """
+    step_of = epoch_positions(ids, n_total, seed, epoch) // per_batch
+    if steps <= np.iinfo(np.uint16).max:
+        step_of = step_of.astype(np.uint16)  # a radix sort
+    order = np.argsort(step_of, kind="stable")
+    return ids[order], np.searchsorted(step_of[order], np.arange(steps + 1))
+
+
 class MiniBatches:
     def __init__(self, shard, batch_size: int, seed: int):
         self.shard, self.seed = shard, seed
@@ -90,13 +103,8 @@ class MiniBatches:
         e = self.epoch(step)
         if e != self._epoch:
             sh = self.shard
-            # the step of each own row; a stable sort keeps rows ascending within a step
-            step_of = epoch_positions(np.arange(sh.row_lo, sh.row_hi), sh.n_rows, self.seed, e) // self.batch
-            if self.steps_per_epoch <= np.iinfo(np.uint16).max:
-                step_of = step_of.astype(np.uint16)  # radix sort
-            order = np.argsort(step_of, kind="stable")
-            self._rows = order + sh.row_lo
-            self._bounds = np.searchsorted(step_of[order], np.arange(self.steps_per_epoch + 1))
+            self._rows, self._bounds = group_by_step(np.arange(sh.row_lo, sh.row_hi), sh.n_rows, self.batch,
+                                                     self.steps_per_epoch, self.seed, e)
             self._epoch = e
         j = step % self.steps_per_epoch
         return self._rows[self._bounds[j]:self._bounds[j + 1]]
@@ -174,10 +182,8 @@ class BlockBatches(MiniBatches):
         if e != self._epoch:
             sh, br = self.shard, self.block_rows
             mine = np.arange(sh.row_lo // br, -(-sh.row_hi // br), dtype=np.int64)
-            step_of = epoch_positions(mine, self.n_blocks, self.seed, e) // self.blocks_per_batch
-            order = np.argsort(step_of, kind="stable")
-            self._blocks = mine[order]
-            self._bounds = np.searchsorted(step_of[order], np.arange(self.steps_per_epoch + 1))
+            self._blocks, self._bounds = group_by_step(mine, self.n_blocks, self.blocks_per_batch,
+                                                       self.steps_per_epoch, self.seed, e)
             self._epoch = e
         j = step % self.steps_per_epoch
         return self._blocks[self._bounds[j]:self._bounds[j + 1]]

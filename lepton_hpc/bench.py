@@ -34,16 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .metrics import spread
+
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def spread(values) -> dict[str, float]:
-    v = np.asarray(values, dtype=float)
-    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
 
 def verdict(a, b, target: float, target_is: str) -> dict:

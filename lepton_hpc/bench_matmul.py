@@ -33,16 +33,13 @@ import time
 
 import numpy as np
 
+from .metrics import spread
+
 TARGET = 0.5
 
 
 def note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def spread(values) -> dict[str, float]:
-    v = np.asarray(values, dtype=float)
-    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
 
 def flops_dense(m: int, n: int, p: int) -> int:

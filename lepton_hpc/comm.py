@@ -63,6 +63,16 @@ def check(comm: MPI.Comm, message: str | None) -> None:
         raise JobError(text, failed)
 
 
+def on_root(comm: MPI.Comm, fn: Callable[..., T], *args, root: int = 0, **kwargs) -> T:
+    """Run ``fn`` on ``root`` only (reading a file, making a directory) and give every rank its result.
+
+    Collective over ``comm``. A user error on ``root`` is raised on every rank,
+    as with :func:`agree`.
+    """
+    result = agree(comm, fn if comm.rank == root else (lambda *a, **k: None), *args, **kwargs)
+    return comm.bcast(result, root=root)
+
+
 def _sentence(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and exc.args:
         return str(exc.args[0])
@@ -71,28 +81,16 @@ def _sentence(exc: BaseException) -> str:
     return str(exc)
 
 
-def stats(comm: MPI.Comm, value: float) -> dict[str, float]:
-    """min/median/max of a per-rank scalar over ``comm`` (collective)."""
-    values = np.asarray(comm.allgather(float(value)))
-    return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
-
-
 def allgather(comm: MPI.Comm, value):
     """Every rank's ``value``, in rank order (collective)."""
     return comm.allgather(value)
 
 
-def bcast(comm: MPI.Comm, value, root: int = 0):
-    """``value`` from ``root`` on every rank (collective)."""
-    return comm.bcast(value, root=root)
-
-
-def allreduce_max(comm: MPI.Comm, value):
-    return comm.allreduce(value, op=MPI.MAX)
-
-
-def allreduce_min(comm: MPI.Comm, value):
-    return comm.allreduce(value, op=MPI.MIN)
+def allreduce_min_ints(comm: MPI.Comm, values) -> list[int]:
+    """Elementwise minimum of a few integers over ``comm`` in one collective."""
+    buf = np.array(values, dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MIN)
+    return buf.tolist()
 
 
 def allreduce_bxor(comm: MPI.Comm, value: int) -> int:

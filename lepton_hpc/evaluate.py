@@ -36,7 +36,7 @@ def _setup(run_dir: Path, data_path: str | None, comm):
             raise ValueError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
         return cfg, state.arrays
 
-    cfg, arrays = C.bcast(comm, C.agree(comm, read if comm.rank == 0 else (lambda: None)))
+    cfg, arrays = C.on_root(comm, read)
     if cfg.model.kind not in ("linear", "logistic", "softmax"):
         raise C.JobError(f"evaluate scores linear, logistic and softmax runs, not model.kind={cfg.model.kind}", 0)
     data = cfg.data

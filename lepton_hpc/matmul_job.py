@@ -59,7 +59,7 @@ from .config import JobConfig
 from .linalg import FactoredMatrix, orthogonality_error
 from .linalg.collectives import allreduce_sum
 from .linalg.kernels import orthonormalize
-from .metrics import peak_rss_bytes, provenance
+from .metrics import peak_rss_bytes, provenance, spread
 from .partition import block_range
 from .runbase import RunBase
 
@@ -149,11 +149,6 @@ def gather_limit() -> int:
         return GATHER_LIMIT
 
 
-def _spread(values) -> dict:
-    v = np.asarray(values, dtype=float)
-    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
-
-
 class MatmulJob(RunBase):
     """One ``matmul`` job (the runner for ``model.kind = "matmul"``).
 
@@ -189,7 +184,7 @@ class MatmulJob(RunBase):
         cfg, comm, mm = self.cfg, self.comm, self.cfg.matmul
         C.agree(comm, self._check)
         C.agree(comm, self.check_world)
-        C.agree(comm, (lambda: self.prepare_out_dir(checkpoints=False)) if self.rank == 0 else (lambda: None))
+        C.on_root(comm, self.prepare_out_dir, checkpoints=False)
         if self.resume is not None:
             self.log("note: --resume is ignored: the matmul job takes no checkpoints and runs from the start")
         self.row_range = block_range(self.m, self.size, self.rank)
@@ -334,7 +329,7 @@ class MatmulJob(RunBase):
             "signal": {"rank": self.k, "max": 1.0, "min": float(signal_spectrum(self.k)[-1]),
                        "noise_spectral": self.noise},
         }
-        phases = {ph: _spread([e["phases"].get(ph, 0.0) for e in every]) for ph in JOB_PHASES}
+        phases = {ph: spread([e["phases"].get(ph, 0.0) for e in every]) for ph in JOB_PHASES}
         rss = [e["peak_rss_bytes"] for e in every]
         rows = [e["rows"] for e in every]
         summary = {
@@ -353,7 +348,7 @@ class MatmulJob(RunBase):
             "seed": mm.seed,
             "noise": self.noise,
             "world_size": self.size,
-            "rows_per_rank": {"per_rank": rows, **_spread(rows)},
+            "rows_per_rank": {"per_rank": rows, **spread(rows)},
             "rel_error": chk["rel_error"],
             "error_reference": chk["error_reference"],
             "rel_error_numpy": chk["rel_error_numpy"],
@@ -368,7 +363,7 @@ class MatmulJob(RunBase):
                       "ratio_per_rank": {path: flops["per_rank_max"]["dense"] / flops["per_rank_max"][path]
                                          for path in PATHS[1:]}},
             "factorization_s": phases["factor"],
-            "product_s": {path: _spread(per_rep[path]) for path in PATHS},
+            "product_s": {path: spread(per_rep[path]) for path in PATHS},
             "product_s_by_rank": {path: [float(np.median(e["times"][path])) for e in every] for path in PATHS},
             # CPU seconds of one product summed over the ranks (median over repetitions)
             "product_cpu_s_all_ranks": cpu,
@@ -381,7 +376,7 @@ class MatmulJob(RunBase):
             "factors_file": str(self.out / "factors.h5"),
             "wall_s": wall,
             "phases_s": phases,
-            "peak_rss_bytes": {"per_rank": rss, **_spread(rss)},
+            "peak_rss_bytes": {"per_rank": rss, **spread(rss)},
             "provenance": provenance(C.library_version(), self.size),
         }
         self.log(f"matmul: relative error {chk['rel_error']:.3e} ({chk['error_reference'].split(' (')[0]}); "

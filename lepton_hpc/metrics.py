@@ -53,6 +53,14 @@ class PhaseTimer:
         return path
 
 
+def spread(values) -> dict[str, float]:
+    """min/median/max of per-rank (or per-repeat) figures."""
+    import numpy as np
+
+    v = np.asarray(values, dtype=float)
+    return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
+
+
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

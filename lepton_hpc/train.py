@@ -44,8 +44,7 @@ def _resolve(args, comm):
             raise ValueError("--resume auto needs --out naming the run directory to continue")
         return cfg, out
 
-    result = C.agree(comm, parse) if comm.rank == 0 else C.agree(comm, lambda: None)
-    return C.bcast(comm, result)
+    return C.on_root(comm, parse)
 
 
 def run(args, comm) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 from . import checkpoint, comm as C
 from .data.shard import Shard
 from .evaluation import evaluate
-from .metrics import MetricsWriter, peak_rss_bytes, progress_line, provenance
+from .metrics import MetricsWriter, peak_rss_bytes, progress_line, provenance, spread
 from .models.glm import gram_grad_loss, make_kernel, solve_normal, split_gram
 from .models.penalty import Penalty
 from .models.standardize import Standardizer
@@ -49,7 +49,7 @@ class Trainer(RunBase):
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_job)
         C.agree(comm, self.check_world)
-        C.agree(comm, self.prepare_out_dir if self.rank == 0 else (lambda: None))
+        C.on_root(comm, self.prepare_out_dir)
         with self.timer.phase("read"):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, self.rank, self._generator())
         self._reference_pass()
@@ -151,19 +151,20 @@ class Trainer(RunBase):
         kind, d = cfg.model.kind, sh.n_cols
         with self.timer.phase("read"):
             red, (bad_row, bad_label, max_label, digest), gram = C.agree(comm, self._scan, kind, d)
-        first_bad = C.allreduce_min(comm, bad_row)
-        if first_bad < sh.n_rows:
-            raise C.JobError(f"the data has NaN or Inf at row {first_bad} (the first bad row) in "
+        # one collective for every check: first bad row, first bad label, largest label
+        bad_row, bad_label, neg_max = C.allreduce_min_ints(comm, [bad_row, bad_label, -max_label])
+        max_label = -neg_max
+        if bad_row < sh.n_rows:
+            raise C.JobError(f"the data has NaN or Inf at row {bad_row} (the first bad row) in "
                              f"{sh.cfg.path or 'synthetic data'}; clean or drop such rows", 0)
-        first_bad = C.allreduce_min(comm, bad_label)
-        if first_bad < sh.n_rows:
+        if bad_label < sh.n_rows:
             want = "0 or 1" if kind == "logistic" else "an integer class 0, 1, ..., K-1"
-            raise C.JobError(f"the target at row {first_bad} is not {want} as model.kind={kind} needs", 0)
+            raise C.JobError(f"the target at row {bad_label} is not {want} as model.kind={kind} needs", 0)
         n_classes = 1
         if kind == "softmax":
-            n_classes = cfg.model.classes or C.allreduce_max(comm, max_label) + 1
-            if C.allreduce_max(comm, max_label) >= n_classes:
-                raise C.JobError(f"the data has class labels up to {C.allreduce_max(comm, max_label)} but "
+            n_classes = cfg.model.classes or max_label + 1
+            if max_label >= n_classes:
+                raise C.JobError(f"the data has class labels up to {max_label} but "
                                  f"model.classes={cfg.model.classes}", 0)
             if n_classes < 2:
                 raise C.JobError("softmax needs at least 2 classes; the data has only one", 0)
@@ -204,7 +205,6 @@ class Trainer(RunBase):
         self.theta_exact = fac.solution()
         if self.cfg.train.solver == "svd_gd":
             self.curvature = (1.0, 1.0)  # the whitened problem's Hessian is the identity
-        self.yw2 = self.yty
         return fac
 
     def model_theta(self) -> np.ndarray:
@@ -216,8 +216,7 @@ class Trainer(RunBase):
     def _maybe_resume(self) -> None:
         if self.resume is None:
             return
-        state = C.agree(self.comm, self._load_checkpoint if self.rank == 0 else (lambda: None))
-        state = C.bcast(self.comm, state)
+        state = C.on_root(self.comm, self._load_checkpoint)
         if state is None:
             self.log(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
             return
@@ -311,7 +310,7 @@ class Trainer(RunBase):
             with self.timer.phase("compute", self.step):
                 f = self.fac
                 np.subtract(self.theta, f.uty, out=self.grad)
-                loss = 0.5 * (self.theta @ self.theta - 2.0 * (self.theta @ f.uty) + self.yw2) / self.weight_sum
+                loss = 0.5 * (self.theta @ self.theta - 2.0 * (self.theta @ f.uty) + self.yty) / self.weight_sum
             with self.timer.phase("reduce", self.step):
                 stop = self.stop_flag.wait()
             return loss, stop
@@ -493,9 +492,6 @@ class Trainer(RunBase):
             ref = self.theta_exact
             rel_err = float(np.linalg.norm(theta - ref) / max(np.linalg.norm(ref), 1e-300))
 
-        def spread(values):
-            v = np.asarray(values, dtype=float)
-            return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
         arrays = self._param_arrays()
         return {

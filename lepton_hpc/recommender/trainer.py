@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import checkpoint, comm as C
 from ..data.ratings import RatingsShard
-from ..metrics import MetricsWriter, peak_rss_bytes, provenance
+from ..metrics import MetricsWriter, peak_rss_bytes, provenance, spread
 from ..optimizers import make_optimizer
 from ..partition import chunk_range
 from ..reduce import ChunkReducer
@@ -73,7 +73,7 @@ class MFTrainer(RunBase):
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_config)
         C.agree(comm, self.check_world)
-        C.agree(comm, self.prepare_out_dir if self.rank == 0 else (lambda: None))
+        C.on_root(comm, self.prepare_out_dir)
         with self.timer.phase("read"):
             self.shard = C.agree(comm, RatingsShard, cfg.data, comm.size, self.rank)
         sh = self.shard
@@ -153,12 +153,7 @@ class MFTrainer(RunBase):
     def _maybe_resume(self) -> None:
         if self.resume is None:
             return
-        meta = None
-        if self.rank == 0:
-            meta = C.agree(self.comm, self._load_checkpoint)
-        else:
-            C.agree(self.comm, lambda: None)
-        meta = C.bcast(self.comm, meta)
+        meta = C.on_root(self.comm, self._load_checkpoint)
         if meta is None:
             self.log(f"no checkpoint in {self.out / 'checkpoints'}; starting from step 0")
             return
@@ -486,9 +481,6 @@ class MFTrainer(RunBase):
             return None
         sh, cfg = self.shard, self.cfg
 
-        def spread(values):
-            v = np.asarray(values, dtype=float)
-            return {"min": float(v.min()), "median": float(np.median(v)), "max": float(v.max())}
 
         noise = sh.noise
         if not self.n_test:

@@ -41,10 +41,9 @@ def test_lowest_failing_rank_wins():
 
 
 @pytest.mark.mpi(min_size=1)
-def test_stats_and_stop_flag():
+def test_min_ints_and_stop_flag():
     comm = MPI.COMM_WORLD
-    s = C.stats(comm, comm.rank)
-    assert s == {"min": 0.0, "median": (comm.size - 1) / 2, "max": comm.size - 1.0}
+    assert C.allreduce_min_ints(comm, [comm.rank, -comm.rank, 7]) == [0, 1 - comm.size, 7]
     flag = C.StopFlag(comm)
     flag.start(1.0 if comm.rank == comm.size - 1 else 0.0)
     assert flag.wait() == 1.0

@@ -12,20 +12,9 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
+from helpers import uneven_bounds
+
 from lepton_hpc.linalg import FactoredMatrix
-
-
-def uneven_bounds(n_rows, n_cols, size):
-    """Rank 0 empty when size >= 3, next rank shorter than wide, rest growing."""
-    if size == 1:
-        return np.array([0, n_rows])
-    sizes = [0] if size >= 3 else []
-    sizes.append(min(max(1, n_cols // 2), n_rows))
-    n_left, rest = size - len(sizes), n_rows - sum(sizes)
-    weights = np.arange(1, n_left + 1)
-    parts = (rest * weights) // weights.sum()
-    parts[-1] += rest - parts.sum()
-    return np.concatenate([[0], np.cumsum(sizes + parts.tolist())])
 
 
 def make_matrix(n_rows, n_cols, seed, singular_values):

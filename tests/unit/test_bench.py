@@ -5,15 +5,16 @@ full-size benchmarks on a quiet machine, not for timed tests.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_spread, positive
 
-from lepton_hpc.bench import spread, verdict
+from lepton_hpc.bench import verdict
+from lepton_hpc.metrics import spread
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--rows", "20000", "--cols", "8"]
@@ -29,14 +30,6 @@ def run_bench(*args: str, timeout: int = 240) -> dict:
     return json.loads(lines[0])
 
 
-def positive(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-def assert_spread(s: dict) -> None:
-    assert set(s) == {"min", "median", "max"}
-    assert all(positive(v) for v in s.values()), s
-    assert s["min"] <= s["median"] <= s["max"]
 
 
 def assert_verdict(res: dict, name: str, target: float, target_is: str) -> None:

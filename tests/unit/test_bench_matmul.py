@@ -5,13 +5,13 @@ is for the full-size run (n = 4000) on a quiet machine, never for a timed test.
 """
 
 import json
-import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import assert_spread, positive
 
 from lepton_hpc import bench_matmul
 from lepton_hpc.bench_matmul import flops_dense, flops_factored, main
@@ -20,14 +20,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--m", "48", "--n", "40", "--p", "36", "--k", "4", "--repeats", "2", "--sweep", "2,8"]
 
 
-def positive(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
-def assert_spread(s: dict) -> None:
-    assert set(s) == {"min", "median", "max"}
-    assert all(positive(v) for v in s.values()), s
-    assert s["min"] <= s["median"] <= s["max"]
 
 
 def check_report(r: dict, m=48, n=40, p=36, k=4, sweep=(2, 4, 8)) -> None:

@@ -169,12 +169,13 @@ def test_every_optimizer_with_every_solver(tmp_path, solver, opt):
     out = tmp_path / "r"
     proc = run_mpi(2, ["--out", out, *SMALL, "--set", f"train.solver={solver}", "--set", f"optimizer.name={opt}",
                        "--set", "optimizer.learning_rate=0.1", "--set", "optimizer.alpha=0.001",
-                       "--set", "train.steps=40", "--set", "train.log_every=40"])
+                       "--set", "train.steps=40", "--set", "train.log_every=1"])
     assert proc.returncode == 0, proc.stderr
     recs = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     s = summary(out)
     assert s["solver"] == solver and s["optimizer"]["name"] == opt
-    assert s["final_loss"] < 0.5 * s["final_loss"] + 0.5 * recs[0]["loss"] or s["final_loss"] < 0.01
+    # recs[0] is the loss at θ = 0 (step 1 logs the loss before its update)
+    assert s["final_loss"] < 0.5 * recs[0]["loss"], (recs[0]["loss"], s["final_loss"])
 
 
 def test_user_optimizer_by_dotted_path(tmp_path):

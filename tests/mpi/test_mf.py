@@ -37,13 +37,13 @@ def config(*overrides, **data):
 
 
 def train(cfg, comm, out, resume=None, signal=False):
-    """Run the trainer; every rank of ``comm`` gets (exit code, summary or None, full U, V)."""
+    """Run the trainer; every rank of ``comm`` gets (exit code, summary, full U, V)."""
     t = MFTrainer(cfg, comm, out, resume)
     t.setup()
     if signal:
         t.stop_signal = 1
     code = t.run()
-    s = t.summary(code)
+    s = comm.bcast(t.summary(code), root=0)  # every rank asserts on it
     U = gather_rows(comm, t.U, user_counts(t.shard.n_users, t.shard.chunk_rows, comm.size))
     U = comm.bcast(U, root=0)
     V = t.V.copy()
@@ -115,12 +115,11 @@ def test_matches_serial_reference_and_one_rank_bit_for_bit(case):
     assert all_ranks(code == 0)
     assert all_ranks(U.tobytes() == U1.tobytes() and V.tobytes() == V1.tobytes())
     assert all_ranks(np.allclose(U, U_ref, rtol=1e-9, atol=1e-12) and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12))
-    if WORLD.rank == 0:
-        assert s["steps"] == 4 and s["world_size"] == WORLD.size and s["solver"] == cfg.train.solver
-        assert 0 < s["train_rmse"] and 0 < s["test_rmse"] and s["noise"] == 0.1
-        users = s["memory"]["users"]["per_rank"]
-        if case.endswith("empty-shards"):
-            assert users == ([25, 25] + [0] * (WORLD.size - 2) if WORLD.size > 1 else [50])
+    assert s["steps"] == 4 and s["world_size"] == WORLD.size and s["solver"] == cfg.train.solver
+    assert 0 < s["train_rmse"] and 0 < s["test_rmse"] and s["noise"] == 0.1
+    users = s["memory"]["users"]["per_rank"]
+    if case.endswith("empty-shards"):
+        assert users == ([25, 25] + [0] * (WORLD.size - 2) if WORLD.size > 1 else [50])
 
 
 @pytest.mark.mpi(min_size=1)
@@ -144,9 +143,8 @@ def test_users_and_items_without_ratings_train(tmp_path_factory):
         assert all_ranks(code == 0 and np.allclose(U, U_ref, rtol=1e-9, atol=1e-12)
                          and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12))
         assert all_ranks(np.all(V[[0, 5]] == 0) if solver == "als" else True)
-        if WORLD.rank == 0:
-            assert s["data"]["users_without_ratings"] == 3 and s["data"]["items_without_ratings"] == 2
-            assert s["noise"] is None and s["test_rmse"] is None and s["test_rmse_over_noise"] is None
+        assert s["data"]["users_without_ratings"] == 3 and s["data"]["items_without_ratings"] == 2
+        assert s["noise"] is None and s["test_rmse"] is None and s["test_rmse_over_noise"] is None
 
 
 @pytest.mark.mpi(min_size=1)
@@ -167,14 +165,13 @@ def test_resume_on_another_rank_count_is_bitwise_exact(solver):
         _, _, Ub, Vb = train(config(*args, "train.steps=5"), MPI.COMM_SELF, out / "b", resume="auto")
         ok_b = Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes()
     assert all_ranks(code == 0 and Ua.tobytes() == U.tobytes() and Va.tobytes() == V.tobytes() and ok_b)
-    if WORLD.rank == 0:
-        assert s["steps"] == 5
-        with h5py.File(out / "a" / "checkpoints" / "step-00000005.h5", "r") as f:
-            assert f["model/U"].shape == (50, RANK) and f["model/V"].shape == (23, RANK)
-            assert f.attrs["world_size"] == WORLD.size and "checksum" in f.attrs
-            if solver == "gd":  # U's optimizer state is stored by user rows, V's whole
-                assert f["optimizer_u/moment1"].shape == (50, RANK)
-                assert f["optimizer/moment1"].shape == (23 * RANK,)
+    assert s["steps"] == 5
+    with h5py.File(out / "a" / "checkpoints" / "step-00000005.h5", "r") as f:
+        assert f["model/U"].shape == (50, RANK) and f["model/V"].shape == (23, RANK)
+        assert f.attrs["world_size"] == WORLD.size and "checksum" in f.attrs
+        if solver == "gd":  # U's optimizer state is stored by user rows, V's whole
+            assert f["optimizer_u/moment1"].shape == (50, RANK)
+            assert f["optimizer/moment1"].shape == (23 * RANK,)
 
 
 @pytest.mark.mpi(min_size=1)
@@ -184,11 +181,10 @@ def test_a_signal_on_one_rank_checkpoints_and_exits_75(solver):
     cfg = config(f"train.solver={solver}", "train.steps=50")
     code, s, _, _ = train(cfg, WORLD, out / "r", signal=WORLD.rank == WORLD.size - 1)
     assert all_ranks(code == 75)
-    if WORLD.rank == 0:
-        assert s["stop_reason"] == "signal" and s["exit_code"] == 75
-        step = s["steps"]
-        assert step == (1 if solver == "als" else 0)
-        assert (out / "r" / "checkpoints" / f"step-{step:08d}.h5").exists()
+    assert s["stop_reason"] == "signal" and s["exit_code"] == 75
+    step = s["steps"]
+    assert step == (1 if solver == "als" else 0)
+    assert (out / "r" / "checkpoints" / f"step-{step:08d}.h5").exists()
 
 
 @pytest.mark.mpi(min_size=1)
@@ -204,23 +200,21 @@ def test_fast_reduction_is_close_and_item_blocks_keep_the_bits(monkeypatch):
     assert all_ranks(np.allclose(U, Uf, rtol=1e-10) and np.allclose(V, Vf, rtol=1e-10))
     assert all_ranks(Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes())
     assert all_ranks(Ua.tobytes() == Ua1.tobytes() and Va.tobytes() == Va1.tobytes())
-    if WORLD.rank == 0:
-        assert s["item_blocks"] > 1 and s_als["item_blocks"] > 1
+    assert s["item_blocks"] > 1 and s_als["item_blocks"] > 1
 
 
 @pytest.mark.mpi(min_size=1)
 def test_memory_per_rank_u_is_sharded():
     cfg = config("data.rows=300", "data.chunk_rows=16", "model.rank=4")
     _, s, _, _ = train(cfg, WORLD, shared_dir() / "m")
-    if WORLD.rank == 0:
-        mem = s["memory"]
-        rows = [hi - lo for lo, hi in (rows_of_rank(300, 16, WORLD.size, q) for q in range(WORLD.size))]
-        assert mem["U_block_bytes"]["per_rank"] == [r * 4 * 8 for r in rows]
-        assert sum(mem["U_block_bytes"]["per_rank"]) == mem["U_total_bytes"] == 300 * 4 * 8
-        assert mem["U_block_bytes"]["max"] <= mem["U_total_bytes"] / WORLD.size + 16 * 4 * 8
-        assert mem["U_replicated"] is False
-        assert mem["V_bytes"]["min"] == mem["V_bytes"]["max"] == 23 * 4 * 8
-        assert min(mem["peak_rss_bytes"]["per_rank"]) > 0 and min(mem["ratings_bytes"]["per_rank"]) >= 0
+    mem = s["memory"]
+    rows = [hi - lo for lo, hi in (rows_of_rank(300, 16, WORLD.size, q) for q in range(WORLD.size))]
+    assert mem["U_block_bytes"]["per_rank"] == [r * 4 * 8 for r in rows]
+    assert sum(mem["U_block_bytes"]["per_rank"]) == mem["U_total_bytes"] == 300 * 4 * 8
+    assert mem["U_block_bytes"]["max"] <= mem["U_total_bytes"] / WORLD.size + 16 * 4 * 8
+    assert mem["U_replicated"] is False
+    assert mem["V_bytes"]["min"] == mem["V_bytes"]["max"] == 23 * 4 * 8
+    assert min(mem["peak_rss_bytes"]["per_rank"]) > 0 and min(mem["ratings_bytes"]["per_rank"]) >= 0
 
 
 @pytest.mark.mpi(min_size=1)
@@ -236,9 +230,8 @@ def test_divergence_stops_on_every_rank_and_keeps_the_last_good_checkpoint():
         t.run()
     t.close()
     WORLD.Barrier()
-    if WORLD.rank == 0:
-        state = checkpoint.latest_valid(out / "r" / "checkpoints")
-        assert np.all(np.isfinite(state.arrays["model/U"])) and np.all(np.isfinite(state.arrays["model/V"]))
+    state = checkpoint.latest_valid(out / "r" / "checkpoints")
+    assert np.all(np.isfinite(state.arrays["model/U"])) and np.all(np.isfinite(state.arrays["model/V"]))
 
 
 @pytest.mark.mpi(min_size=1)
@@ -251,8 +244,7 @@ def test_divergence_stops_on_every_rank_and_keeps_the_last_good_checkpoint():
 def test_stop_rules(extra, reason):
     code, s, _, _ = train(config(*extra, "train.steps=60"), WORLD, shared_dir() / "r")
     assert all_ranks(code == 0)
-    if WORLD.rank == 0:
-        assert s["stop_reason"] == reason and s["steps"] < 60
+    assert s["stop_reason"] == reason and s["steps"] < 60
 
 
 @pytest.mark.mpi(min_size=1)

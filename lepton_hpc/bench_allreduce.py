@@ -34,6 +34,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from .errors import UserError
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -45,7 +46,7 @@ def note(text: str) -> None:
 def sizes(min_bytes: int, max_bytes: int) -> list[int]:
     """Powers of two from ``min_bytes`` to ``max_bytes``, multiples of 8 (whole doubles)."""
     if min_bytes < 8 or max_bytes < min_bytes:
-        raise ValueError(f"need 8 <= --min-bytes <= --max-bytes, got {min_bytes} and {max_bytes}")
+        raise UserError(f"need 8 <= --min-bytes <= --max-bytes, got {min_bytes} and {max_bytes}")
     out, n = [], 8
     while n <= max_bytes:
         if n >= min_bytes:

@@ -26,6 +26,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .errors import UserError
 
 PATTERN = re.compile(r"^step-(\d{8})\.h5$")
 
@@ -129,15 +130,15 @@ def load(path: Path) -> State:
     """Read and validate one checkpoint. Raises ValueError if corrupt."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint {path} does not exist")
+        raise UserError(f"checkpoint {path} does not exist")
     try:
         with h5py.File(path, "r") as f:
             stored = f.attrs.get("checksum")
             if stored is None:
-                raise ValueError(f"checkpoint {path} has no checksum (an unfinished write); "
+                raise UserError(f"checkpoint {path} has no checksum (an unfinished write); "
                                  f"resume from another checkpoint")
             if _plain(stored) != _digest(f):
-                raise ValueError(f"checkpoint {path} fails its checksum (corrupt); resume from another "
+                raise UserError(f"checkpoint {path} fails its checksum (corrupt); resume from another "
                                  f"checkpoint or start a fresh --out")
             arrays = {}
             f["model"].visititems(lambda n, o: arrays.__setitem__(f"model/{n}", o[()])
@@ -150,7 +151,7 @@ def load(path: Path) -> State:
     except ValueError:
         raise
     except (OSError, KeyError) as exc:
-        raise ValueError(f"checkpoint {path} is unreadable or incomplete ({exc}); resume from another "
+        raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc}); resume from another "
                          f"checkpoint or start a fresh --out") from None
 
 
@@ -167,7 +168,7 @@ def latest_valid(directory: Path, warn=print) -> State | None:
         except ValueError as exc:
             warn(f"warning: skipping {exc}")
     if steps:
-        raise ValueError(f"none of the {len(steps)} checkpoints in {directory} is valid; resume from a "
+        raise UserError(f"none of the {len(steps)} checkpoints in {directory} is valid; resume from a "
                          f"good checkpoint file with --resume PATH or start a fresh --out")
     return None
 

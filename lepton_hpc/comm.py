@@ -1,40 +1,82 @@
-"""The only module that talks to MPI directly: world setup, error agreement, stats.
+"""Every MPI call of the application: world setup, error agreement, collectives, abort.
 
-Every function taking ``comm`` is collective over it unless it says otherwise.
+Only this module and :mod:`lepton_hpc.reduce` talk to MPI (a unit test walks the
+package and enforces it). Every function taking ``comm`` is collective over it
+unless it says otherwise.
+
+Errors, one protocol:
+
+* a user's mistake is a :class:`~lepton_hpc.errors.UserError` (or ``OSError``).
+  Inside :func:`agree` every rank learns of it together and raises the same
+  :class:`JobError`; the entry point (:func:`run_app`) prints one sentence from
+  the lowest failing rank and every rank exits 1.
+* a ``UserError`` raised outside :func:`agree` reaches :func:`run_app` on some
+  ranks only, or on all: the ranks that have it join a non-blocking agreement on a
+  private error communicator. If every rank joins, one sentence and exit 1
+  everywhere; if some rank is busy elsewhere (waiting in a collective), the failing
+  rank prints its sentence and aborts the job with exit code 1 instead of hanging.
+* anything else is a bug: the failing rank prints its traceback and calls MPI_Abort.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Callable, TypeVar
 
 import numpy as np
 from mpi4py import MPI
 
+from .errors import UserError
+
 T = TypeVar("T")
 
-# Errors a user can cause and fix: bad config, missing files, bad data.
-USER_ERRORS = (ValueError, OSError, KeyError)
+#: Errors a user can cause and fix. KeyError/IndexError/plain ValueError are bugs.
+USER_ERRORS = (UserError, OSError)
+#: Seconds a rank with an unagreed user error waits for the others before aborting.
+LATE_AGREE_S = float(os.environ.get("LEPTON_ERROR_WAIT_S", "10"))
+
+_ERRCOMM_KEY = MPI.Comm.Create_keyval()
 
 
-class JobError(ValueError):
-    """A user-facing error that every rank raises together."""
+class JobError(UserError):
+    """A user-facing error that every rank raises together (``rank``: the lowest failing rank)."""
 
-    def __init__(self, message: str, rank: int):
+    def __init__(self, message: str, rank: int = 0):
         super().__init__(message)
         self.rank = rank
 
 
+# -- the world ----------------------------------------------------------------------
+
 def world() -> MPI.Comm:
-    """A private duplicate of COMM_WORLD for the application (done once)."""
-    return MPI.COMM_WORLD.Dup()
+    """A private duplicate of COMM_WORLD for the application (call once), with its error comm."""
+    comm = MPI.COMM_WORLD.Dup()
+    comm.Set_attr(_ERRCOMM_KEY, comm.Dup())
+    return comm
+
+
+def self_comm() -> MPI.Comm:
+    """A one-rank communicator (serial use of the distributed code, e.g. in a notebook)."""
+    return MPI.COMM_SELF.Dup()
+
+
+def free(comm: MPI.Comm) -> None:
+    """Release ``comm`` and its error communicator. Collective."""
+    err = comm.Get_attr(_ERRCOMM_KEY)
+    if err is not None:
+        comm.Delete_attr(_ERRCOMM_KEY)
+        err.Free()
+    comm.Free()
 
 
 def library_version() -> str:
     return MPI.Get_library_version().splitlines()[0].strip()
 
+
+# -- agreeing on errors ------------------------------------------------------------------
 
 def agree(comm: MPI.Comm, fn: Callable[..., T], *args, **kwargs) -> T:
     """Run ``fn`` on every rank; if it fails with a user error on any rank, all raise.
@@ -46,17 +88,16 @@ def agree(comm: MPI.Comm, fn: Callable[..., T], *args, **kwargs) -> T:
     """
     try:
         result, message = fn(*args, **kwargs), None
+    except JobError as exc:  # already agreed on inside fn: every rank has it
+        raise exc
     except USER_ERRORS as exc:
-        result, message = None, _sentence(exc)
+        result, message = None, sentence(exc)
     check(comm, message)
     return result
 
 
 def check(comm: MPI.Comm, message: str | None) -> None:
-    """Raise ``JobError`` on every rank if any rank passes a message.
-
-    Collective over ``comm``.
-    """
+    """Raise ``JobError`` on every rank if any rank passes a message. Collective over ``comm``."""
     failed = comm.allreduce(comm.rank if message is not None else comm.size, op=MPI.MIN)
     if failed < comm.size:
         text = comm.bcast(message, root=failed)
@@ -64,43 +105,19 @@ def check(comm: MPI.Comm, message: str | None) -> None:
 
 
 def on_root(comm: MPI.Comm, fn: Callable[..., T], *args, root: int = 0, **kwargs) -> T:
-    """Run ``fn`` on ``root`` only (reading a file, making a directory) and give every rank its result.
+    """Run ``fn`` on ``root`` only (reading a file, making a directory); every rank gets its result.
 
-    Collective over ``comm``. A user error on ``root`` is raised on every rank,
-    as with :func:`agree`.
+    Collective over ``comm``. A user error on ``root`` is raised on every rank, as with :func:`agree`.
     """
     result = agree(comm, fn if comm.rank == root else (lambda *a, **k: None), *args, **kwargs)
     return comm.bcast(result, root=root)
 
 
-def _sentence(exc: BaseException) -> str:
-    if isinstance(exc, KeyError) and exc.args:
-        return str(exc.args[0])
+def sentence(exc: BaseException) -> str:
+    """The one sentence shown for a user error."""
     if isinstance(exc, OSError) and exc.filename and exc.strerror:
         return f"{exc.filename}: {exc.strerror}"
     return str(exc)
-
-
-def allgather(comm: MPI.Comm, value):
-    """Every rank's ``value``, in rank order (collective)."""
-    return comm.allgather(value)
-
-
-def allreduce_min_ints(comm: MPI.Comm, values) -> list[int]:
-    """Elementwise minimum of a few integers over ``comm`` in one collective."""
-    buf = np.array(values, dtype=np.int64)
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MIN)
-    return buf.tolist()
-
-
-def allreduce_bxor(comm: MPI.Comm, value: int) -> int:
-    buf = np.array([value], dtype=np.uint64)
-    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.BXOR)
-    return int(buf[0])
-
-
-def barrier(comm: MPI.Comm) -> None:
-    comm.Barrier()
 
 
 def abort_on_error(comm: MPI.Comm, exc: BaseException, code: int = 1) -> None:
@@ -115,6 +132,116 @@ def abort_on_error(comm: MPI.Comm, exc: BaseException, code: int = 1) -> None:
     sys.stdout.flush()
     comm.Abort(code)
     os._exit(code)  # pragma: no cover
+
+
+def _late_agree(comm: MPI.Comm, exc: BaseException) -> int:
+    """A user error outside :func:`agree`: one sentence and exit 1 everywhere, or abort (see the module doc)."""
+    err = comm.Get_attr(_ERRCOMM_KEY) or comm
+    message = sentence(exc)
+    send, recv = np.array([comm.rank], dtype=np.int64), np.zeros(1, dtype=np.int64)
+    req = err.Iallreduce(send, recv, op=MPI.MIN)
+    deadline = time.monotonic() + LATE_AGREE_S
+    while not req.Test():
+        if time.monotonic() > deadline:
+            print(f"error (rank {comm.rank}): {message}", file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            comm.Abort(1)
+            os._exit(1)  # pragma: no cover
+        time.sleep(0.005)
+    text = err.bcast(message, root=int(recv[0]))
+    if comm.rank == 0:
+        where = f" (rank {int(recv[0])})" if recv[0] else ""
+        print(f"error{where}: {text}", file=sys.stderr, flush=True)
+    return 1
+
+
+def run_app(main: Callable[[MPI.Comm], int]) -> int:
+    """Run an entry point's ``main(comm)`` under the error protocol; returns the exit code.
+
+    Collective over COMM_WORLD: creates the application's communicator, runs
+    ``main``, frees the communicator.
+    """
+    comm = world()
+    try:
+        code = main(comm)
+    except JobError as exc:
+        if comm.rank == 0:
+            where = f" (rank {exc.rank})" if exc.rank else ""
+            print(f"error{where}: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    except USER_ERRORS as exc:
+        code = _late_agree(comm, exc)
+    except BaseException as exc:  # noqa: BLE001 - any other failure must not hang the job
+        abort_on_error(comm, exc)
+    free(comm)
+    return code
+
+
+# -- collectives on Python objects -----------------------------------------------------
+
+def allgather(comm: MPI.Comm, value) -> list:
+    """Every rank's ``value``, in rank order."""
+    return comm.allgather(value)
+
+
+def gather(comm: MPI.Comm, value, root: int = 0) -> list | None:
+    """Every rank's ``value`` on ``root`` (rank order); None elsewhere. For small per-rank figures."""
+    return comm.gather(value, root=root)
+
+
+def bcast(comm: MPI.Comm, value, root: int = 0):
+    """``root``'s ``value`` on every rank."""
+    return comm.bcast(value, root=root)
+
+
+def barrier(comm: MPI.Comm) -> None:
+    comm.Barrier()
+
+
+def allreduce_max(comm: MPI.Comm, value):
+    """The largest of every rank's scalar ``value``."""
+    return comm.allreduce(value, op=MPI.MAX)
+
+
+def allreduce_min_ints(comm: MPI.Comm, values) -> list[int]:
+    """Elementwise minimum of a few integers over ``comm`` in one collective."""
+    buf = np.array(values, dtype=np.int64)
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.MIN)
+    return buf.tolist()
+
+
+def allreduce_bxor(comm: MPI.Comm, value: int) -> int:
+    """Bitwise XOR of every rank's 64-bit ``value`` (order-free: fingerprints)."""
+    buf = np.array([value], dtype=np.uint64)
+    comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.BXOR)
+    return int(buf[0])
+
+
+# -- collectives on arrays ---------------------------------------------------------------
+
+def allreduce_sum(comm: MPI.Comm, local: np.ndarray) -> np.ndarray:
+    """Element-wise float64 sum over all ranks, as a new array (plain Allreduce: the
+    order depends on the rank count; use :mod:`lepton_hpc.reduce` for the same bits)."""
+    send = np.ascontiguousarray(local, dtype=np.float64)
+    recv = np.empty_like(send)
+    comm.Allreduce(send, recv)
+    return recv
+
+
+def allreduce_sum_into(comm: MPI.Comm, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+    """``recv = sum over ranks of send`` into preallocated float64 buffers (no allocation)."""
+    comm.Allreduce(send, recv)
+    return recv
+
+
+def allgatherv_rows(comm: MPI.Comm, local: np.ndarray, out: np.ndarray, counts) -> None:
+    """Stack every rank's rows (``counts[q]`` rows from rank ``q``, rank order) into ``out``
+    on every rank. ``out`` is (sum(counts), width) float64."""
+    width = out.shape[1] if out.ndim == 2 else 1
+    sizes = np.asarray(counts, dtype=np.int64) * width
+    displs = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    comm.Allgatherv(np.ascontiguousarray(local, dtype=np.float64).reshape(-1),
+                    [out.reshape(-1), (sizes, displs)])
 
 
 class StopFlag:

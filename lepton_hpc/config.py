@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from .errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,7 @@ def _key(default, doc: str, choices: tuple = ()):
 
 def _check(cond: bool, section: str, key: str, rule: str, value) -> None:
     if not cond:
-        raise ValueError(f"{section}.{key} must be {rule}, got {value!r}")
+        raise UserError(f"{section}.{key} must be {rule}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -239,31 +240,31 @@ def _coerce(section: str, f: dataclasses.Field, value):
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):
-            raise ValueError(f"{where} must be true or false, got {value!r}")
+            raise UserError(f"{where} must be true or false, got {value!r}")
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ValueError(f"{where} must be an integer, got {value!r}")
+            raise UserError(f"{where} must be an integer, got {value!r}")
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{where} must be a number, got {value!r}")
+            raise UserError(f"{where} must be a number, got {value!r}")
         return float(value)
     elif kind == "str":
         if not isinstance(value, str):
-            raise ValueError(f"{where} must be a string, got {value!r}")
+            raise UserError(f"{where} must be a string, got {value!r}")
     elif kind == "list":
         if not isinstance(value, list):
-            raise ValueError(f"{where} must be a list, got {value!r}")
+            raise UserError(f"{where} must be a list, got {value!r}")
     choices = f.metadata.get("choices", ())
     if choices and value not in choices:
-        raise ValueError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise UserError(f"{where} must be one of {', '.join(map(str, choices))}; got {value!r}")
     return value
 
 
 def _parse_override(item: str) -> tuple[str, str, Any]:
     if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise ValueError(f"--set expects section.key=value, got {item!r}")
+        raise UserError(f"--set expects section.key=value, got {item!r}")
     dotted, raw = item.split("=", 1)
     section, key = dotted.strip().split(".", 1)
     try:
@@ -284,15 +285,15 @@ def build(raw: dict[str, Any], name: str, overrides: list[str] = ()) -> JobConfi
     parts = {}
     for section, values in merged.items():
         if section not in SECTIONS:
-            raise ValueError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
+            raise UserError(f"unknown config section [{section}]; valid sections: {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
-            raise ValueError(f"[{section}] must be a table of keys")
+            raise UserError(f"[{section}] must be a table of keys")
     for section, cls in SECTIONS.items():
         values = merged.get(section, {})
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ValueError(f"unknown config key {section}.{unknown[0]}; valid keys in [{section}]: "
+            raise UserError(f"unknown config key {section}.{unknown[0]}; valid keys in [{section}]: "
                              f"{', '.join(fields)}")
         parts[section] = cls(**{k: _coerce(section, fields[k], v) for k, v in values.items()})
     return JobConfig(name=name, **parts)
@@ -306,13 +307,13 @@ def load(path: str | None, overrides: list[str] = ()) -> JobConfig:
     else:
         p = Path(path)
         if not p.is_file():
-            raise ValueError(f"job file {path} does not exist")
+            raise UserError(f"job file {path} does not exist")
         text = p.read_text()
         name = p.stem
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"job file {path or 'default.toml'} is not valid TOML: {exc}") from None
+        raise UserError(f"job file {path or 'default.toml'} is not valid TOML: {exc}") from None
     return build(raw, name, overrides)
 
 

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from .errors import UserError
 
 
 def _setup(run_dir: Path, data_path: str | None, comm):
@@ -29,11 +30,11 @@ def _setup(run_dir: Path, data_path: str | None, comm):
 
     def read():
         if not (run_dir / "config.toml").is_file():
-            raise ValueError(f"{run_dir} is not a run directory (no config.toml)")
+            raise UserError(f"{run_dir} is not a run directory (no config.toml)")
         cfg = load(str(run_dir / "config.toml"))
         state = checkpoint.latest_valid(run_dir / "checkpoints", warn=lambda m: None)
         if state is None:
-            raise ValueError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
+            raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
         return cfg, state.arrays
 
     cfg, arrays = C.on_root(comm, read)
@@ -63,9 +64,7 @@ def main(argv=None) -> int:
     from . import comm as C
     from .evaluation import evaluate
 
-    comm = C.world()
-    code = 0
-    try:
+    def score(comm) -> int:
         run_dir = Path(args.run_dir)
         cfg, shard, kernel, theta, k = _setup(run_dir, args.data, comm)
         splits = ["all"] if args.data else ["train"] + (["test"] if cfg.data.test_fraction > 0 else [])
@@ -79,14 +78,9 @@ def main(argv=None) -> int:
             text = json.dumps(result, indent=2)
             (run_dir / name).write_text(text + "\n")
             print(text)
-    except C.JobError as exc:
-        if comm.rank == 0:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-        code = 1
-    except BaseException as exc:  # noqa: BLE001 - never leave other ranks hanging
-        C.abort_on_error(comm, exc)
-    comm.Free()
-    return code
+        return 0
+
+    return C.run_app(score)
 
 
 if __name__ == "__main__":

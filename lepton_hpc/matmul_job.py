@@ -60,8 +60,9 @@ from .linalg import FactoredMatrix, orthogonality_error
 from .linalg.collectives import allreduce_sum
 from .linalg.kernels import orthonormalize
 from .metrics import peak_rss_bytes, provenance, spread
-from .partition import block_range
+from .layout import block_range
 from .runbase import RunBase
+from .errors import UserError
 
 EXIT_OK = 0
 
@@ -174,7 +175,7 @@ class MatmulJob(RunBase):
     def _check(self) -> None:
         m, n, k = self.m, self.n, self.cfg.model.rank
         if k > min(m, n):
-            raise ValueError(
+            raise UserError(
                 f"model.rank={k} exceeds min(matmul.m, matmul.n)={min(m, n)}: a {m} x {n} matrix has "
                 f"at most {min(m, n)} singular values, so set model.rank to at most {min(m, n)} "
                 f"(0 means full rank)")

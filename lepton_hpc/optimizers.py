@@ -48,6 +48,7 @@ import math
 from functools import reduce
 
 import numpy as np
+from .errors import UserError
 
 __all__ = [
     "Optimizer", "AdaptiveOptimizer", "InverseTimeOptimizer", "ConstantOptimizer",
@@ -74,22 +75,22 @@ _RULES = {
 def _validated(key: str, value, prefix: str = "optimizer.") -> float:
     """Return ``value`` as a float, or raise ValueError naming ``prefix + key``."""
     if isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{prefix}{key} must be a real number, got {value!r}")
+        raise UserError(f"{prefix}{key} must be a real number, got {value!r}")
     try:
         x = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{prefix}{key} must be a real number, got {value!r}") from None
+        raise UserError(f"{prefix}{key} must be a real number, got {value!r}") from None
     ok, rule = _RULES[key]
     if not math.isfinite(x):
-        raise ValueError(f"{prefix}{key} must be finite, got {x!r}")
+        raise UserError(f"{prefix}{key} must be finite, got {x!r}")
     if not ok(x):
-        raise ValueError(f"{prefix}{key} must be {rule}, got {x!r}")
+        raise UserError(f"{prefix}{key} must be {rule}, got {x!r}")
     return x
 
 
 def _check_count(n, what: str) -> int:
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{what} must be an integer >= 0, got {n!r}")
+        raise UserError(f"{what} must be an integer >= 0, got {n!r}")
     return int(n)
 
 
@@ -224,13 +225,13 @@ class Optimizer:
         w = np.asarray(w)
         gradient = np.asarray(gradient)
         if gradient.shape != w.shape:
-            raise ValueError(f"gradient shape {gradient.shape} does not match w shape {w.shape}")
+            raise UserError(f"gradient shape {gradient.shape} does not match w shape {w.shape}")
         if out is not None and out.shape != w.shape:
-            raise ValueError(f"out shape {out.shape} does not match w shape {w.shape}")
+            raise UserError(f"out shape {out.shape} does not match w shape {w.shape}")
         for key in self.accumulator_names:
             acc = getattr(self, key)
             if acc is not None and acc.shape != w.shape:
-                raise ValueError(f"{self.name} accumulator '{key}' has shape {acc.shape} but w has shape "
+                raise UserError(f"{self.name} accumulator '{key}' has shape {acc.shape} but w has shape "
                                  f"{w.shape}; the optimizer state belongs to a model of another size")
         eta = self._step_size(self.t + 1, self.eta)
         for key in self.accumulator_names:
@@ -285,13 +286,13 @@ class Optimizer:
         elif isinstance(saved, bytes):
             saved = saved.decode(errors="replace")
         if saved != self.name:
-            raise ValueError(f"optimizer state was saved by optimizer {saved!r} and cannot be loaded into "
+            raise UserError(f"optimizer state was saved by optimizer {saved!r} and cannot be loaded into "
                              f"{self.name!r}; use the same optimizer.name as the run that wrote it")
         required = {"optimizer", "t", "eta", *self.hyperparameter_names}
         allowed = required | set(self.accumulator_names)
         missing, extra = sorted(required - set(state)), sorted(set(state) - allowed)
         if missing or extra:
-            raise ValueError(f"optimizer state for {self.name!r} is malformed: missing keys {missing}, "
+            raise UserError(f"optimizer state for {self.name!r} is malformed: missing keys {missing}, "
                              f"unexpected keys {extra}")
         t = state["t"]
         if isinstance(t, np.ndarray) and t.ndim == 0:
@@ -304,14 +305,14 @@ class Optimizer:
                 a = np.array(state[key], dtype=np.float64, copy=True)
                 current = getattr(self, key, None)
                 if a.ndim != 1 or (current is not None and current.shape != a.shape):
-                    raise ValueError(f"optimizer state accumulator '{key}' has shape {a.shape}; expected a 1-D "
+                    raise UserError(f"optimizer state accumulator '{key}' has shape {a.shape}; expected a 1-D "
                                      f"array{'' if current is None else f' of shape {current.shape}'}")
                 accs[key] = a
                 shapes.add(a.shape)
         if len(shapes) > 1:
-            raise ValueError(f"optimizer state accumulators have inconsistent shapes {sorted(shapes)}")
+            raise UserError(f"optimizer state accumulators have inconsistent shapes {sorted(shapes)}")
         if t > 0 and len(accs) != len(self.accumulator_names):
-            raise ValueError(f"optimizer state at t={t} lacks accumulators "
+            raise UserError(f"optimizer state at t={t} lacks accumulators "
                              f"{sorted(set(self.accumulator_names) - set(accs))}")
         self.t, self.eta = t, float(state["eta"])
         for key, value in hyper.items():
@@ -436,19 +437,19 @@ def _resolve(name: str) -> type:
         if name in OPTIMIZERS:
             return OPTIMIZERS[name]
         valid = ", ".join(repr(k) for k in OPTIMIZERS)
-        raise ValueError(f"optimizer.name {name!r} is unknown; use one of {valid} "
+        raise UserError(f"optimizer.name {name!r} is unknown; use one of {valid} "
                          f"or 'package.module:Class' for your own Optimizer subclass")
     module_name, _, attr = name.partition(":")
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise ValueError(f"optimizer.name {name!r}: cannot import module {module_name!r} ({exc})") from exc
+        raise UserError(f"optimizer.name {name!r}: cannot import module {module_name!r} ({exc})") from exc
     try:
         obj = reduce(getattr, attr.split("."), module)
     except AttributeError:
-        raise ValueError(f"optimizer.name {name!r}: module {module_name!r} has no attribute {attr!r}") from None
+        raise UserError(f"optimizer.name {name!r}: module {module_name!r} has no attribute {attr!r}") from None
     if not (isinstance(obj, type) and issubclass(obj, Optimizer)):
-        raise ValueError(f"optimizer.name {name!r} is not an Optimizer subclass")
+        raise UserError(f"optimizer.name {name!r} is not an Optimizer subclass")
     return obj
 
 
@@ -482,7 +483,7 @@ def make_optimizer(name: str, **hyper) -> Optimizer:
         accepted = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
         unknown = sorted(k for k in hyper if k not in accepted and k not in GENERIC_HYPERPARAMETERS)
         if unknown:
-            raise ValueError(f"optimizer.{unknown[0]} is not a hyperparameter of {name!r}; "
+            raise UserError(f"optimizer.{unknown[0]} is not a hyperparameter of {name!r}; "
                              f"it accepts {sorted(accepted)}")
         hyper = {k: v for k, v in hyper.items() if k in accepted}
     return cls(**hyper)
@@ -516,7 +517,7 @@ def lepton_total_step(learning_rate: float, alpha: float, n_steps: int | None = 
     a = _validated("alpha", alpha, prefix="")
     if n_steps is None:
         if a == 0:
-            raise ValueError("alpha must be > 0 when n_steps is None: the series diverges for alpha = 0")
+            raise UserError("alpha must be > 0 when n_steps is None: the series diverges for alpha = 0")
         limit = None
     else:
         limit = _check_count(n_steps, "n_steps")
@@ -563,5 +564,5 @@ def lepton_total_step_approx(learning_rate: float, alpha: float) -> float:
     eta0 = _validated("learning_rate", learning_rate, prefix="")
     a = _validated("alpha", alpha, prefix="")
     if a == 0:
-        raise ValueError("alpha must be > 0: the total step diverges for alpha = 0")
+        raise UserError("alpha must be > 0: the total step diverges for alpha = 0")
     return eta0 * (math.sqrt(math.pi / (2.0 * a)) + 0.5)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .partition import chunks_of_rank, dyadic_cover
+from .layout import chunks_of_rank, dyadic_cover
+from .errors import UserError
 
 
 def pairwise_sum(rows: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ class ChunkReducer:
 
     def __init__(self, comm, n_chunks: int, width: int, mode: str):
         if mode not in ("exact", "fast"):
-            raise ValueError(f"comm.reduction must be exact or fast, got {mode!r}")
+            raise UserError(f"comm.reduction must be exact or fast, got {mode!r}")
         self.comm, self.mode, self.width, self.n_chunks = comm, mode, width, n_chunks
         self.chunks = chunks_of_rank(n_chunks, comm.size, comm.rank)
         self.partials = np.zeros((len(self.chunks), width))

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import checkpoint
 from .config import JobConfig
 from .metrics import PhaseTimer
+from .errors import UserError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -47,7 +48,7 @@ class RunBase:
             return
         want = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS")
         if want and int(want) != self.comm.size:
-            raise ValueError(
+            raise UserError(
                 f"Slurm started {want} tasks but MPI sees a world of {self.comm.size} rank(s): the "
                 f"launcher and the MPI library disagree (PMI mismatch); launch with `srun --mpi=pmi2` "
                 f"or use an MPI built for this cluster")
@@ -56,7 +57,7 @@ class RunBase:
         """Create the run directory and write the resolved config (rank 0 only)."""
         ckpt = self.out / "checkpoints"
         if checkpoints and self.resume is None and checkpoint.list_steps(ckpt):
-            raise ValueError(f"run directory {self.out} already holds checkpoints; pass --resume auto "
+            raise UserError(f"run directory {self.out} already holds checkpoints; pass --resume auto "
                              f"to continue it or choose a new --out")
         (ckpt if checkpoints else self.out).mkdir(parents=True, exist_ok=True)
         (self.out / "config.toml").write_text(self.cfg.to_toml())

@@ -11,6 +11,7 @@ import os
 from importlib import import_module
 
 from .config import JobConfig
+from .errors import UserError
 
 RUNNERS = {
     "linear": "lepton_hpc.trainer:Trainer",
@@ -24,7 +25,7 @@ RUNNERS = {
 def runner_for(cfg: JobConfig) -> type:
     target = RUNNERS.get(cfg.model.kind)
     if target is None:
-        raise ValueError(f"model.kind={cfg.model.kind!r} has no runner in this version; "
+        raise UserError(f"model.kind={cfg.model.kind!r} has no runner in this version; "
                          f"available: {', '.join(sorted(RUNNERS))}")
     module, name = target.split(":")
     return getattr(import_module(module), name)

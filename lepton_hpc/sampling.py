@@ -30,6 +30,7 @@ groups its own rows by step (a radix sort) instead of sorting every batch.
 from __future__ import annotations
 
 import numpy as np
+from .errors import UserError
 
 SEGMENT_PATH_ROWS = 32
 FEISTEL_ROUNDS = 4
@@ -166,7 +167,7 @@ class BlockBatches(MiniBatches):
 
     def __init__(self, shard, batch_size: int, seed: int, block_rows: int):
         if shard.chunk_rows % block_rows:
-            raise ValueError(f"train.batch_block_rows={block_rows} must divide data.chunk_rows="
+            raise UserError(f"train.batch_block_rows={block_rows} must divide data.chunk_rows="
                              f"{shard.chunk_rows} so that no block crosses a chunk")
         super().__init__(shard, batch_size, seed)
         self.block_rows = block_rows

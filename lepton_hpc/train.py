@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from .errors import UserError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,7 +42,7 @@ def _resolve(args, comm):
         cfg = load(args.job, args.overrides)
         out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.resume == "auto" and not args.out:
-            raise ValueError("--resume auto needs --out naming the run directory to continue")
+            raise UserError("--resume auto needs --out naming the run directory to continue")
         return cfg, out
 
     return C.on_root(comm, parse)
@@ -77,18 +78,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     from . import comm as C
 
-    comm = C.world()
-    try:
-        code = run(args, comm)
-    except C.JobError as exc:
-        if comm.rank == 0:
-            where = f" (rank {exc.rank})" if exc.rank else ""
-            print(f"error{where}: {exc}", file=sys.stderr, flush=True)
-        code = 1
-    except BaseException as exc:  # noqa: BLE001 - any other failure must not hang the job
-        C.abort_on_error(comm, exc)
-    comm.Free()
-    return code
+    return C.run_app(lambda comm: run(args, comm))
 
 
 if __name__ == "__main__":

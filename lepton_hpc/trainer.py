@@ -26,6 +26,7 @@ from .optimizers import make_optimizer
 from .reduce import ChunkReducer
 from .runbase import EXIT_OK, EXIT_REQUEUE, RunBase, optimizer_kwargs
 from .sampling import BlockBatches, MiniBatches
+from .errors import UserError
 
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
@@ -91,23 +92,23 @@ class Trainer(RunBase):
         cfg = self.cfg
         kind, solver = cfg.model.kind, cfg.train.solver
         if solver in ("gram", "svd", "svd_gd") and kind != "linear":
-            raise ValueError(f"train.solver={solver} solves least squares; use solver gd for model.kind={kind}")
+            raise UserError(f"train.solver={solver} solves least squares; use solver gd for model.kind={kind}")
         if solver == "als":
-            raise ValueError("train.solver=als is for model.kind=mf")
+            raise UserError("train.solver=als is for model.kind=mf")
         if cfg.train.batch_size and solver != "gd":
-            raise ValueError(f"train.batch_size needs train.solver=gd, not {solver}")
+            raise UserError(f"train.batch_size needs train.solver=gd, not {solver}")
         if cfg.model.standardize and not cfg.model.fit_intercept:
-            raise ValueError("model.standardize centres the features and needs model.fit_intercept=true")
+            raise UserError("model.standardize centres the features and needs model.fit_intercept=true")
         if solver in ("svd", "svd_gd") and (cfg.model.standardize or cfg.model.penalty != "none"):
-            raise ValueError(f"train.solver={solver} factors X itself: set model.standardize=false and "
+            raise UserError(f"train.solver={solver} factors X itself: set model.standardize=false and "
                              f"model.penalty=none (or use solver gd/gram)")
         if cfg.train.batch_size and not cfg.data.in_memory:
-            raise ValueError("mini-batches (train.batch_size) need data.in_memory=true")
+            raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
 
     def _check_prox(self) -> None:
         """The L1 part is a proximal step after the update: exact for plain gradient steps only."""
         if self.penalty.has_l1 and self.opt.accumulator_names:
-            raise ValueError(f"model.penalty={self.cfg.model.penalty} takes its L1 part as a proximal step, "
+            raise UserError(f"model.penalty={self.cfg.model.penalty} takes its L1 part as a proximal step, "
                              f"which converges to the L1 optimum only after plain gradient steps; "
                              f"optimizer.name={self.cfg.optimizer.name} keeps per-coordinate state "
                              f"({', '.join(self.opt.accumulator_names)}) that shifts the fixed point; use "
@@ -266,13 +267,13 @@ class Trainer(RunBase):
         else:
             state, source = checkpoint.load(Path(self.resume)), self.resume
         if state.attrs.get("data_fingerprint") != self.fingerprint:
-            raise ValueError(f"checkpoint in {source} was written for other data "
+            raise UserError(f"checkpoint in {source} was written for other data "
                              f"({state.attrs.get('data_fingerprint')}, this job has {self.fingerprint}); "
                              f"resume with the same data or start a fresh --out")
         want = {k: np.shape(v) for k, v in self._param_arrays().items()}
         got = {k: np.shape(v) for k, v in state.arrays.items()}
         if got != want:
-            raise ValueError(f"checkpoint in {source} holds parameters {got}, this job needs {want}; "
+            raise UserError(f"checkpoint in {source} holds parameters {got}, this job needs {want}; "
                              f"check model.fit_intercept or start a fresh --out")
         return state
 

@@ -22,10 +22,11 @@ import sys
 import h5py
 import numpy as np
 
-from ..partition import chunk_range, n_chunks
+from ..layout import chunk_range, n_chunks
 from .classification import synth_classification
 from .importers import TASKS, run_import
 from .synthetic import linear_chunk, true_weights
+from ..errors import UserError
 
 
 def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_rows: int = 4096,
@@ -34,9 +35,9 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
     """Write /X (rows×cols) and /y (rows) as chunked HDF5, atomically."""
     for name, value in (("rows", rows), ("cols", cols), ("chunk-rows", chunk_rows)):
         if value <= 0:
-            raise ValueError(f"--{name} must be > 0, got {value}")
+            raise UserError(f"--{name} must be > 0, got {value}")
     if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"--noise must be finite and >= 0, got {noise}")
+        raise UserError(f"--noise must be finite and >= 0, got {noise}")
     w = true_weights(seed, cols)
     tmp = out + ".tmp"
     opts = {} if compression in (None, "none") else {"compression": compression}
@@ -54,7 +55,7 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
 def info(path: str) -> str:
     """A description of every dataset and attribute in an HDF5 file."""
     if not os.path.isfile(path):
-        raise ValueError(f"{path} does not exist")
+        raise UserError(f"{path} does not exist")
     lines = [f"{path} ({os.path.getsize(path) / 2**20:.1f} MiB)"]
     with h5py.File(path, "r") as f:
         for key, value in f.attrs.items():

@@ -25,7 +25,8 @@ import os
 import h5py
 import numpy as np
 
-from ..partition import chunk_range, n_chunks
+from ..layout import chunk_range, n_chunks
+from ..errors import UserError
 
 # HDF5 1.8 file format: attributes over 64 KiB (true weights of a wide model) need it.
 LIBVER = ("v108", "v108")
@@ -44,7 +45,7 @@ def _unit_columns(g: np.ndarray, scale: float) -> np.ndarray:
 def logistic_truth(seed: int, n_cols: int, scale: float = DEFAULT_SCALE) -> tuple[np.ndarray, float]:
     """The generating ``(w, b)`` of seed ``seed``: ``w`` (n_cols,) of norm ``scale``, ``b`` ~ N(0, 0.5²)."""
     if n_cols <= 0:
-        raise ValueError(f"the column count must be > 0, got {n_cols}")
+        raise UserError(f"the column count must be > 0, got {n_cols}")
     rng = np.random.default_rng([seed, _TRUTH_STREAM, _LOGISTIC])
     w = _unit_columns(rng.standard_normal((n_cols, 1)), scale)[:, 0]
     b = float(BIAS_SCALE * rng.standard_normal())
@@ -56,9 +57,9 @@ def softmax_truth(seed: int, n_cols: int, n_classes: int,
     """The generating ``(W, b)`` of seed ``seed``: ``W`` (n_cols, n_classes), every column of
     norm ``scale``; ``b`` (n_classes,) ~ N(0, 0.5²)."""
     if n_cols <= 0:
-        raise ValueError(f"the column count must be > 0, got {n_cols}")
+        raise UserError(f"the column count must be > 0, got {n_cols}")
     if n_classes < 2:
-        raise ValueError(f"softmax data needs at least 2 classes, got {n_classes}")
+        raise UserError(f"softmax data needs at least 2 classes, got {n_classes}")
     rng = np.random.default_rng([seed, _TRUTH_STREAM, _SOFTMAX])
     W = _unit_columns(rng.standard_normal((n_cols, n_classes)), scale)
     b = BIAS_SCALE * rng.standard_normal(n_classes)
@@ -70,7 +71,7 @@ def _features(rng: np.random.Generator, shape: tuple[int, int], features: str) -
         return rng.standard_normal(shape)
     if features == "uniform":
         return rng.random(shape)
-    raise ValueError(f"data.features must be normal or uniform, got {features!r}")
+    raise UserError(f"data.features must be normal or uniform, got {features!r}")
 
 
 def logistic_chunk(seed: int, chunk: int, n_rows: int, w: np.ndarray, b: float, noise: float = 0.0,
@@ -101,7 +102,7 @@ def softmax_chunk(seed: int, chunk: int, n_rows: int, W: np.ndarray, b: np.ndarr
     W = np.asarray(W, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     if W.ndim != 2 or b.shape != (W.shape[1],):
-        raise ValueError(f"softmax weights must be cols x classes with one bias per class, "
+        raise UserError(f"softmax weights must be cols x classes with one bias per class, "
                          f"got W {W.shape} and b {b.shape}")
     rng = np.random.default_rng([seed, chunk])
     X = _features(rng, (n_rows, W.shape[0]), features)
@@ -129,14 +130,14 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
     """
     for name, value in (("rows", rows), ("cols", cols), ("chunk-rows", chunk_rows)):
         if value <= 0:
-            raise ValueError(f"--{name} must be > 0, got {value}")
+            raise UserError(f"--{name} must be > 0, got {value}")
     if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"--noise must be finite and >= 0, got {noise}")
+        raise UserError(f"--noise must be finite and >= 0, got {noise}")
     if not np.isfinite(scale) or scale <= 0:
-        raise ValueError(f"the weight scale must be finite and > 0, got {scale}")
+        raise UserError(f"the weight scale must be finite and > 0, got {scale}")
     if kind == "logistic":
         if classes not in (None, 2):
-            raise ValueError(f"synth logistic makes 2 classes; got --classes {classes} "
+            raise UserError(f"synth logistic makes 2 classes; got --classes {classes} "
                              f"(use synth softmax for more)")
         n_classes = 2
         w, b = logistic_truth(seed, cols, scale)
@@ -146,7 +147,7 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
             return logistic_chunk(seed, c, m, w, b, noise, features)
     elif kind == "softmax":
         if classes is None or classes < 2:
-            raise ValueError(f"synth softmax needs --classes K with K >= 2, got {classes}")
+            raise UserError(f"synth softmax needs --classes K with K >= 2, got {classes}")
         n_classes = classes
         W, bs = softmax_truth(seed, cols, classes, scale)
         attrs = {"task": "multiclass", "true_weights": W, "true_biases": bs}
@@ -154,9 +155,9 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
         def gen(c, m):
             return softmax_chunk(seed, c, m, W, bs, noise, features)
     else:
-        raise ValueError(f"unknown synthetic classification kind {kind!r} (logistic or softmax)")
+        raise UserError(f"unknown synthetic classification kind {kind!r} (logistic or softmax)")
     if features not in ("normal", "uniform"):
-        raise ValueError(f"--features must be normal or uniform, got {features!r}")
+        raise UserError(f"--features must be normal or uniform, got {features!r}")
     tmp = out + ".tmp"
     opts = {} if compression in (None, "none") else {"compression": compression}
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..config import DataConfig
 from . import classification
+from ..errors import UserError
 
 DEFAULT_CLASSES = 3
 
@@ -16,4 +17,4 @@ def chunk_generator(kind: str, cfg: DataConfig, classes: int = 0):
     if kind == "softmax":
         W, b = classification.softmax_truth(cfg.seed, cfg.cols, classes or DEFAULT_CLASSES)
         return lambda chunk, m: classification.softmax_chunk(cfg.seed, chunk, m, W, b, cfg.noise, cfg.features)
-    raise ValueError(f"no synthetic data for model.kind={kind}; set data.path to a data file")
+    raise UserError(f"no synthetic data for model.kind={kind}; set data.path to a data file")

@@ -24,6 +24,7 @@ import h5py
 import numpy as np
 
 from .classification import LIBVER  # HDF5 1.8 format: attrs over 64 KiB (many feature names)
+from ..errors import UserError
 
 TASKS = ("regression", "binary", "multiclass")
 SKLEARN_SETS = ("diabetes", "breast_cancer", "digits", "wine")
@@ -38,15 +39,15 @@ class _Writer:
     def __init__(self, out: str, n_cols: int, chunk_rows: int = 4096, inputs: tuple[str, ...] = (),
                  n_rows: int | None = None):
         if chunk_rows <= 0:
-            raise ValueError(f"--chunk-rows must be > 0, got {chunk_rows}")
+            raise UserError(f"--chunk-rows must be > 0, got {chunk_rows}")
         if not out:
-            raise ValueError("--out must name the HDF5 file to write")
+            raise UserError("--out must name the HDF5 file to write")
         folder = os.path.dirname(os.path.abspath(out))
         if not os.path.isdir(folder):
-            raise ValueError(f"cannot write {out}: the folder {folder} does not exist")
+            raise UserError(f"cannot write {out}: the folder {folder} does not exist")
         for path in inputs:
             if os.path.abspath(path) == os.path.abspath(out):
-                raise ValueError(f"--out {out} is also an input file; choose another name")
+                raise UserError(f"--out {out} is also an input file; choose another name")
         self.out, self.tmp, self.n_rows = out, out + ".tmp", 0
         if n_rows:  # known in advance: no chunk bigger than the data
             chunk_rows = min(chunk_rows, n_rows)
@@ -94,16 +95,16 @@ def _str_list(values) -> list[str]:
 
 def _check_task(task: str | None) -> None:
     if task is not None and task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
 
 
 def _class_task(n_classes: int, task: str | None, where: str) -> str:
     """``binary``/``multiclass`` for ``n_classes`` labels, checking an explicit ``task``."""
     if n_classes < 2:
         hint = "" if task else " (give --task regression for a numeric target)"
-        raise ValueError(f"{where} has a single class; a classification target needs at least 2{hint}")
+        raise UserError(f"{where} has a single class; a classification target needs at least 2{hint}")
     if task == "binary" and n_classes != 2:
-        raise ValueError(f"{where} has {n_classes} classes, but --task binary needs exactly 2")
+        raise UserError(f"{where} has {n_classes} classes, but --task binary needs exactly 2")
     return task or ("binary" if n_classes == 2 else "multiclass")
 
 
@@ -122,12 +123,12 @@ def import_sklearn(name: str, out: str, chunk_rows: int = 4096) -> dict:
     """
     name = name[len("sklearn:"):] if name.startswith("sklearn:") else name
     if name not in SKLEARN_SETS:
-        raise ValueError(f"unknown scikit-learn data set {name!r}; choose one of "
+        raise UserError(f"unknown scikit-learn data set {name!r}; choose one of "
                          f"{', '.join('sklearn:' + s for s in SKLEARN_SETS)}")
     try:
         from sklearn import datasets
     except ImportError:
-        raise ValueError("importing sklearn: data sets needs scikit-learn; "
+        raise UserError("importing sklearn: data sets needs scikit-learn; "
                          "install it with pip install 'lepton_hpc[datasets]'") from None
     bunch = getattr(datasets, f"load_{name}")()
     X = np.asarray(bunch.data, dtype=np.float64)
@@ -167,7 +168,7 @@ def _utf8_lines(fh, path: str):
         try:
             yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
         except UnicodeDecodeError:
-            raise ValueError(f"{path} line {n}: not valid UTF-8 text") from None
+            raise UserError(f"{path} line {n}: not valid UTF-8 text") from None
 
 
 def _find_target(header: list[str], target, path: str) -> int:
@@ -175,17 +176,17 @@ def _find_target(header: list[str], target, path: str) -> int:
     key = str(target).strip()
     hits = [i for i, h in enumerate(names) if h == key]
     if len(hits) > 1:
-        raise ValueError(f"{path} line 1: the target column name {key!r} appears {len(hits)} times "
+        raise UserError(f"{path} line 1: the target column name {key!r} appears {len(hits)} times "
                          f"in the header; give its index with --target instead")
     if hits:
         return hits[0]
     try:
         index = int(key)
     except ValueError:
-        raise ValueError(f"{path} line 1: no column named {key!r} in the header "
+        raise UserError(f"{path} line 1: no column named {key!r} in the header "
                          f"(columns: {', '.join(repr(n) for n in names)})") from None
     if not -len(names) <= index < len(names):
-        raise ValueError(f"{path} line 1: --target {index} is out of range; the header has "
+        raise UserError(f"{path} line 1: --target {index} is out of range; the header has "
                          f"{len(names)} columns (0..{len(names) - 1})")
     return index % len(names)
 
@@ -207,9 +208,9 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
     _check_task(task)
     delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
     if len(delimiter) != 1:
-        raise ValueError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
+        raise UserError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
     if not os.path.isfile(path):
-        raise ValueError(f"CSV file {path} does not exist")
+        raise UserError(f"CSV file {path} does not exist")
     with open(path, "rb") as fh:
         reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter, strict=True)
 
@@ -223,21 +224,21 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
             try:
                 return next(reader)
             except csv.Error as exc:
-                raise ValueError(f"{path} line {line_no()}: not readable as CSV ({exc})") from None
+                raise UserError(f"{path} line {line_no()}: not readable as CSV ({exc})") from None
 
         try:
             header = next_row()
             while header == []:
                 header = next_row()
         except StopIteration:
-            raise ValueError(f"{path} is empty; a header row with the column names is required") from None
+            raise UserError(f"{path} is empty; a header row with the column names is required") from None
         if all(_as_number(h) is not None for h in header):
-            raise ValueError(f"{path} line {line_no()}: the first row holds only numbers; a header row "
+            raise UserError(f"{path} line {line_no()}: the first row holds only numbers; a header row "
                              f"with the column names is required")
         n_fields = len(header)
         t = _find_target(header, target, path)
         if n_fields < 2:
-            raise ValueError(f"{path} line {line_no()}: the header has only the target column; "
+            raise UserError(f"{path} line {line_no()}: the header has only the target column; "
                              f"at least one feature column is needed")
         names = [h.strip() for h in header]
         target_name = names[t]
@@ -264,34 +265,34 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
                 if row == []:
                     continue  # blank line
                 if len(row) != n_fields:
-                    raise ValueError(f"{path} line {line_no()}: expected {n_fields} fields, found {len(row)}")
+                    raise UserError(f"{path} line {line_no()}: expected {n_fields} fields, found {len(row)}")
                 tok = row[t].strip()
                 if tok.lower() in MISSING:
-                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} is missing")
+                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} is missing")
                 value = _as_number(tok)
                 if value is not None and not math.isfinite(value):
-                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} has "
+                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} has "
                                      f"non-finite value {tok!r}")
                 if value is None and not track:
                     why = "--task is regression" if task == "regression" else \
                         "the earlier rows make it a numeric (regression) target"
-                    raise ValueError(f"{path} line {line_no()}: the target {target_name!r} has "
+                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} has "
                                      f"non-numeric value {tok!r}, but {why}")
                 for j, i in enumerate(feat_idx):
                     text = row[i].strip()
                     x = _as_number(text)
                     if x is None:
                         what = "an empty value" if text == "" else f"non-numeric value {text!r}"
-                        raise ValueError(f"{path} line {line_no()}: column {names[i]!r} has {what}")
+                        raise UserError(f"{path} line {line_no()}: column {names[i]!r} has {what}")
                     if not math.isfinite(x):
-                        raise ValueError(f"{path} line {line_no()}: column {names[i]!r} has "
+                        raise UserError(f"{path} line {line_no()}: column {names[i]!r} has "
                                          f"non-finite value {text!r}")
                     Xbuf[m, j] = x
                 ybuf[m] = math.nan if value is None else value
                 if track:
                     cbuf[m] = labels.code(tok, value)
                     if task == "binary" and labels.n_distinct() > 2:
-                        raise ValueError(f"{path} line {line_no()}: --task binary, but the target "
+                        raise UserError(f"{path} line {line_no()}: --task binary, but the target "
                                          f"{target_name!r} has a third class {tok!r}")
                     if infer and labels.clearly_numeric():
                         track = False  # a regression target: its values are already in /y
@@ -308,7 +309,7 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
                 if track:
                     code_chunks.append(cbuf[:m].copy())
             if w.n_rows == 0:
-                raise ValueError(f"{path} has a header but no data rows")
+                raise UserError(f"{path} has a header but no data rows")
             classes = None
             if track:
                 classes, token_to_class = labels.sorted_classes()
@@ -376,15 +377,15 @@ def _label_text(labels: list) -> list[str]:
 # -- npy ----------------------------------------------------------------------
 def _load_npy(path: str, what: str) -> np.ndarray:
     if not os.path.isfile(path):
-        raise ValueError(f"{what} file {path} does not exist")
+        raise UserError(f"{what} file {path} does not exist")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise ValueError(f"{path} holds Python objects, not numbers; save a numeric array") from None
-        raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
+            raise UserError(f"{path} holds Python objects, not numbers; save a numeric array") from None
+        raise UserError(f"{path} is not a readable .npy file ({exc})") from None
     except (OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
+        raise UserError(f"{path} is not a readable .npy file ({exc})") from None
 
 
 def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chunk_rows: int = 4096) -> dict:
@@ -398,19 +399,19 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
     X = _load_npy(x_path, "X")
     y = _load_npy(y_path, "y")
     if X.ndim != 2:
-        raise ValueError(f"{x_path} must hold a 2-D array (rows x cols), has shape {X.shape}")
+        raise UserError(f"{x_path} must hold a 2-D array (rows x cols), has shape {X.shape}")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        raise ValueError(f"{y_path} must hold a 1-D array (rows,), has shape {y.shape}")
+        raise UserError(f"{y_path} must hold a 1-D array (rows,), has shape {y.shape}")
     if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{x_path} has {X.shape[0]} rows but {y_path} has {y.shape[0]}; they must match")
+        raise UserError(f"{x_path} has {X.shape[0]} rows but {y_path} has {y.shape[0]}; they must match")
     if X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"{x_path} is empty (shape {X.shape})")
+        raise UserError(f"{x_path} is empty (shape {X.shape})")
     if X.dtype.kind not in "fiub":
-        raise ValueError(f"{x_path} has non-numeric dtype {X.dtype}; X must hold numbers")
+        raise UserError(f"{x_path} has non-numeric dtype {X.dtype}; X must hold numbers")
     if y.dtype.kind not in "fiubUS":
-        raise ValueError(f"{y_path} has dtype {y.dtype}; y must hold numbers or string labels")
+        raise UserError(f"{y_path} has dtype {y.dtype}; y must hold numbers or string labels")
     n = X.shape[0]
     numeric_y = y.dtype.kind in "fiub"
     if numeric_y:
@@ -418,7 +419,7 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
         bad = ~np.isfinite(yf)
         if bad.any():
             r = int(np.argmax(bad))
-            raise ValueError(f"{y_path} row {r} is not finite ({yf[r]})")
+            raise UserError(f"{y_path} row {r} is not finite ({yf[r]})")
         if task == "regression":
             classes = None
         else:
@@ -430,7 +431,7 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
                 classes, yf = [float(v) for v in labels], codes.astype(np.float64).ravel()
     else:
         if task == "regression":
-            raise ValueError(f"{y_path} holds strings ({y.dtype}), but --task is regression")
+            raise UserError(f"{y_path} holds strings ({y.dtype}), but --task is regression")
         labels, codes = np.unique(np.asarray(y), return_inverse=True)
         if np.dtype(labels.dtype).kind == "S":
             labels = np.char.decode(labels, "utf-8", "replace")
@@ -446,7 +447,7 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
             if not ok.all():
                 r = int(np.argmin(ok))
                 col = int(np.argmin(np.isfinite(block[r])))
-                raise ValueError(f"{x_path} row {lo + r} has a non-finite value "
+                raise UserError(f"{x_path} row {lo + r} has a non-finite value "
                                  f"({block[r, col]} in column {col})")
             w.append(block, yf[lo:lo + chunk_rows])
         attrs = {"source": f"npy:{x_path},{y_path}", "task": task,
@@ -463,21 +464,21 @@ def run_import(source: str, paths: list[str], out: str, target=None, task: str |
     """The ``import`` subcommand: ``sklearn:NAME``, ``csv FILE --target COL`` or ``npy X.npy y.npy``."""
     if source.startswith("sklearn:"):
         if paths:
-            raise ValueError(f"import {source} takes no file arguments, got {' '.join(paths)}")
+            raise UserError(f"import {source} takes no file arguments, got {' '.join(paths)}")
         if task is not None or target is not None:
-            raise ValueError(f"import {source} takes neither --task nor --target (the data set fixes them)")
+            raise UserError(f"import {source} takes neither --task nor --target (the data set fixes them)")
         return import_sklearn(source, out, chunk_rows)
     if source == "csv":
         if len(paths) != 1:
-            raise ValueError(f"import csv takes one CSV file, got {len(paths)} ({' '.join(paths) or 'none'})")
+            raise UserError(f"import csv takes one CSV file, got {len(paths)} ({' '.join(paths) or 'none'})")
         if target is None:
-            raise ValueError("import csv needs --target COLUMN (a header name or a column index)")
+            raise UserError("import csv needs --target COLUMN (a header name or a column index)")
         return import_csv(paths[0], target, out, task, delimiter, chunk_rows)
     if source == "npy":
         if len(paths) != 2:
-            raise ValueError(f"import npy takes two files, X.npy and y.npy, got {len(paths)}")
+            raise UserError(f"import npy takes two files, X.npy and y.npy, got {len(paths)}")
         if target is not None:
-            raise ValueError("import npy takes no --target (y.npy is the target)")
+            raise UserError("import npy takes no --target (y.npy is the target)")
         return import_npy(paths[0], paths[1], out, task, chunk_rows)
-    raise ValueError(f"unknown import source {source!r}; use sklearn:NAME "
+    raise UserError(f"unknown import source {source!r}; use sklearn:NAME "
                      f"({', '.join(SKLEARN_SETS)}), csv FILE --target COLUMN, or npy X.npy y.npy")

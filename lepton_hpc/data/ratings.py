@@ -37,7 +37,8 @@ import h5py
 import numpy as np
 
 from ..config import DataConfig
-from ..partition import chunk_range, chunks_of_rank, n_chunks
+from ..layout import chunk_range, chunks_of_rank, n_chunks
+from ..errors import UserError
 
 _ITEMS_STREAM = 2**32 - 2  # stream ids no chunk id reaches
 _TEST_SALT = 0x6D66_7465_7374  # "mftest"
@@ -130,11 +131,11 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
     """
     for name, value in (("users", users), ("items", items), ("rank", rank), ("chunk-rows", chunk_rows)):
         if value <= 0:
-            raise ValueError(f"--{name} must be > 0, got {value}")
+            raise UserError(f"--{name} must be > 0, got {value}")
     if not 0 < density <= 1:
-        raise ValueError(f"--density must be in (0, 1], got {density}")
+        raise UserError(f"--density must be in (0, 1], got {density}")
     if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"--noise must be finite and >= 0, got {noise}")
+        raise UserError(f"--noise must be finite and >= 0, got {noise}")
     V_true = true_item_factors(seed, items, rank)
     idx_dtype = np.int32 if max(users, items) < 2**31 else np.int64
     opts = {} if compression in (None, "none") else {"compression": compression}
@@ -245,41 +246,41 @@ class RatingsShard:
     def _open_file(self, cfg: DataConfig) -> None:
         path = cfg.path
         if not os.path.isfile(path):
-            raise ValueError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
+            raise UserError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
                              f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
                              f"empty for synthetic ratings")
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
-            raise ValueError(f"ratings file {path} is not a readable HDF5 file ({exc})") from None
+            raise UserError(f"ratings file {path} is not a readable HDF5 file ({exc})") from None
         self._file = f
         for key in ("rows", "cols", "vals"):
             if key not in f or not isinstance(f[key], h5py.Dataset):
                 have = ", ".join(sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset))) or "none"
-                raise ValueError(f"dataset /{key} not found in ratings file {path} (datasets there: {have}); "
+                raise UserError(f"dataset /{key} not found in ratings file {path} (datasets there: {have}); "
                                  f"ratings are COO /rows, /cols, /vals sorted by row")
         rows, cols, vals = f["rows"], f["cols"], f["vals"]
         for d in (rows, cols, vals):
             if d.ndim != 1:
-                raise ValueError(f"/{d.name.lstrip('/')} in {path} must be 1-D, has shape {d.shape}")
+                raise UserError(f"/{d.name.lstrip('/')} in {path} must be 1-D, has shape {d.shape}")
         if not (rows.shape == cols.shape == vals.shape):
-            raise ValueError(f"/rows, /cols and /vals in {path} must have the same length, have "
+            raise UserError(f"/rows, /cols and /vals in {path} must have the same length, have "
                              f"{rows.shape[0]}, {cols.shape[0]} and {vals.shape[0]}")
         if rows.shape[0] == 0:
-            raise ValueError(f"ratings file {path} is empty: /rows, /cols and /vals hold no ratings; "
+            raise UserError(f"ratings file {path} is empty: /rows, /cols and /vals hold no ratings; "
                              f"point data.path at a file with ratings")
         for d in (rows, cols):
             if d.dtype.kind not in "iu":
-                raise ValueError(f"/{d.name.lstrip('/')} in {path} must hold integer indices, has dtype {d.dtype}")
+                raise UserError(f"/{d.name.lstrip('/')} in {path} must hold integer indices, has dtype {d.dtype}")
         if vals.dtype.kind not in "fiu":
-            raise ValueError(f"/vals in {path} has non-numeric dtype {vals.dtype}")
+            raise UserError(f"/vals in {path} has non-numeric dtype {vals.dtype}")
         shape = f.attrs.get("shape")
         if shape is None or np.ndim(shape) != 1 or len(shape) != 2:
-            raise ValueError(f"ratings file {path} needs a `shape` attribute (n_users, n_items), has "
+            raise UserError(f"ratings file {path} needs a `shape` attribute (n_users, n_items), has "
                              f"{'none' if shape is None else repr(shape)}")
         m, n = (int(x) for x in shape)
         if m <= 0 or n <= 0:
-            raise ValueError(f"ratings file {path} has shape {m} x {n}; both must be > 0")
+            raise UserError(f"ratings file {path} has shape {m} x {n}; both must be > 0")
         self.nnz_total = int(rows.shape[0])
         self.n_users, self.n_items = m, n
         noise = f.attrs.get("noise")
@@ -308,7 +309,7 @@ class RatingsShard:
         lo = 0 if self.user_lo == 0 else self._bisect(self.user_lo)
         hi = self.nnz_total if self.user_hi == self.n_users else self._bisect(self.user_hi)
         if hi < lo:
-            raise ValueError(f"/rows in {path} is not sorted ascending (the binary search for users "
+            raise UserError(f"/rows in {path} is not sorted ascending (the binary search for users "
                              f"[{self.user_lo}, {self.user_hi}) found ratings [{lo}, {hi})); sort the ratings by "
                              f"user row")
         rows = self._rows[lo:hi].astype(np.int64)
@@ -318,7 +319,7 @@ class RatingsShard:
         bad = (rows < 0) | (rows >= self.n_users) | (cols < 0) | (cols >= self.n_items)
         if bad.any():
             i = int(np.argmax(bad))
-            raise ValueError(f"rating {lo + i} in {path} has (user {rows[i]}, item {cols[i]}) outside the "
+            raise UserError(f"rating {lo + i} in {path} has (user {rows[i]}, item {cols[i]}) outside the "
                              f"shape {self.n_users} x {self.n_items} given by the file's shape attribute; fix "
                              f"the indices or the shape")
         unsorted = (rows < self.user_lo) | (rows >= self.user_hi)
@@ -326,12 +327,12 @@ class RatingsShard:
             unsorted[1:] |= rows[1:] < rows[:-1]
         if unsorted.any():
             i = int(np.argmax(unsorted))
-            raise ValueError(f"/rows in {path} is not sorted ascending (at rating {lo + i}, user {rows[i]}); "
+            raise UserError(f"/rows in {path} is not sorted ascending (at rating {lo + i}, user {rows[i]}); "
                              f"sort the ratings by user row")
         finite = np.isfinite(vals)
         if not finite.all():
             i = int(np.argmin(finite))
-            raise ValueError(f"rating {lo + i} in {path} (user {rows[i]}, item {cols[i]}) is {vals[i]}: the "
+            raise UserError(f"rating {lo + i} in {path} (user {rows[i]}, item {cols[i]}) is {vals[i]}: the "
                              f"ratings must be finite numbers; drop or fix non-finite ratings")
         return rows, cols, vals
 

@@ -16,8 +16,9 @@ import h5py
 import numpy as np
 
 from ..config import DataConfig
-from ..partition import chunk_range, chunks_of_rank, n_chunks
+from ..layout import chunk_range, chunks_of_rank, n_chunks
 from .synthetic import linear_chunk, true_weights
+from ..errors import UserError
 
 ALIGN_BYTES = 64
 
@@ -149,39 +150,39 @@ class Shard:
     # -- opening -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
         if not os.path.isfile(cfg.path):
-            raise ValueError(f"data file {cfg.path} does not exist; set data.path to an HDF5 file "
+            raise UserError(f"data file {cfg.path} does not exist; set data.path to an HDF5 file "
                              f"(make one with `python -m lepton_hpc.data synth linear`) or leave it empty")
         try:
             f = h5py.File(cfg.path, "r")
         except OSError as exc:
-            raise ValueError(f"data file {cfg.path} is not a readable HDF5 file ({exc})") from None
+            raise UserError(f"data file {cfg.path} is not a readable HDF5 file ({exc})") from None
         self._file = f
         for key in (cfg.x_dataset, cfg.y_dataset):
             if key not in f or not isinstance(f[key], h5py.Dataset):
                 have = ", ".join(sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset))) or "none"
-                raise ValueError(f"dataset /{key} not found in {cfg.path} (datasets there: {have}); "
+                raise UserError(f"dataset /{key} not found in {cfg.path} (datasets there: {have}); "
                                  f"set data.x_dataset/data.y_dataset")
         X, y = f[cfg.x_dataset], f[cfg.y_dataset]
         if X.ndim != 2:
-            raise ValueError(f"/{cfg.x_dataset} in {cfg.path} must be 2-D (rows x cols), has shape {X.shape}")
+            raise UserError(f"/{cfg.x_dataset} in {cfg.path} must be 2-D (rows x cols), has shape {X.shape}")
         if y.ndim != 1:
-            raise ValueError(f"/{cfg.y_dataset} in {cfg.path} must be 1-D, has shape {y.shape}")
+            raise UserError(f"/{cfg.y_dataset} in {cfg.path} must be 1-D, has shape {y.shape}")
         if X.shape[0] != y.shape[0]:
-            raise ValueError(f"/{cfg.x_dataset} has {X.shape[0]} rows but /{cfg.y_dataset} has "
+            raise UserError(f"/{cfg.x_dataset} has {X.shape[0]} rows but /{cfg.y_dataset} has "
                              f"{y.shape[0]} in {cfg.path}; they must match")
         if X.shape[0] == 0 or X.shape[1] == 0:
-            raise ValueError(f"/{cfg.x_dataset} in {cfg.path} is empty (shape {X.shape})")
+            raise UserError(f"/{cfg.x_dataset} in {cfg.path} is empty (shape {X.shape})")
         for d in (X, y):
             if d.dtype.kind not in "fiu":
-                raise ValueError(f"/{d.name.lstrip('/')} in {cfg.path} has non-numeric dtype {d.dtype}")
+                raise UserError(f"/{d.name.lstrip('/')} in {cfg.path} has non-numeric dtype {d.dtype}")
         self._X, self._y = X, y
         if cfg.w_dataset:
             if cfg.w_dataset not in f or not isinstance(f[cfg.w_dataset], h5py.Dataset):
-                raise ValueError(f"sample-weight dataset /{cfg.w_dataset} not found in {cfg.path}; "
+                raise UserError(f"sample-weight dataset /{cfg.w_dataset} not found in {cfg.path}; "
                                  f"set data.w_dataset to an existing dataset or leave it empty")
             self._W = f[cfg.w_dataset]
             if self._W.shape != (X.shape[0],):
-                raise ValueError(f"/{cfg.w_dataset} in {cfg.path} has shape {self._W.shape}, expected "
+                raise UserError(f"/{cfg.w_dataset} in {cfg.path} has shape {self._W.shape}, expected "
                                  f"({X.shape[0]},): one weight per row")
         self.n_rows, self.n_cols = X.shape
         w = X.attrs.get("true_weights", f.attrs.get("true_weights"))
@@ -207,7 +208,7 @@ class Shard:
         self._W.read_direct(sw_out, np.s_[lo:hi], np.s_[0:hi - lo])
         bad = ~(np.isfinite(sw_out) & (sw_out >= 0))
         if bad.any():
-            raise ValueError(f"sample weight /{self.cfg.w_dataset} at row {lo + int(np.argmax(bad))} is "
+            raise UserError(f"sample weight /{self.cfg.w_dataset} at row {lo + int(np.argmax(bad))} is "
                              f"{sw_out[np.argmax(bad)]}; weights must be finite and >= 0")
 
     def chunks_iter(self) -> Iterator[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]]:

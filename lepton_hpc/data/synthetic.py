@@ -7,6 +7,7 @@ synthetic job gives the same answer on any rank count and needs no file.
 from __future__ import annotations
 
 import numpy as np
+from ..errors import UserError
 
 _WEIGHTS_STREAM = 2**32 - 1  # a stream id no chunk id reaches
 
@@ -28,6 +29,6 @@ def linear_chunk(seed: int, chunk: int, n_rows: int, w: np.ndarray, bias: float,
     elif features == "uniform":
         X = rng.random(shape)
     else:
-        raise ValueError(f"data.features must be normal or uniform, got {features!r}")
+        raise UserError(f"data.features must be normal or uniform, got {features!r}")
     y = X @ w + bias + noise * rng.standard_normal(n_rows)
     return X, y

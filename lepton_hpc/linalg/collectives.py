@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .kernels import split_offsets
+from ..errors import UserError
 
 __all__ = ["RowLayout", "agree_on_layout", "allreduce_sum", "even_row_range"]
 
@@ -103,15 +104,15 @@ def agree_on_layout(
     gathered = comm.allgather((n_rows_local, n_cols, local_error, replicated))
     errors = [f"rank {r}: {err}" for r, (_, _, err, _) in enumerate(gathered) if err]
     if errors:
-        raise ValueError("invalid arguments: " + "; ".join(errors))
+        raise UserError("invalid arguments: " + "; ".join(errors))
     col_counts = [entry[1] for entry in gathered]
     if len(set(col_counts)) != 1:
-        raise ValueError(
+        raise UserError(
             f"ranks disagree on the number of columns: {col_counts} (by rank)"
         )
     first = gathered[0][3]
     if any(not _same(entry[3], first) for entry in gathered[1:]):
-        raise ValueError(
+        raise UserError(
             "arguments that must be identical on every rank differ: "
             f"{[entry[3] for entry in gathered]} (by rank)"
         )

@@ -41,6 +41,7 @@ import numpy as np
 
 from . import kernels
 from .collectives import RowLayout, agree_on_layout, allreduce_sum
+from ..errors import UserError
 
 __all__ = ["TSQRResult", "ThinSVD", "tsqr", "svd_tsqr", "randomized_svd", "orthogonality_error"]
 
@@ -130,7 +131,7 @@ def check_rank_fits(k: int, layout: RowLayout) -> None:
     """Raise ``ValueError`` (identically on all ranks) if ``k > min(m, n)``."""
     m, n = layout.shape
     if k > min(m, n):
-        raise ValueError(
+        raise UserError(
             f"requested rank k={k} exceeds min(m, n)={min(m, n)} "
             f"for a matrix of shape (m, n)=({m}, {n})"
         )

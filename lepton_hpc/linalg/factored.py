@@ -19,6 +19,7 @@ from .decompositions import (
     randomized_svd_untruncated,
     svd_tsqr_untruncated,
 )
+from ..errors import UserError
 
 __all__ = ["FactoredMatrix"]
 
@@ -96,14 +97,14 @@ class FactoredMatrix:
         k = self.S.shape[0]
         start, stop = self.row_range
         if self.U_local.ndim != 2 or self.U_local.shape != (stop - start, k):
-            raise ValueError(
+            raise UserError(
                 f"U_local has shape {self.U_local.shape}, expected ({stop - start}, {k}) "
                 f"for row_range {self.row_range} and {k} singular values"
             )
         if self.V.shape != (self.shape[1], k):
-            raise ValueError(f"V has shape {self.V.shape}, expected ({self.shape[1]}, {k})")
+            raise UserError(f"V has shape {self.V.shape}, expected ({self.shape[1]}, {k})")
         if not 0 <= start <= stop <= self.shape[0]:
-            raise ValueError(f"row_range {self.row_range} is outside [0, m={self.shape[0]}]")
+            raise UserError(f"row_range {self.row_range} is outside [0, m={self.shape[0]}]")
 
     # ------------------------------------------------------------------ basics
 
@@ -134,7 +135,7 @@ class FactoredMatrix:
             If ``k`` is not in ``[1, self.k]``.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.k:
-            raise ValueError(f"requested rank k={k!r} must be an integer in [1, {self.k}]")
+            raise UserError(f"requested rank k={k!r} must be an integer in [1, {self.k}]")
         return FactoredMatrix(
             self.U_local[:, :k], self.S[:k], self.V[:, :k],
             row_range=self.row_range, shape=self.shape,
@@ -154,7 +155,7 @@ class FactoredMatrix:
         V = np.asarray(V, dtype=np.float64)
         block, layout = prepare_block(U_local, comm, "U_local", replicated=(S.shape, V.shape))
         if V.ndim != 2 or V.shape[1] != S.shape[0] or layout.n_cols != S.shape[0]:
-            raise ValueError(
+            raise UserError(
                 f"factor shapes disagree: U_local {block.shape}, S {S.shape}, V {V.shape}")
         return cls(block, S, V, row_range=(layout.row_start, layout.row_stop),
                    shape=(layout.n_rows_global, V.shape[0]),
@@ -223,7 +224,7 @@ class FactoredMatrix:
         B = np.asarray(B, dtype=np.float64)
         if B.ndim not in (1, 2) or B.shape[0] != self.shape[1]:
             n = self.shape[1]
-            raise ValueError(f"B has shape {B.shape}; expected ({n},) or ({n}, p)")
+            raise UserError(f"B has shape {B.shape}; expected ({n},) or ({n}, p)")
         return kernels.factored_matmul(self.U_local, self.S, self.V, B)
 
     __matmul__ = matmul
@@ -341,7 +342,7 @@ class FactoredMatrix:
             complete, ``None`` if nothing is known.
         """
         if ord not in (2, "fro"):
-            raise ValueError(f"ord must be 2 or 'fro', got {ord!r}")
+            raise UserError(f"ord must be 2 or 'fro', got {ord!r}")
         if self.s_discarded.size == 0:
             return 0.0 if self.tail_complete else None
         if ord == 2:
@@ -371,7 +372,7 @@ class FactoredMatrix:
             try:
                 tiling_error = _check_tiling([rr for rr, _ in pieces], self.shape[0])
                 if tiling_error:
-                    raise ValueError(tiling_error)
+                    raise UserError(tiling_error)
                 u_full = np.vstack([u for _, u in pieces]) if pieces else np.zeros((0, self.k))
                 hdf5io.write_factors_atomic(
                     os.fspath(path), u_full, self.S, self.V, shape=self.shape,
@@ -413,7 +414,7 @@ class FactoredMatrix:
         n_rows_global = gathered[0][1][1][0]
         tiling_error = _check_tiling([info[0] for _, info in gathered], n_rows_global)
         if tiling_error:
-            raise ValueError(tiling_error)
+            raise UserError(tiling_error)
         return cls(data["U_local"], data["S"], data["V"], row_range=data["row_range"],
                    shape=data["shape"], s_discarded=data["S_discarded"],
                    tail_complete=data["tail_complete"])

@@ -19,6 +19,7 @@ from typing import Optional
 
 import h5py
 import numpy as np
+from ..errors import UserError
 
 __all__ = ["FORMAT_VERSION", "write_factors_atomic", "read_header", "read_factors"]
 
@@ -125,10 +126,10 @@ def read_factors(path: str, row_range: Optional[tuple] = None) -> dict:
         k = int(group.attrs["rank"])
         start, stop = (0, m) if row_range is None else (int(row_range[0]), int(row_range[1]))
         if not 0 <= start <= stop <= m:
-            raise ValueError(f"row range ({start}, {stop}) is outside [0, m={m}]")
+            raise UserError(f"row range ({start}, {stop}) is outside [0, m={m}]")
         u_dset = group["U"]
         if u_dset.shape != (m, k) or group["V"].shape != (n, k) or group["S"].shape != (k,):
-            raise ValueError(
+            raise UserError(
                 f"inconsistent factor shapes in {path}: U {u_dset.shape}, "
                 f"S {group['S'].shape}, V {group['V'].shape} for shape ({m}, {n}), rank {k}"
             )

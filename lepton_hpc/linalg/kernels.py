@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
+from ..layout import block_offsets
+
 __all__ = [
     "canonicalize_qr_signs",
     "local_qr",
@@ -261,7 +263,4 @@ def split_offsets(n_rows: int, n_parts: int) -> np.ndarray:
     ndarray of int, shape (n_parts + 1,)
         Part ``i`` owns rows ``[offsets[i], offsets[i + 1])``.
     """
-    base, extra = divmod(int(n_rows), int(n_parts))
-    sizes = np.full(n_parts, base, dtype=np.int64)
-    sizes[:extra] += 1
-    return np.concatenate([[0], np.cumsum(sizes)])
+    return np.asarray(block_offsets(int(n_rows), int(n_parts)), dtype=np.int64)

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from . import fused
+from ..errors import UserError
 
 CACHE_BLOCK_BYTES = 1024 * 1024  # fits the last-level cache share of a core; 2nd read is a cache hit
 
@@ -276,7 +277,7 @@ KERNELS = {"linear": LinearKernel, "logistic": LogisticKernel, "softmax": Softma
 def make_kernel(kind: str, n_cols: int, fit_intercept: bool, chunk_rows: int, dtype,
                 n_classes: int = 1) -> GLMKernel:
     if kind not in KERNELS:
-        raise ValueError(f"model.kind must be one of {', '.join(KERNELS)} for this runner, got {kind!r}")
+        raise UserError(f"model.kind must be one of {', '.join(KERNELS)} for this runner, got {kind!r}")
     return KERNELS[kind](n_cols, fit_intercept, chunk_rows, dtype, n_out=n_classes)
 
 

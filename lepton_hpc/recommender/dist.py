@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..partition import block_range, chunks_of_rank, dyadic_cover, rows_of_rank
+from ..layout import block_range, chunks_of_rank, dyadic_cover, rows_of_rank
 from ..reduce import ChunkReducer
 
 #: Reduction buffers (local partials + gathered tree nodes) stay under about this many bytes.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..partition import chunks_of_rank, dyadic_cover, n_chunks, rows_of_rank
+from ..layout import chunks_of_rank, dyadic_cover, n_chunks, rows_of_rank
 from .dist import REDUCE_BUDGET_BYTES
 from .kernels import packed_width
 

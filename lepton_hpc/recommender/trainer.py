@@ -40,11 +40,12 @@ from .. import checkpoint, comm as C
 from ..data.ratings import RatingsShard
 from ..metrics import MetricsWriter, peak_rss_bytes, provenance, spread
 from ..optimizers import make_optimizer
-from ..partition import chunk_range
+from ..layout import chunk_range
 from ..reduce import ChunkReducer
 from ..runbase import EXIT_OK, EXIT_REQUEUE, RunBase, optimizer_kwargs
 from . import kernels as K
 from .dist import ItemBlockReducer, allgather_item_blocks, allreduce_sum, gather_rows, item_share, user_counts
+from ..errors import UserError
 
 SOLVERS = ("gd", "als")
 _INIT_V_STREAM = 2**32 - 3
@@ -106,18 +107,18 @@ class MFTrainer(RunBase):
     def _check_config(self) -> None:
         cfg = self.cfg
         if cfg.train.solver not in SOLVERS:
-            raise ValueError(f"train.solver={cfg.train.solver} is not available for model.kind=mf; use "
+            raise UserError(f"train.solver={cfg.train.solver} is not available for model.kind=mf; use "
                              f"{' or '.join(SOLVERS)}")
         if cfg.model.rank < 1:
-            raise ValueError(f"model.rank must be >= 1 for model.kind=mf, got {cfg.model.rank}")
+            raise UserError(f"model.rank must be >= 1 for model.kind=mf, got {cfg.model.rank}")
         if cfg.train.batch_size:
-            raise ValueError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
+            raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                              f"set train.batch_size=0")
 
     def _check_rank(self) -> None:
         sh, k = self.shard, self.k
         if k > min(sh.n_users, sh.n_items):
-            raise ValueError(f"model.rank={k} exceeds min(users, items) = min({sh.n_users}, {sh.n_items}) = "
+            raise UserError(f"model.rank={k} exceeds min(users, items) = min({sh.n_users}, {sh.n_items}) = "
                              f"{min(sh.n_users, sh.n_items)}: a rank-{k} factorization of this matrix is not "
                              f"identifiable; lower model.rank")
 
@@ -177,16 +178,16 @@ class MFTrainer(RunBase):
             path = Path(self.resume)
             state, source = checkpoint.load(path), self.resume
         if state.attrs.get("data_fingerprint") != self.fingerprint:
-            raise ValueError(f"checkpoint in {source} was written for other data "
+            raise UserError(f"checkpoint in {source} was written for other data "
                              f"({state.attrs.get('data_fingerprint')}, this job has {self.fingerprint}); "
                              f"resume with the same data or start a fresh --out")
         want = {"model/U": (self.shard.n_users, self.k), "model/V": (self.shard.n_items, self.k)}
         got = {key: np.shape(v) for key, v in state.arrays.items()}
         if got != want:
-            raise ValueError(f"checkpoint in {source} holds parameters {got}, this job needs {want}; "
+            raise UserError(f"checkpoint in {source} holds parameters {got}, this job needs {want}; "
                              f"check model.kind and model.rank or start a fresh --out")
         if state.attrs.get("solver") != self.solver:
-            raise ValueError(f"checkpoint in {source} was written by train.solver={state.attrs.get('solver')}, "
+            raise UserError(f"checkpoint in {source} was written by train.solver={state.attrs.get('solver')}, "
                              f"this job uses {self.solver}; resume with the same solver or start a fresh --out")
         opt_u = json.loads(state.attrs.get("optimizer_u", "null") or "null")
         return {"path": str(path), "step": state.step, "V": state.arrays["model/V"],
@@ -206,7 +207,7 @@ class MFTrainer(RunBase):
                         state[key] = f[f"optimizer_u/{key}"][lo:hi].reshape(-1)
                     self.opt_U.load_state_dict(state)
         except (OSError, KeyError) as exc:
-            raise ValueError(f"checkpoint {meta['path']} could not be read on rank {self.rank} ({exc}); "
+            raise UserError(f"checkpoint {meta['path']} could not be read on rank {self.rank} ({exc}); "
                              f"resume from another checkpoint") from None
 
     # -- one pass over the data ---------------------------------------------------------

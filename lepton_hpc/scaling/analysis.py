@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import PHASES
-from ..partition import block_range, dyadic_cover
+from ..layout import block_range, dyadic_cover
 from . import model as M
 from .launch import CONTENDED, Study, contended, parse_run_dir
+from ..errors import UserError
 
 CHECK_LIMIT = 0.25
 
@@ -88,7 +89,7 @@ def network_params(out: Path, alpha: float | None, beta: float | None, network: 
         given = ", ".join(f"{k} {v:g}" for k, v in (("--alpha", alpha), ("--beta", beta)) if v is not None)
         source = f"given ({given})" + (f"; rest {source}" if source else "")
     if not (math.isfinite(a) and math.isfinite(b) and a >= 0 and b >= 0):
-        raise ValueError(f"alpha and beta must be finite and >= 0, got {a!r} and {b!r}")
+        raise UserError(f"alpha and beta must be finite and >= 0, got {a!r} and {b!r}")
     return {"alpha_s": float(a), "beta_s_per_byte": float(b), "source": source,
             "bench": {k: data[k] for k in ("ranks", "algorithm", "fit", "mpi_library") if k in data}
             if data else None}
@@ -146,7 +147,7 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
     runs = load_runs(study)
     ok = [r for r in runs if r["status"] == "ok"]
     if not ok:
-        raise ValueError(f"no successful run in {out / 'runs'} (see the launch.log files there)")
+        raise UserError(f"no successful run in {out / 'runs'} (see the launch.log files there)")
     net = network_params(out, alpha, beta, network, list(bench_argv), log)
 
     for r in runs:

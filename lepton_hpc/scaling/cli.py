@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from ..errors import UserError
 
 USAGE = """\
   python -m lepton_hpc.scaling strong JOB.toml --ranks 1,2,4,8 --repeats 3 [--launcher mpiexec|slurm]
@@ -142,7 +143,7 @@ def sweep(args) -> int:
     overrides = ["train.tol=0", *args.overrides]
     cfg = load(args.job, overrides)  # a bad job or --set fails here, before any launch
     if args.repeats < 1:
-        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
     out = Path(args.out or f"runs/scaling-{args.command}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     existing = out / "study.json"
     study = Study(mode=args.command, job=str(Path(args.job).resolve()), overrides=overrides, ranks=args.ranks,
@@ -154,7 +155,7 @@ def sweep(args) -> int:
         same = (old.mode, old.job, old.overrides, old.base_rows) == (study.mode, study.job, study.overrides,
                                                                     study.base_rows)
         if not same:
-            raise ValueError(f"{out} holds another study ({old.mode} of {old.job} with {old.overrides}); "
+            raise UserError(f"{out} holds another study ({old.mode} of {old.job} with {old.overrides}); "
                              f"choose a new --out")
         print(f"continuing the study in {out}: runs with a summary.json are kept", flush=True)
     study.save()

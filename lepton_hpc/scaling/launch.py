@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from ..errors import UserError
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTENDED = 0.75  # a run whose processes got less than this share of their cores' CPU time shared them
@@ -66,7 +67,7 @@ class Study:
     def load(cls, out: Path) -> "Study":
         path = Path(out) / "study.json"
         if not path.is_file():
-            raise ValueError(f"{out} is not a scaling study directory (no study.json); run "
+            raise UserError(f"{out} is not a scaling study directory (no study.json); run "
                              f"`python -m lepton_hpc.scaling strong|weak JOB.toml --out {out}` first")
         raw = json.loads(path.read_text())
         raw["slurm_job_ids"] = {str(k): v for k, v in raw.get("slurm_job_ids", {}).items()}
@@ -87,7 +88,7 @@ def parse_run_dir(name: str) -> tuple[int, int] | None:
 def find_mpiexec(given: str | None = None) -> str:
     exe = given or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
     if not exe:
-        raise ValueError("no mpiexec found: install the mpich wheel into this venv (pip install -e '.[mpich]'), "
+        raise UserError("no mpiexec found: install the mpich wheel into this venv (pip install -e '.[mpich]'), "
                          "pass --mpiexec, or use --launcher slurm")
     return exe
 
@@ -255,12 +256,12 @@ def _sbatch(args: list[str], cwd: str) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=cwd)
     except FileNotFoundError:
-        raise ValueError("--launcher slurm needs sbatch on PATH (run on a Slurm login node)") from None
+        raise UserError("--launcher slurm needs sbatch on PATH (run on a Slurm login node)") from None
     except subprocess.TimeoutExpired:
-        raise ValueError(f"{shlex.join(cmd)} did not answer within 120 s") from None
+        raise UserError(f"{shlex.join(cmd)} did not answer within 120 s") from None
     job_id = proc.stdout.strip().split(";")[0]
     if proc.returncode != 0 or not job_id.isdigit():
-        raise ValueError(f"{shlex.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+        raise UserError(f"{shlex.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return job_id
 
 
@@ -268,7 +269,7 @@ def submit_slurm(study: Study, analyze_args: list[str], sbatch_args: list[str], 
                  log=print) -> dict:
     """One batch job per rank count, then ``analyze`` with --dependency=afterany on all of them."""
     if shutil.which("sbatch") is None:
-        raise ValueError("--launcher slurm needs sbatch on PATH (run on a Slurm login node)")
+        raise UserError("--launcher slurm needs sbatch on PATH (run on a Slurm login node)")
     out = Path(study.out)
     sdir = out / "slurm"
     sdir.mkdir(parents=True, exist_ok=True)

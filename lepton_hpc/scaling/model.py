@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..partition import block_range, dyadic_cover
+from ..layout import block_range, dyadic_cover
+from ..errors import UserError
 
 ALGORITHMS = ("ring", "rabenseifner")
 
@@ -82,9 +83,9 @@ def hockney_fit(nbytes, times, relative: bool = True) -> dict:
     n = np.asarray(nbytes, dtype=float)
     t = np.asarray(times, dtype=float)
     if n.shape != t.shape or n.size < 2:
-        raise ValueError("hockney_fit needs at least two (bytes, time) points of equal length")
+        raise UserError("hockney_fit needs at least two (bytes, time) points of equal length")
     if not (np.all(np.isfinite(t)) and np.all(t > 0)):
-        raise ValueError("hockney_fit needs finite, positive times")
+        raise UserError("hockney_fit needs finite, positive times")
     w = 1.0 / t if relative else np.ones_like(t)
     A = np.column_stack([w, n * w])
     (a, b), _ = nnls(A, t * w)
@@ -110,7 +111,7 @@ def allreduce_coefficients(p: int, algorithm: str) -> tuple[float, float]:
         return 2.0 * (p - 1), band
     if algorithm == "rabenseifner":
         return 2.0 * _log2c(p), band
-    raise ValueError(f"unknown allreduce algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    raise UserError(f"unknown allreduce algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
 def allgather_coefficients(p: int, algorithm: str) -> tuple[float, float]:
@@ -122,7 +123,7 @@ def allgather_coefficients(p: int, algorithm: str) -> tuple[float, float]:
         return float(p - 1), band
     if algorithm == "rabenseifner":  # recursive doubling: the allgather half of Rabenseifner
         return float(_log2c(p)), band
-    raise ValueError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    raise UserError(f"unknown algorithm {algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
 
 
 def allreduce_time(p: int, nbytes: float, alpha: float, beta: float, algorithm: str) -> float:
@@ -139,7 +140,7 @@ def hockney_from_allreduce(a_s: float, b_s_per_byte: float, p: int, algorithm: s
     """Point-to-point (α, β) from a measured Allreduce line ``t = a + b·n`` at p ranks."""
     L, B = allreduce_coefficients(p, algorithm)
     if L <= 0 or B <= 0:
-        raise ValueError("an Allreduce at one rank says nothing about the network; measure with >= 2 ranks")
+        raise UserError("an Allreduce at one rank says nothing about the network; measure with >= 2 ranks")
     return a_s / L, b_s_per_byte / B
 
 
@@ -235,7 +236,7 @@ def fit_cost_model(points: list[dict], alpha: float, beta: float, algorithm: str
     F = median of wall − read_max − compute_max − reduce_min.
     """
     if not points:
-        raise ValueError("no measured runs to fit the cost model on (all failed or oversubscribed?)")
+        raise UserError("no measured runs to fit the cost model on (all failed or oversubscribed?)")
     first = points[0]
     xs, ys, xc, yc, fixed = [], [], [], [], []
     for pt in points:

@@ -11,7 +11,7 @@ from mpi4py import MPI
 
 from lepton_hpc.config import build
 from lepton_hpc.data.ratings import RatingsShard
-from lepton_hpc.partition import rows_of_rank
+from lepton_hpc.layout import rows_of_rank
 from lepton_hpc.recommender import dist
 from lepton_hpc.recommender.dist import gather_rows, user_counts
 from lepton_hpc.recommender.trainer import MFTrainer, init_factors

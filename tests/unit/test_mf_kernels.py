@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from lepton_hpc.partition import rows_of_rank
+from lepton_hpc.layout import rows_of_rank
 from lepton_hpc.recommender import kernels as K
 from lepton_hpc.recommender.memory import main as memory_main
 from lepton_hpc.recommender.memory import per_rank_bytes

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lepton_hpc.bench_allreduce import analyse, sizes
-from lepton_hpc.partition import block_range, dyadic_cover
+from lepton_hpc.layout import block_range, dyadic_cover
 from lepton_hpc.scaling import model as M
 from lepton_hpc.scaling.analysis import COLUMNS, analyze
 from lepton_hpc.scaling.launch import Study, run_dir

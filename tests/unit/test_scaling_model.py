@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from lepton_hpc.partition import block_range, dyadic_cover
+from lepton_hpc.layout import block_range, dyadic_cover
 from lepton_hpc.scaling import model as M
 
 

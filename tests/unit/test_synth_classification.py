@@ -10,7 +10,7 @@ from lepton_hpc.data.classification import (DEFAULT_SCALE, logistic_chunk, logis
                                             softmax_truth, synth_classification)
 from lepton_hpc.data.shard import Shard
 from lepton_hpc.data.synthetic import true_weights
-from lepton_hpc.partition import chunk_range, chunks_of_rank, n_chunks
+from lepton_hpc.layout import chunk_range, chunks_of_rank, n_chunks
 
 
 def read(path):

@@ -1,6 +1,6 @@
 import pytest
 
-from lepton_hpc.partition import (block_range, chunk_range, chunks_of_rank, dyadic_cover, n_chunks,
+from lepton_hpc.layout import (block_range, chunk_range, chunks_of_rank, dyadic_cover, n_chunks,
                                   rows_of_rank)
 
 

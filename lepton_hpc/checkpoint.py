@@ -1,184 +1,349 @@
-"""Atomic HDF5 checkpoints with a checksum, kept newest-K, resumable on any rank count.
+"""Checkpoints that own their format: named parts, replicated or row-sharded, and a commit marker.
 
-Layout of ``checkpoints/step-NNNNNNNN.h5``::
+A problem declares its state as named parts (:class:`Part`): a replicated array
+(the GLM weights, V, optimizer moments of replicated parameters) or this rank's
+rows of a row-sharded one (the recommender's U and its optimizer moments). One
+step on disk::
 
-    /model/w, /model/b           parameters (b only with an intercept)
-    /optimizer/<name>            optimizer arrays; scalars as attributes of /optimizer
-    /rng                         attribute ``state``: JSON of the trainer's bit generator
-    attrs: step, world_size, config (TOML), data_fingerprint, optimizer_class,
-           lepton_hpc version, checksum (sha256 of everything above)
+    checkpoints/step-NNNNNNNN.h5                 replicated parts and the run's attributes (rank 0)
+    checkpoints/step-NNNNNNNN.shards/rank-RRRRR.h5   rows [lo, hi) of every sharded part (each owner)
+    checkpoints/step-NNNNNNNN.commit             the commit marker (JSON): every file's sha256 and
+                                                 where each sharded part's rows are
 
-The commit point is the rename: data goes to a hidden temporary file, which
-is fsynced, renamed into place and the directory fsynced. A file that is
-missing its checksum or fails it does not count as a checkpoint.
+Replicated parts are written once, by rank 0; sharded parts by their owners in
+parallel, so nothing is gathered to one rank. Every file goes through the atomic
+writer (tmp → fsync → rename). The marker is written last, by rank 0, after every
+rank has reported its file: a step without a marker, or whose files fail their
+checksums, does not exist. Loading reads each rank's own rows at any rank count.
+The GLM contract stays: ``step-NNNNNNNN.h5`` holds ``/model/w`` (and ``/model/b``).
+
+Everything here is collective over ``comm`` except :func:`list_steps`; MPI is
+reached only through :mod:`lepton_hpc.comm`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from . import __version__
+from . import __version__, comm as C
+from .data.atomic import atomic_path, write_json
 from .errors import UserError
 
-PATTERN = re.compile(r"^step-(\d{8})\.h5$")
+MARKER = re.compile(r"^step-(\d{8})\.commit$")
 
 
 @dataclass
-class State:
-    """Everything a checkpoint holds."""
+class Part:
+    """One named piece of state.
 
-    step: int
-    arrays: dict[str, np.ndarray]                    # "model/w", "model/b", ...
-    optimizer: dict = field(default_factory=dict)   # state_dict(): arrays and scalars
-    rng: str = ""                                    # JSON bit-generator state
-    attrs: dict = field(default_factory=dict)        # config, data_fingerprint, world_size, ...
+    ``rows`` is None for a replicated array (identical on every rank), or
+    ``(lo, hi, n_rows)`` when ``array`` holds rows ``[lo, hi)`` of an
+    ``n_rows``-row array sharded over the ranks.
+    """
+
+    array: np.ndarray
+    rows: tuple[int, int, int] | None = None
 
 
-def path_for(directory: Path, step: int) -> Path:
+def main_file(directory: Path, step: int) -> Path:
     return Path(directory) / f"step-{step:08d}.h5"
 
 
-def _digest(f: h5py.File) -> str:
-    """sha256 over every dataset's name and bytes and every attribute but the checksum."""
+def marker_file(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step-{step:08d}.commit"
+
+
+def shard_dir(directory: Path, step: int) -> Path:
+    return Path(directory) / f"step-{step:08d}.shards"
+
+
+def list_steps(directory: Path) -> list[int]:
+    """Steps with a commit marker in ``directory``, oldest first (not collective)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(m.group(1)) for m in map(MARKER.match, (p.name for p in directory.iterdir())) if m)
+
+
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-
-    def visit(name, obj):
-        h.update(name.encode())
-        for key in sorted(obj.attrs):
-            if key != "checksum":
-                h.update(key.encode())
-                h.update(repr(_plain(obj.attrs[key])).encode())
-        if isinstance(obj, h5py.Dataset):
-            data = obj[()]
-            h.update(str(data.dtype).encode() + str(data.shape).encode())
-            h.update(np.ascontiguousarray(data).tobytes())
-
-    visit("/", f)
-    f.visititems(visit)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            h.update(block)
     return h.hexdigest()
+
+
+def _write_h5(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> dict:
+    """Write datasets and attributes atomically; the file's record for the marker."""
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, arr in arrays.items():
+                f.create_dataset(name, data=arr)
+            for key, value in attrs.items():
+                group, _, name = key.rpartition("/")  # "optimizer/t": attribute t of group /optimizer
+                (f.require_group(group) if group else f).attrs[name] = value
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+# -- saving ------------------------------------------------------------------------------
+
+def save(comm, directory: Path, step: int, parts: dict[str, Part], attrs: dict, keep: int) -> Path:
+    """Write one step and commit it; prune to the newest ``keep``. Collective over ``comm``.
+
+    ``attrs`` (JSON-able values) land as attributes of the main file. An
+    ``OSError`` on any rank becomes the same error on every rank, and the step
+    is left uncommitted.
+    """
+    directory = Path(directory)
+    sharded = {k: p for k, p in parts.items() if p.rows is not None}
+    mine = None
+    try:
+        mine = _write_own_files(comm.rank, directory, step, parts, sharded, attrs)
+    except OSError as exc:
+        mine = {"error": f"could not write a checkpoint to {directory}: {C.sentence(exc)}"}
+    reports = C.gather(comm, mine)
+    message = None
+    if comm.rank == 0:
+        errors = [r["error"] for r in reports if "error" in r]
+        message = errors[0] if errors else None
+        if message is None:
+            try:
+                _commit(directory, step, reports, sharded, keep)
+            except OSError as exc:
+                message = f"could not commit a checkpoint in {directory}: {C.sentence(exc)}"
+    C.check(comm, message)
+    return main_file(directory, step)
+
+
+def _write_own_files(rank: int, directory: Path, step: int, parts: dict, sharded: dict, attrs: dict) -> dict:
+    files, pieces = {}, {}
+    if sharded:
+        first = next(iter(sharded.values()))
+        lo, hi, _ = first.rows
+        if hi > lo:
+            sdir = shard_dir(directory, step)
+            sdir.mkdir(parents=True, exist_ok=True)
+            rel = f"{sdir.name}/rank-{rank:05d}.h5"
+            files[rel] = _write_h5(directory / rel, {k: p.array for k, p in sharded.items()},
+                                   {"step": step, "row_lo": lo, "row_hi": hi})
+            pieces = {k: [rel, *p.rows[:2]] for k, p in sharded.items()}
+    if rank == 0:
+        directory.mkdir(parents=True, exist_ok=True)
+        replicated = {k: p.array for k, p in parts.items() if p.rows is None}
+        full = {**attrs, "step": step, "lepton_hpc_version": __version__}
+        files[main_file(directory, step).name] = _write_h5(main_file(directory, step), replicated, full)
+    return {"files": files, "pieces": pieces}
+
+
+def _commit(directory: Path, step: int, reports: list[dict], sharded: dict, keep: int) -> None:
+    """Rank 0: the marker, written last; then prune old steps (marker first)."""
+    files = {name: rec for r in reports for name, rec in r["files"].items()}
+    layout = {}
+    for name, part in sharded.items():
+        arr = part.array
+        layout[name] = {"n_rows": part.rows[2], "row_shape": list(arr.shape[1:]), "dtype": arr.dtype.str,
+                        "pieces": sorted((r["pieces"][name] for r in reports if name in r["pieces"]),
+                                         key=lambda p: p[1])}
+    write_json(marker_file(directory, step), {"step": step, "files": files, "sharded": layout})
+    for old in list_steps(directory)[:-keep]:
+        remove_step(directory, old)
+
+
+def remove_step(directory: Path, step: int) -> None:
+    """Delete a step: the marker first, so a crash halfway leaves no committed-looking step."""
+    marker_file(directory, step).unlink(missing_ok=True)
+    main_file(directory, step).unlink(missing_ok=True)
+    shutil.rmtree(shard_dir(directory, step), ignore_errors=True)
+
+
+# -- loading -----------------------------------------------------------------------------
+
+@dataclass
+class Snapshot:
+    """A committed, verified step; each rank reads what it needs from it."""
+
+    directory: Path
+    step: int
+    marker: dict
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def path(self) -> Path:
+        return main_file(self.directory, self.step)
+
+    def names(self) -> list[str]:
+        with h5py.File(self.path, "r") as f:
+            out = []
+            f.visititems(lambda n, o: out.append(n) if isinstance(o, h5py.Dataset) else None)
+        return out + list(self.marker["sharded"])
+
+    def replicated(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Every replicated dataset under ``prefix`` (e.g. ``"model/"``), by full name."""
+        out = {}
+        with h5py.File(self.path, "r") as f:
+            f.visititems(lambda n, o: out.__setitem__(n, o[()])
+                         if isinstance(o, h5py.Dataset) and n.startswith(prefix) else None)
+        return out
+
+    def group_attrs(self, group: str) -> dict:
+        with h5py.File(self.path, "r") as f:
+            return {k: _plain(v) for k, v in f[group].attrs.items()} if group in f else {}
+
+    def shape(self, name: str) -> tuple:
+        """Global shape of a part, replicated or sharded."""
+        if name in self.marker["sharded"]:
+            spec = self.marker["sharded"][name]
+            return (spec["n_rows"], *spec["row_shape"])
+        with h5py.File(self.path, "r") as f:
+            return f[name].shape if name in f else None
+
+    def rows(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Rows ``[lo, hi)`` of sharded part ``name``, from whichever files hold them (any rank count)."""
+        spec = self.marker["sharded"][name]
+        out = np.empty((hi - lo, *spec["row_shape"]), dtype=np.dtype(spec["dtype"]))
+        for rel, a, b in spec["pieces"]:
+            s, e = max(a, lo), min(b, hi)
+            if s >= e:
+                continue
+            with h5py.File(self.directory / rel, "r") as f:
+                f[name].read_direct(out, np.s_[s - a:e - a], np.s_[s - lo:e - lo])
+        return out
+
+
+def verify(directory: Path, marker: dict, rank: int = 0, size: int = 1) -> None:
+    """Check the share ``rank`` of ``size`` of a step's files (dealt round-robin); UserError on a bad one.
+
+    Not collective: with the defaults, one process checks every file.
+    """
+    names = sorted(marker["files"])
+    for name in names[rank::size]:
+        path = directory / name
+        rec = marker["files"][name]
+        if not path.is_file():
+            raise UserError(f"checkpoint file {path} is missing")
+        if sha256_file(path) != rec["sha256"]:
+            raise UserError(f"checkpoint file {path} fails its checksum (corrupt or torn)")
+    covered = {n: sum(b - a for _, a, b in s["pieces"]) for n, s in marker["sharded"].items()}
+    for name, spec in marker["sharded"].items():
+        if covered[name] != spec["n_rows"]:
+            raise UserError(f"checkpoint step {marker['step']} holds {covered[name]} of {spec['n_rows']} "
+                            f"rows of {name}")
+
+
+def _read_marker(directory: Path, step: int) -> dict:
+    path = marker_file(directory, step)
+    try:
+        marker = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"checkpoint marker {path} is unreadable ({exc})") from None
+    if marker.get("step") != step or "files" not in marker:
+        raise UserError(f"checkpoint marker {path} is malformed")
+    return marker
 
 
 def _plain(v):
     if isinstance(v, bytes):
         return v.decode()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
     if isinstance(v, np.generic):
         return v.item()
     return v
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _attrs(path: Path) -> dict:
+    with h5py.File(path, "r") as f:
+        return {k: _plain(v) for k, v in f.attrs.items()}
 
 
-def save(directory: Path, state: State, keep: int) -> Path:
-    """Write ``state`` atomically and prune to the newest ``keep``. Not collective.
-
-    Call on one rank only (the parameters are replicated).
-    """
+def open_step(comm, directory: Path, step: int) -> Snapshot:
+    """Verify one committed step and open it (UserError on every rank if it is bad). Collective."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = path_for(directory, state.step)
-    tmp = directory / f".{final.name}.tmp"
-    with h5py.File(tmp, "w") as f:
-        for name, arr in state.arrays.items():
-            f.create_dataset(name, data=arr)
-        opt = f.create_group("optimizer")
-        for key, value in state.optimizer.items():
-            if isinstance(value, np.ndarray):
-                opt.create_dataset(key, data=value)
-            else:
-                opt.attrs[key] = value
-        f.create_group("rng").attrs["state"] = state.rng
-        for key, value in state.attrs.items():
-            f.attrs[key] = value
-        f.attrs["step"] = state.step
-        f.attrs["lepton_hpc_version"] = __version__
-        f.flush()
-        f.attrs["checksum"] = _digest(f)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
-    _fsync_dir(directory)
-    for old in list_steps(directory)[:-keep]:
-        path_for(directory, old).unlink(missing_ok=True)
-    return final
+    marker = C.on_root(comm, _read_marker, directory, step)
+    C.agree(comm, verify, directory, marker, comm.rank, comm.size)
+    return Snapshot(directory, step, marker, C.on_root(comm, _attrs, main_file(directory, step)))
 
 
-def list_steps(directory: Path) -> list[int]:
-    """Steps of committed checkpoint files in ``directory``, oldest first."""
+def open_local(directory: Path, step: int) -> Snapshot:
+    """:func:`open_step` in one process, without MPI (loading a model in Python, tests)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        return []
-    return sorted(int(m.group(1)) for m in map(PATTERN.match, os.listdir(directory)) if m)
+    marker = _read_marker(directory, step)
+    verify(directory, marker)
+    return Snapshot(directory, step, marker, _attrs(main_file(directory, step)))
 
 
-def load(path: Path) -> State:
-    """Read and validate one checkpoint. Raises ValueError if corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        with h5py.File(path, "r") as f:
-            stored = f.attrs.get("checksum")
-            if stored is None:
-                raise UserError(f"checkpoint {path} has no checksum (an unfinished write); "
-                                 f"resume from another checkpoint")
-            if _plain(stored) != _digest(f):
-                raise UserError(f"checkpoint {path} fails its checksum (corrupt); resume from another "
-                                 f"checkpoint or start a fresh --out")
-            arrays = {}
-            f["model"].visititems(lambda n, o: arrays.__setitem__(f"model/{n}", o[()])
-                                  if isinstance(o, h5py.Dataset) else None)
-            opt = {k: _plain(v) for k, v in f["optimizer"].attrs.items()}
-            opt.update({k: f["optimizer"][k][()] for k in f["optimizer"]})
-            attrs = {k: _plain(v) for k, v in f.attrs.items() if k != "checksum"}
-            return State(step=int(attrs.pop("step")), arrays=arrays, optimizer=opt,
-                         rng=_plain(f["rng"].attrs["state"]), attrs=attrs)
-    except ValueError:
-        raise
-    except (OSError, KeyError) as exc:
-        raise UserError(f"checkpoint {path} is unreadable or incomplete ({exc}); resume from another "
-                         f"checkpoint or start a fresh --out") from None
-
-
-def latest_valid(directory: Path, warn=print) -> State | None:
-    """The newest checkpoint in ``directory`` that passes its checksum.
-
-    None when there is no checkpoint at all; ValueError when there are some
-    but none is valid (starting over would silently discard the run).
-    """
+def latest_local(directory: Path, warn=print) -> Snapshot | None:
+    """:func:`latest` in one process, without MPI."""
     steps = list_steps(directory)
     for step in reversed(steps):
         try:
-            return load(path_for(directory, step))
-        except ValueError as exc:
-            warn(f"warning: skipping {exc}")
+            return open_local(directory, step)
+        except UserError as exc:
+            warn(f"warning: skipping checkpoint step {step}: {exc}")
     if steps:
-        raise UserError(f"none of the {len(steps)} checkpoints in {directory} is valid; resume from a "
-                         f"good checkpoint file with --resume PATH or start a fresh --out")
+        raise UserError(f"none of the {len(steps)} checkpoints in {directory} is valid")
     return None
 
 
-def rng_state_json(rng: np.random.Generator) -> str:
-    return json.dumps(rng.bit_generator.state)
+def open_path(comm, path: Path) -> Snapshot:
+    """The step whose main file is ``path`` (``--resume PATH``). Collective."""
+    path = Path(path)
+    m = re.match(r"^step-(\d{8})\.h5$", path.name)
+    if not m or not marker_file(path.parent, int(m.group(1))).is_file():
+        raise C.JobError(f"{path} is not a committed checkpoint (no step-NNNNNNNN.commit beside it); "
+                         f"pass a checkpoints/step-NNNNNNNN.h5 of a finished write or use --resume auto")
+    return open_step(comm, path.parent, int(m.group(1)))
 
 
-def restore_rng(text: str) -> np.random.Generator:
-    state = json.loads(text)
-    bitgen = getattr(np.random, state["bit_generator"])()
-    bitgen.state = state
-    return np.random.Generator(bitgen)
+def latest(comm, directory: Path, warn=print) -> Snapshot | None:
+    """The newest committed step that passes its checksums. Collective.
+
+    None when there is no committed step; a UserError when there are some but
+    none is valid (starting over would silently discard the run).
+    """
+    steps = C.on_root(comm, list_steps, Path(directory))
+    for step in reversed(steps):
+        try:
+            return open_step(comm, directory, step)
+        except C.JobError as exc:
+            warn(f"warning: skipping checkpoint step {step}: {exc}")
+    if steps:
+        raise C.JobError(f"none of the {len(steps)} checkpoints in {directory} is valid; resume from a good "
+                         f"checkpoint file with --resume PATH or start a fresh --out")
+    return None
+
+
+# -- optimizer state as parts ----------------------------------------------------------------
+
+def optimizer_parts(prefix: str, opt, rows: tuple[int, int, int] | None = None, row_width: int = 0):
+    """An optimizer's state as parts (its arrays) and attributes of group ``/prefix`` (its scalars).
+
+    With ``rows``, the accumulators are the flattened local block of a row-sharded
+    parameter: they are stored as sharded parts of ``row_width`` columns.
+    """
+    parts, attrs = {}, {}
+    for key, value in opt.state_dict().items():
+        if key in opt.accumulator_names:
+            arr = value.reshape(-1, row_width) if rows is not None else value
+            parts[f"{prefix}/{key}"] = Part(arr, rows)
+        else:
+            attrs[f"{prefix}/{key}"] = opt.name if key == "optimizer" else value
+    return parts, attrs
+
+
+def optimizer_state(snapshot: Snapshot, prefix: str, opt, rows: tuple[int, int] | None = None) -> dict:
+    """The dict for ``opt.load_state_dict`` from :func:`optimizer_parts`' output."""
+    state = snapshot.group_attrs(prefix)
+    if rows is None:
+        state.update({name.split("/", 1)[1]: a for name, a in snapshot.replicated(prefix + "/").items()})
+    else:
+        for name in snapshot.marker["sharded"]:
+            if name.startswith(prefix + "/"):
+                state[name.split("/", 1)[1]] = snapshot.rows(name, *rows).reshape(-1)
+    return state

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from .engine.registry import PROBLEMS
 from .errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -74,7 +75,7 @@ class DataConfig:
 class ModelConfig:
     kind: str = _key("linear", "linear (least squares), logistic (binary), softmax (multiclass), "
                                "mf (matrix-factorization recommender), matmul (product through SVD factors)",
-                     ("linear", "logistic", "softmax", "mf", "matmul"))
+                     tuple(PROBLEMS))
     fit_intercept: bool = _key(True, "fit an intercept b besides the weights w")
     penalty: str = _key("none", "regularisation: none, l2, l1 (proximal step) or elasticnet",
                         ("none", "l2", "l1", "elasticnet"))

@@ -66,10 +66,19 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def progress_line(rec: dict) -> str:
-    return (f"step {rec['step']:>7d}  loss {rec['loss']:.6e}  eta {rec['eta']:.3e}  "
-            f"|grad| {rec['grad_norm']:.3e}  {rec['samples_per_s']:.3e} samples/s  "
-            f"comm {100.0 * rec['comm_share']:.1f}%")
+def progress_line(rec: dict, unit: str | None = "samples") -> str:
+    """One progress line from a metrics record: the figures it has, in a fixed order."""
+    parts = [f"step {rec['step']:>7d}", f"loss {rec['loss']:.6e}"]
+    if rec.get("train_rmse") is not None:
+        parts.append(f"rmse train {rec['train_rmse']:.4f} test {rec.get('test_rmse', float('nan')):.4f}")
+    if rec.get("eta") is not None:
+        parts.append(f"eta {rec['eta']:.3e}")
+    if rec.get("grad_norm") is not None:
+        parts.append(f"|grad| {rec['grad_norm']:.3e}")
+    if unit and f"{unit}_per_s" in rec:
+        parts.append(f"{rec[f'{unit}_per_s']:.3e} {unit}/s")
+    parts.append(f"comm {100.0 * rec['comm_share']:.1f}%")
+    return "  ".join(parts)
 
 
 class MetricsWriter:

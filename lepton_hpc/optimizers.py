@@ -453,6 +453,12 @@ def _resolve(name: str) -> type:
     return obj
 
 
+def optimizer_kwargs(section) -> dict:
+    """The ``[optimizer]`` config section as keyword arguments of :func:`make_optimizer`."""
+    return {"learning_rate": section.learning_rate, "alpha": section.alpha, "momentum": section.momentum,
+            "beta1": section.beta1, "beta2": section.beta2, "eps": section.eps}
+
+
 def make_optimizer(name: str, **hyper) -> Optimizer:
     """Build an optimizer from a registry name or ``"package.module:Class"``.
 

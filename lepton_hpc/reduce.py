@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layout import chunks_of_rank, dyadic_cover
+from .layout import Layout
 from .errors import UserError
 
 
@@ -39,24 +39,27 @@ class ChunkReducer:
     Parameters
     ----------
     comm : mpi4py communicator
-    n_chunks : int
-        Global number of logical chunks.
+    layout : Layout or int
+        Who owns which chunks (a :class:`~lepton_hpc.layout.Layout`), or the
+        global number of chunks, split over ``comm`` the same balanced way.
     width : int
         Length of each partial vector.
     mode : {"exact", "fast"}
     """
 
-    def __init__(self, comm, n_chunks: int, width: int, mode: str):
+    def __init__(self, comm, layout, width: int, mode: str):
         if mode not in ("exact", "fast"):
             raise UserError(f"comm.reduction must be exact or fast, got {mode!r}")
-        self.comm, self.mode, self.width, self.n_chunks = comm, mode, width, n_chunks
-        self.chunks = chunks_of_rank(n_chunks, comm.size, comm.rank)
+        if not isinstance(layout, Layout):
+            layout = Layout(layout, 1, comm.size, comm.rank)  # one "row" per chunk: the same ownership
+        self.comm, self.mode, self.width, self.n_chunks = comm, mode, width, layout.n_chunks
+        self.layout = layout
+        self.chunks = layout.chunks()
         self.partials = np.zeros((len(self.chunks), width))
         self.result = np.zeros(width)
         self._local = np.zeros(width)
         if mode == "exact":
-            covers = [dyadic_cover(r.start, r.stop)
-                      for r in (chunks_of_rank(n_chunks, comm.size, q) for q in range(comm.size))]
+            covers = layout.covers()
             self._cover = covers[comm.rank]
             self._nodes = [node for cover in covers for node in cover]
             counts = np.array([len(c) * width for c in covers])
@@ -69,6 +72,12 @@ class ChunkReducer:
     def bytes_per_reduce(self) -> int:
         """Bytes this rank contributes to one reduction."""
         return (self._send.nbytes if self.mode == "exact" else self._local.nbytes)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this reducer's buffers on this rank."""
+        extra = [getattr(self, name) for name in ("_send", "_recv") if hasattr(self, name)]
+        return self.partials.nbytes + self.result.nbytes + self._local.nbytes + sum(a.nbytes for a in extra)
 
     def reduce(self) -> np.ndarray:
         """Global sum of all chunk partials. Collective over ``comm``."""
@@ -109,3 +118,58 @@ class ChunkReducer:
                 else:
                     parents[index // 2] = nodes[index]
             level += 1
+
+
+#: Item-blocked reduction buffers (local partials + gathered tree nodes) stay under about this many bytes.
+REDUCE_BUDGET_BYTES = 64 << 20
+
+
+def item_block_rows(layout: Layout, mode: str) -> int:
+    """Rows of partials one item costs in an :class:`ItemBlockReducer` (the same on every rank)."""
+    n_local = layout.max_local_chunks
+    if mode == "exact":
+        covers = [len(c) for c in layout.covers()]
+        return n_local + sum(covers) + max(covers) + 2
+    return n_local + 2
+
+
+class ItemBlockReducer:
+    """Sums over user chunks of per-item partials (``n_items x width``), item block by item block.
+
+    A full per-chunk partial of all items (n_items x k for gradients, n_items x
+    (k(k+1)/2 + k) for ALS normal equations) times the local chunks and, in exact
+    mode, every rank's tree nodes would not fit at scale; so items are cut into
+    blocks of ``block_items`` sized to ``budget_bytes``, and each block is one
+    :class:`ChunkReducer` reduction. A block's per-item values do not depend on
+    the blocking, so exact mode stays bitwise rank-count independent.
+
+    Collective use: every rank calls :meth:`reduce` once per block, in order.
+    """
+
+    def __init__(self, comm, layout: Layout, n_items: int, width: int, mode: str,
+                 budget_bytes: int | None = None):
+        budget_bytes = REDUCE_BUDGET_BYTES if budget_bytes is None else budget_bytes
+        per_item = item_block_rows(layout, mode) * width * 8
+        self.n_items, self.width = n_items, width
+        self.block_items = int(max(1, min(n_items, budget_bytes // per_item)))
+        self.n_blocks = -(-n_items // self.block_items)
+        self.red = ChunkReducer(comm, layout, self.block_items * width, mode)
+        self.bytes_per_reduce = self.red.bytes_per_reduce * self.n_blocks
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the reduction buffers on this rank."""
+        return self.red.nbytes
+
+    def blocks(self):
+        """``(j0, j1)`` item ranges, in order."""
+        for j0 in range(0, self.n_items, self.block_items):
+            yield j0, min(j0 + self.block_items, self.n_items)
+
+    def partial(self, i: int, nb: int) -> np.ndarray:
+        """View of local chunk ``i``'s partial for a block of ``nb`` items, (nb, width)."""
+        return self.red.partials[i, :nb * self.width].reshape(nb, self.width)
+
+    def reduce(self, nb: int) -> np.ndarray:
+        """Sum over all chunks of the block's partials (nb, width). Collective."""
+        return self.red.reduce()[:nb * self.width].reshape(nb, self.width)

@@ -9,7 +9,7 @@ Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM (requeue).
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,29 +49,29 @@ def _resolve(args, comm):
 
 
 def run(args, comm) -> int:
+    """Parse → build → run → close. Collective."""
     from threadpoolctl import threadpool_limits
 
-    from . import comm as C
-    from .runners import runner_for, threads_per_rank
+    from .data.atomic import write_json
+    from .engine.job import final_line, run_job
 
     cfg, out = _resolve(args, comm)
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
-        runner = C.agree(comm, runner_for, cfg)
-        trainer = runner(cfg, comm, Path(out), args.resume)
-        trainer.setup()
-        try:
-            code = trainer.run()
-            summary = trainer.summary(code)
-        finally:
-            trainer.close()
+        code, summary = run_job(cfg, comm, Path(out), args.resume)
     if comm.rank == 0:
-        (Path(out) / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        parts = [f"{summary[k]} steps ({summary.get('stop_reason')})" for k in ("steps",) if k in summary]
-        parts += [f"{label} {summary[k]:.6e}" for k, label in (("final_loss", "loss"),
-                  ("rel_error_to_exact", "relative error to the exact solution")) if summary.get(k) is not None]
-        parts += [f"{summary.get('wall_s', 0.0):.1f} s", f"run directory {out}"]
-        print(f"{'done' if code == 0 else 'stopped'}: " + ", ".join(parts), flush=True)
+        write_json(Path(out) / "summary.json", summary)
+        print(final_line(summary, code, out), flush=True)
     return code
+
+
+def threads_per_rank(configured: int) -> int:
+    """BLAS threads per rank: train.threads, else $SLURM_CPUS_PER_TASK, else 1."""
+    if configured > 0:
+        return configured
+    try:
+        return max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", "1")))
+    except ValueError:
+        return 1
 
 
 def main(argv=None) -> int:

@@ -37,7 +37,7 @@ import h5py
 import numpy as np
 
 from ..config import DataConfig
-from ..layout import chunk_range, chunks_of_rank, n_chunks
+from ..layout import Layout, chunk_range, n_chunks
 from ..errors import UserError
 
 _ITEMS_STREAM = 2**32 - 2  # stream ids no chunk id reaches
@@ -216,13 +216,11 @@ class RatingsShard:
             self.noise = float(cfg.noise)
             self.source = (f"synthetic(seed={cfg.seed}, true_rank={cfg.true_rank}, density={cfg.density:g}, "
                            f"noise={cfg.noise:g})")
-        self.n_chunks = n_chunks(self.n_users, self.chunk_rows)
-        self.chunks = chunks_of_rank(self.n_chunks, size, rank)
-        if len(self.chunks):
-            self.user_lo = self.chunks.start * self.chunk_rows
-            self.user_hi = min(self.chunks.stop * self.chunk_rows, self.n_users)
-        else:
-            self.user_lo = self.user_hi = self.n_users
+        #: users → ranks, built once: U's rows, the reducers and the checkpoint follow it
+        self.layout = Layout(self.n_users, self.chunk_rows, size, rank)
+        self.n_chunks = self.layout.n_chunks
+        self.chunks = self.layout.chunks()
+        self.user_lo, self.user_hi = self.layout.rows()
         self.n_local_users = self.user_hi - self.user_lo
         self.first_entry = 0  # global index of this rank's first rating (file data)
         if cfg.path:

@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from ..config import DataConfig
-from ..layout import chunk_range, chunks_of_rank, n_chunks
+from ..layout import Layout, chunk_range
 from .synthetic import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -78,13 +78,11 @@ class Shard:
             self._generate = generator or (lambda chunk, m: linear_chunk(
                 cfg.seed, chunk, m, self.w_true, self.b_true, cfg.noise, cfg.features))
         self.chunk_rows = cfg.chunk_rows
-        self.n_chunks = n_chunks(self.n_rows, self.chunk_rows)
-        self.chunks = chunks_of_rank(self.n_chunks, size, rank)
-        if len(self.chunks):
-            self.row_lo = self.chunks.start * self.chunk_rows
-            self.row_hi = min(self.chunks.stop * self.chunk_rows, self.n_rows)
-        else:
-            self.row_lo = self.row_hi = self.n_rows
+        #: who owns which chunks and rows: built here, once, and passed to every consumer
+        self.layout = Layout(self.n_rows, self.chunk_rows, size, rank)
+        self.n_chunks = self.layout.n_chunks
+        self.chunks = self.layout.chunks()
+        self.row_lo, self.row_hi = self.layout.rows()
         self.n_local = self.row_hi - self.row_lo
         self.weighted = bool(cfg.w_dataset) or cfg.test_fraction > 0
         self.in_memory = cfg.in_memory

@@ -5,7 +5,6 @@ import json
 import subprocess
 import sys
 
-import h5py
 import pytest
 
 from mpirun import ROOT, run_mpi, summary
@@ -14,9 +13,12 @@ JOB = ROOT / "jobs" / "mf_synthetic.toml"
 
 
 def factors(run_dir):
-    ckpts = sorted((run_dir / "checkpoints").glob("step-*.h5"))
-    with h5py.File(ckpts[-1], "r") as f:
-        return f["model/U"][()].tobytes() + f["model/V"][()].tobytes()
+    """U (row-sharded over the writers' files) and V of the newest committed checkpoint, as bytes."""
+    from lepton_hpc import checkpoint
+
+    snap = checkpoint.latest_local(run_dir / "checkpoints")
+    U = snap.rows("model/U", 0, snap.shape("model/U")[0])
+    return U.tobytes() + snap.replicated("model/V")["model/V"].tobytes()
 
 
 @pytest.mark.parametrize("extra", [

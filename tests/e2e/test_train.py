@@ -223,14 +223,14 @@ def test_killed_at_any_instant_resumes_from_a_valid_checkpoint(tmp_path):
                             stderr=subprocess.DEVNULL, env=rank_env(), cwd=ROOT, start_new_session=True)
     try:
         deadline = clock.monotonic() + 60
-        while clock.monotonic() < deadline and len(list((run / "checkpoints").glob("step-*.h5"))) < 2:
+        while clock.monotonic() < deadline and len(list((run / "checkpoints").glob("step-*.commit"))) < 2:
             clock.sleep(0.05)
         clock.sleep(0.37)  # somewhere inside a step or a checkpoint write
     finally:
         os.killpg(proc.pid, sig.SIGKILL)
         proc.wait(timeout=30)
     from lepton_hpc import checkpoint
-    state = checkpoint.latest_valid(run / "checkpoints", warn=lambda m: None)
+    state = checkpoint.latest_local(run / "checkpoints", warn=lambda m: None)
     assert state is not None and state.step >= 1
     total = state.step + 5
     resumed = run_mpi(3, ["--out", run, *args, "--set", f"train.steps={total}", "--resume", "auto"])

@@ -1,7 +1,9 @@
 """The MF runner in-process at the suite's rank count: serial numpy references, bitwise identity
 with a one-rank run (exact mode), empty shards, resume across rank counts, signals, memory."""
 
+import os
 import tempfile
+from signal import SIGUSR1
 from pathlib import Path
 
 import h5py
@@ -12,9 +14,10 @@ from mpi4py import MPI
 from lepton_hpc.config import build
 from lepton_hpc.data.ratings import RatingsShard
 from lepton_hpc.layout import rows_of_rank
-from lepton_hpc.recommender import dist
-from lepton_hpc.recommender.dist import gather_rows, user_counts
-from lepton_hpc.recommender.trainer import MFTrainer, init_factors
+from lepton_hpc import checkpoint, reduce
+from lepton_hpc.engine.job import run_job
+from lepton_hpc.engine.run import RunContext
+from lepton_hpc.problems.mf import init_factors
 
 WORLD = MPI.COMM_WORLD
 RANK = 3
@@ -37,17 +40,18 @@ def config(*overrides, **data):
 
 
 def train(cfg, comm, out, resume=None, signal=False):
-    """Run the trainer; every rank of ``comm`` gets (exit code, summary, full U, V)."""
-    t = MFTrainer(cfg, comm, out, resume)
-    t.setup()
+    """Run the job in-process; every rank of ``comm`` gets (exit code, summary, full U, V).
+
+    ``signal``: this rank sees SIGUSR1 during setup, as a batch system would send it.
+    """
+    ctx = RunContext(cfg, comm, out, resume)  # installs the SIGUSR1/SIGTERM handlers
     if signal:
-        t.stop_signal = 1
-    code = t.run()
-    s = comm.bcast(t.summary(code), root=0)  # every rank asserts on it
-    U = gather_rows(comm, t.U, user_counts(t.shard.n_users, t.shard.chunk_rows, comm.size))
-    U = comm.bcast(U, root=0)
-    V = t.V.copy()
-    t.close()
+        os.kill(os.getpid(), SIGUSR1)  # a real signal during setup: honoured at the first step
+    code, s = run_job(cfg, comm, out, resume, ctx=ctx)
+    s = comm.bcast(s, root=0)  # every rank asserts on it
+    snap = checkpoint.latest_local(Path(out) / "checkpoints")
+    U = snap.rows("model/U", 0, s["data"]["users"])
+    V = snap.replicated("model/V")["model/V"]
     return code, s, U, V
 
 
@@ -166,12 +170,12 @@ def test_resume_on_another_rank_count_is_bitwise_exact(solver):
         ok_b = Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes()
     assert all_ranks(code == 0 and Ua.tobytes() == U.tobytes() and Va.tobytes() == V.tobytes() and ok_b)
     assert s["steps"] == 5
-    with h5py.File(out / "a" / "checkpoints" / "step-00000005.h5", "r") as f:
-        assert f["model/U"].shape == (50, RANK) and f["model/V"].shape == (23, RANK)
-        assert f.attrs["world_size"] == WORLD.size and "checksum" in f.attrs
-        if solver == "gd":  # U's optimizer state is stored by user rows, V's whole
-            assert f["optimizer_u/moment1"].shape == (50, RANK)
-            assert f["optimizer/moment1"].shape == (23 * RANK,)
+    snap = checkpoint.latest_local(out / "a" / "checkpoints")
+    assert snap.step == 5 and snap.shape("model/U") == (50, RANK) and snap.shape("model/V") == (23, RANK)
+    assert snap.attrs["world_size"] == WORLD.size and "model/U" in snap.marker["sharded"]
+    if solver == "gd":  # U's optimizer state is stored by user rows (sharded), V's whole (replicated)
+        assert snap.shape("optimizer_u/moment1") == (50, RANK)
+        assert snap.shape("optimizer/moment1") == (23 * RANK,)
 
 
 @pytest.mark.mpi(min_size=1)
@@ -183,8 +187,8 @@ def test_a_signal_on_one_rank_checkpoints_and_exits_75(solver):
     assert all_ranks(code == 75)
     assert s["stop_reason"] == "signal" and s["exit_code"] == 75
     step = s["steps"]
-    assert step == (1 if solver == "als" else 0)
-    assert (out / "r" / "checkpoints" / f"step-{step:08d}.h5").exists()
+    assert step == 0  # the stop is agreed before the first step changes anything
+    assert (out / "r" / "checkpoints" / f"step-{step:08d}.commit").exists()
 
 
 @pytest.mark.mpi(min_size=1)
@@ -192,7 +196,7 @@ def test_fast_reduction_is_close_and_item_blocks_keep_the_bits(monkeypatch):
     out = shared_dir()
     _, _, U, V = train(config(), WORLD, out / "exact")
     _, _, Uf, Vf = train(config("comm.reduction=fast"), WORLD, out / "fast")
-    monkeypatch.setattr(dist, "REDUCE_BUDGET_BYTES", 2000)  # a few items per block
+    monkeypatch.setattr(reduce, "REDUCE_BUDGET_BYTES", 2000)  # a few items per block
     code, s, Ub, Vb = train(config(), WORLD, out / "blocks")
     _, s_als, Ua, Va = train(config("train.solver=als"), WORLD, out / "blocks-als")
     monkeypatch.undo()
@@ -219,19 +223,15 @@ def test_memory_per_rank_u_is_sharded():
 
 @pytest.mark.mpi(min_size=1)
 def test_divergence_stops_on_every_rank_and_keeps_the_last_good_checkpoint():
-    from lepton_hpc import checkpoint
     from lepton_hpc.comm import JobError
 
     out = shared_dir()
     cfg = config("optimizer.name=constant", "optimizer.learning_rate=1e6", "train.steps=40", "checkpoint.every=1")
-    t = MFTrainer(cfg, WORLD, out / "r", None)
-    t.setup()
     with pytest.raises(JobError, match=r"the loss became (nan|inf) at step \d+ .* last good checkpoint is intact"):
-        t.run()
-    t.close()
+        run_job(cfg, WORLD, out / "r")
     WORLD.Barrier()
-    state = checkpoint.latest_valid(out / "r" / "checkpoints")
-    assert np.all(np.isfinite(state.arrays["model/U"])) and np.all(np.isfinite(state.arrays["model/V"]))
+    snap = checkpoint.latest_local(out / "r" / "checkpoints")
+    assert np.all(np.isfinite(snap.rows("model/U", 0, 50))) and np.all(np.isfinite(snap.replicated()["model/V"]))
 
 
 @pytest.mark.mpi(min_size=1)
@@ -251,7 +251,7 @@ def test_stop_rules(extra, reason):
 def test_bad_rank_fails_on_every_rank_together():
     from lepton_hpc.comm import JobError
 
-    t = MFTrainer(config("model.rank=24"), WORLD, shared_dir() / "r", None)
+    out = shared_dir() / "r"
     with pytest.raises(JobError, match=r"model\.rank=24 exceeds min\(users, items\) = min\(50, 23\) = 23"):
-        t.setup()
-    t.close()
+        run_job(config("model.rank=24"), WORLD, out)
+    assert not out.exists()  # a failed start leaves nothing behind

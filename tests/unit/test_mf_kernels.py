@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from lepton_hpc.layout import rows_of_rank
-from lepton_hpc.recommender import kernels as K
-from lepton_hpc.recommender.memory import main as memory_main
-from lepton_hpc.recommender.memory import per_rank_bytes
+from lepton_hpc.models import mf as K
+from lepton_hpc.problems.mf_memory import main as memory_main
+from lepton_hpc.problems.mf_memory import per_rank_bytes
 
 M, N_ITEMS, RANK = 30, 17, 4
 

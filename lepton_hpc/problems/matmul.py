@@ -50,21 +50,16 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import numpy as np
 
-from . import comm as C
-from .config import JobConfig
-from .linalg import FactoredMatrix, orthogonality_error
-from .linalg.collectives import allreduce_sum
-from .linalg.kernels import orthonormalize
-from .metrics import peak_rss_bytes, provenance, spread
-from .layout import block_range
-from .runbase import RunBase
-from .errors import UserError
-
-EXIT_OK = 0
+from .. import comm as C
+from ..engine.problem import Problem
+from ..errors import UserError
+from ..layout import block_range
+from ..linalg import FactoredMatrix, orthogonality_error
+from ..linalg.kernels import orthonormalize
+from ..metrics import spread
 
 GEN_CHUNK_ROWS = 64  # rows of A drawn from one (seed, block) stream
 GATHER_LIMIT = 16_000_000  # entries of C (and of A) up to which rank 0 checks against numpy's A @ B
@@ -150,21 +145,17 @@ def gather_limit() -> int:
         return GATHER_LIMIT
 
 
-class MatmulJob(RunBase):
-    """One ``matmul`` job (the runner for ``model.kind = "matmul"``).
+class MatmulProblem(Problem):
+    """The ``matmul`` job (``model.kind = "matmul"``): a direct problem without steps or checkpoints."""
 
-    Parameters
-    ----------
-    cfg : JobConfig
-    comm : mpi4py communicator (the application's private duplicate)
-    out_dir : Path
-        The run directory (same path on every rank).
-    resume : ignored (the job takes no checkpoints; a note says so)
-    """
+    direct = True
+    checkpoints = False
+    work_unit = None
 
-    def __init__(self, cfg: JobConfig, comm, out_dir: Path, resume: str | None):
-        super().__init__(cfg, comm, out_dir, resume)
-        self.size = comm.size
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        cfg = ctx.cfg
+        self.size, self.rank, self.out = self.comm.size, self.comm.rank, ctx.out
         mm = cfg.matmul
         self.m, self.n, self.p = mm.m, mm.n, mm.p
         self.k = cfg.model.rank if cfg.model.rank > 0 else min(self.m, self.n)
@@ -184,10 +175,7 @@ class MatmulJob(RunBase):
         """Check the job, generate this rank's rows of A and B, factor A. Collective."""
         cfg, comm, mm = self.cfg, self.comm, self.cfg.matmul
         C.agree(comm, self._check)
-        C.agree(comm, self.check_world)
-        C.on_root(comm, self.prepare_out_dir, checkpoints=False)
-        if self.resume is not None:
-            self.log("note: --resume is ignored: the matmul job takes no checkpoints and runs from the start")
+        self.fingerprint = f"matmul-{self.m}x{self.n}x{self.p}-seed{mm.seed}"
         self.row_range = block_range(self.m, self.size, self.rank)
         self.inner_range = block_range(self.n, self.size, self.rank)  # rows of V, B for the split V^T B
         self.noise = cfg.data.noise
@@ -196,7 +184,7 @@ class MatmulJob(RunBase):
             self.A_local = rows_of_a(*self.row_range, self.m, self.n, self.k, self.noise, mm.seed,
                                      right=self.right)
             self.B = make_b(self.n, self.p, mm.seed)
-        self.log(f"matmul: A {self.m} x {self.n} (signal rank {self.k}, noise {self.noise:g}), "
+        self.ctx.log(f"matmul: A {self.m} x {self.n} (signal rank {self.k}, noise {self.noise:g}), "
                  f"B {self.n} x {self.p}, {self.size} rank(s); factoring A at rank {self.k} ({mm.method})")
         C.barrier(comm)
         with self.timer.phase("factor"):
@@ -219,7 +207,7 @@ class MatmulJob(RunBase):
         """This rank's rows of ``U (S (V^T B))``; ``V^T B`` split over the ranks (one Allreduce)."""
         lo, hi = self.inner_range
         np.matmul(self.fm.V[lo:hi].T, self.B[lo:hi], out=self.inner_part)
-        self.comm.Allreduce(self.inner_part, self.inner)
+        C.allreduce_sum_into(self.comm, self.inner_part, self.inner)
         self.inner *= self.fm.S[:, np.newaxis]
         return np.matmul(self.fm.U_local, self.inner, out=self.out_c["factored"])
 
@@ -229,8 +217,8 @@ class MatmulJob(RunBase):
         self.inner *= self.fm.S[:, np.newaxis]
         return np.matmul(self.fm.U_local, self.inner, out=self.out_c["factored_replicated"])
 
-    def run(self) -> int:
-        """Time the three products (interleaved, repeated), check the error, save the factors."""
+    def solve(self) -> None:
+        """Time the three products (interleaved, repeated), check the error, save the factors. Collective."""
         comm, repeats = self.comm, self.cfg.matmul.repeats
         self._allocate()
         fns = {path: getattr(self, path) for path in PATHS}
@@ -256,13 +244,12 @@ class MatmulJob(RunBase):
                 self.fm.save(self.out / "factors.h5", comm)
             except (ValueError, OSError) as exc:  # raised alike on every rank by FactoredMatrix.save
                 raise C.JobError(f"could not write the factors: {exc}", 0) from None
-        return EXIT_OK
 
     def _verify(self, results: dict) -> dict:
         """Relative errors of the factored products against numpy's dense product. Collective."""
         comm, fm = self.comm, self.fm
         c_dense, c_fact, c_rep = results["dense"], results["factored"], results["factored_replicated"]
-        sums = allreduce_sum(comm, np.array([np.sum((c_fact - c_dense) ** 2), np.sum(c_dense ** 2),
+        sums = C.allreduce_sum(comm, np.array([np.sum((c_fact - c_dense) ** 2), np.sum(c_dense ** 2),
                                              np.sum((c_rep - c_dense) ** 2), np.sum(self.B ** 2),
                                              np.sum(self.A_local ** 2)]))
         c_norm = np.sqrt(sums[1])
@@ -283,7 +270,7 @@ class MatmulJob(RunBase):
                                   f"gather limit of {limit} entries)")
         out["rel_error_numpy"] = out["dense_vs_numpy_rel_error"] = None
         if gather:
-            pieces = comm.gather((c_fact, c_dense), root=0)
+            pieces = C.gather(comm, (c_fact, c_dense))
             if self.rank == 0:
                 mm = self.cfg.matmul
                 a_full = rows_of_a(0, self.m, self.m, self.n, self.k, self.noise, mm.seed, right=self.right)
@@ -297,18 +284,12 @@ class MatmulJob(RunBase):
         return out
 
     # -- summary ---------------------------------------------------------------------
-    def summary(self, exit_code: int) -> dict | None:
-        """Gather per-rank figures; rank 0 returns the summary dict. Collective."""
-        mine = {"phases": self.timer.snapshot(), "times": self.times, "cpu_times": self.cpu_times,
-                "rows": self.A_local.shape[0],
-                "peak_rss_bytes": peak_rss_bytes()}
-        every = self.comm.gather(mine, root=0)
-        if self.timer.events is not None:
-            self.timer.write_trace(self.out)
-        if self.rank != 0:
-            return None
+    def rank_figures(self) -> dict:
+        return {"times": self.times, "cpu_times": self.cpu_times, "rows": self.A_local.shape[0]}
+
+    def summary(self, final: dict, every: list[dict]) -> dict:
+        """Rank 0: the products' timings, errors and spectra from every rank's figures."""
         cfg, mm, fm, chk = self.cfg, self.cfg.matmul, self.fm, self.check
-        wall = time.perf_counter() - self.t_start
         # A product lasts as long as its slowest rank: per repetition, the max over ranks.
         per_rep = {path: np.max([e["times"][path] for e in every], axis=0) for path in PATHS}
         med = {path: float(np.median(per_rep[path])) for path in PATHS}
@@ -331,12 +312,9 @@ class MatmulJob(RunBase):
                        "noise_spectral": self.noise},
         }
         phases = {ph: spread([e["phases"].get(ph, 0.0) for e in every]) for ph in JOB_PHASES}
-        rss = [e["peak_rss_bytes"] for e in every]
         rows = [e["rows"] for e in every]
         summary = {
-            "job": cfg.name,
             "kind": "matmul",
-            "exit_code": exit_code,
             "stop_reason": "done",
             # train.py's closing line: the relative error of C through the factors
             "rel_error_to_exact": chk["rel_error"],
@@ -375,16 +353,9 @@ class MatmulJob(RunBase):
             "speedup_over_flop_ratio": speedup / flop_ratio,
             "repeats": mm.repeats,
             "factors_file": str(self.out / "factors.h5"),
-            "wall_s": wall,
-            "phases_s": phases,
-            "peak_rss_bytes": {"per_rank": rss, **spread(rss)},
-            "provenance": provenance(C.library_version(), self.size),
         }
-        self.log(f"matmul: relative error {chk['rel_error']:.3e} ({chk['error_reference'].split(' (')[0]}); "
+        self.ctx.log(f"matmul: relative error {chk['rel_error']:.3e} ({chk['error_reference'].split(' (')[0]}); "
                  f"factored product {med['factored'] * 1e3:.2f} ms vs dense {med['dense'] * 1e3:.2f} ms: "
                  f"speedup {speedup:.2f}x for a flop ratio of {flop_ratio:.2f}; factorization "
                  f"{phases['factor']['max']:.2f} s; factors in {self.out / 'factors.h5'}")
         return summary
-
-    def close(self) -> None:
-        pass

@@ -1,11 +1,11 @@
 """Bytes per rank of a matrix-factorization run: the model the trainer's figures follow.
 
-``python -m lepton_hpc.recommender.memory --users 1000000 --items 100000 --rank 32 --ranks 64
+``python -m lepton_hpc.problems.mf_memory --users 1000000 --items 100000 --rank 32 --ranks 64
 --density 0.001`` prints the projection for the busiest rank. U is sharded by
 user chunks (never replicated): a rank holds ``ceil(chunks / size) x chunk_rows``
 users at most, about total/size. V, its gradient and its optimizer state are
-replicated. The checkpoint write gathers U on rank 0 (``users x k x 8`` bytes
-per gathered array: U and each of U's optimizer accumulators).
+replicated. A checkpoint gathers nothing: each rank writes its own U rows (and
+U's optimizer accumulators), rank 0 the replicated V.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..layout import chunks_of_rank, dyadic_cover, n_chunks, rows_of_rank
-from .dist import REDUCE_BUDGET_BYTES
-from .kernels import packed_width
+from ..layout import Layout
+from ..metrics import spread
+from ..models.mf import packed_width
+from ..reduce import REDUCE_BUDGET_BYTES, item_block_rows
 
 F64, I32, I64 = 8, 4, 8
 ACCUMULATORS = {"adaptive": 0, "inverse_time": 0, "constant": 0, "momentum": 1, "adagrad": 1, "adam": 2}
@@ -24,9 +25,9 @@ ACCUMULATORS = {"adaptive": 0, "inverse_time": 0, "constant": 0, "momentum": 1, 
 def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chunk_rows: int = 4096,
                    solver: str = "gd", optimizer: str = "adam", reduction: str = "exact") -> dict:
     """Projected bytes of the busiest rank by component (ratings spread evenly over users)."""
-    nc = n_chunks(users, chunk_rows)
-    users_r = max(hi - lo for lo, hi in (rows_of_rank(users, chunk_rows, size, q) for q in range(size)))
-    chunks_r = max(len(chunks_of_rank(nc, size, q)) for q in range(size))
+    layout = Layout(users, chunk_rows, size, 0)
+    users_r = max(layout.row_counts())
+    chunks_r = layout.max_local_chunks
     nnz_r = nnz * users_r / users
     u_block = users_r * rank * F64
     v = items * rank * F64
@@ -35,11 +36,7 @@ def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chu
     per_chunk_items = min(items, nnz_r / max(chunks_r, 1))
     ratings = nnz_r * (I32 + I32 + F64) + nnz_r * (I64 + I32) + 2 * I64 * (users_r + chunks_r * per_chunk_items)
     width = rank if solver == "gd" else packed_width(rank)
-    if reduction == "exact":
-        covers = [len(dyadic_cover(r.start, r.stop)) for r in (chunks_of_rank(nc, size, q) for q in range(size))]
-        rows = chunks_r + sum(covers) + max(covers) + 2
-    else:
-        rows = chunks_r + 2
+    rows = item_block_rows(layout, reduction)
     reduce = min(items, max(1, REDUCE_BUDGET_BYTES // (rows * width * F64))) * width * F64 * rows
     if solver == "gd":
         acc = ACCUMULATORS.get(optimizer, 2)
@@ -52,12 +49,24 @@ def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chu
     return {"users_per_rank": users_r, "U_block_bytes": u_block, "U_total_bytes": users * rank * F64,
             "V_bytes": v, "ratings_bytes": ratings, "optimizer_state_bytes": opt, "work_buffer_bytes": work,
             "reduce_buffer_bytes": reduce, "total_bytes": total,
-            "checkpoint_root_bytes": users * rank * F64 * (1 + (ACCUMULATORS.get(optimizer, 2)
-                                                               if solver == "gd" else 0))}
+            # rank 0 writes the replicated parts (V and its optimizer state); U rows go from their owners
+            "checkpoint_root_bytes": v * (1 + (ACCUMULATORS.get(optimizer, 2) if solver == "gd" else 0))}
+
+
+KEYS = ("peak_rss_bytes", "users", "U_block_bytes", "V_bytes", "ratings_bytes", "optimizer_state_bytes",
+        "work_buffer_bytes", "reduce_buffer_bytes")
+
+
+def measured(every: list[dict], u_total_bytes: int) -> dict:
+    """The summary's ``memory`` section from every rank's figures (rank order)."""
+    memory = {key: {"per_rank": [e[key] for e in every], **spread([e[key] for e in every])} for key in KEYS}
+    memory["U_total_bytes"] = u_total_bytes
+    memory["U_replicated"] = False
+    return memory
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.recommender.memory", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.problems.mf_memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=float, required=True)
     p.add_argument("--items", type=float, required=True)

@@ -1,0 +1,186 @@
+"""The one step loop every model family runs on (see :class:`~lepton_hpc.engine.problem.Problem`).
+
+Per step, on every rank: the eta floor → post the stop flag → ``problem.gradient``
+(collective) → wait for the flag → the finite check → the convergence test →
+``problem.apply_update``. The loop owns the stop flag, the eta floor, the finite
+check, tol/patience, the metrics window and progress line, checkpoint cadence and
+the exit codes. Collective over ``ctx.comm`` from start to end.
+
+Convergence (``train.tol``, ``train.patience``), judged on the loss and on
+``problem.stationarity(|grad|)``:
+
+* ``tol``: ``|grad| <= tol * |grad_0|``; or, without patience, a relative loss change
+  ``0 <= (prev - loss) <= tol * |loss|`` together with ``|grad|^2 <= tol * |loss|``
+  (a vanished step size also stalls the loss; that is not convergence). Problems
+  without a gradient norm (ALS) use the loss change alone.
+* ``plateau``: ``patience`` steps in a row without a relative improvement > tol.
+* mini-batches: the mean loss of each epoch is judged at the epoch's end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .. import comm as C
+from ..metrics import MetricsWriter, progress_line
+
+EXIT_OK, EXIT_ERROR, EXIT_REQUEUE = 0, 1, 75  # 75: checkpointed on a signal, needs more time
+
+
+@dataclass
+class LoopState:
+    """What the loop itself must checkpoint to resume bitwise exactly."""
+
+    step: int = 0
+    g0_norm: float = 0.0
+    prev_loss: float = math.inf
+    best_loss: float = math.inf
+    stale: int = 0
+    epoch_loss_sum: float = 0.0
+    epoch_loss_count: int = 0
+
+
+class Loop:
+    def __init__(self, ctx, problem):
+        self.ctx, self.problem, self.tc = ctx, problem, ctx.cfg.train
+        self.s = LoopState()
+        self.stop_reason = "steps"
+        self.flag = C.StopFlag(ctx.comm)
+
+    # -- convergence --------------------------------------------------------------------
+    def _converged(self, loss: float, grad_norm: float | None) -> str | None:
+        tc, s = self.tc, self.s
+        if grad_norm is not None:
+            grad_norm = self.problem.stationarity(grad_norm)
+        per_epoch = self.problem.steps_per_epoch
+        if per_epoch:
+            s.epoch_loss_sum += loss
+            s.epoch_loss_count += 1
+            if (s.step + 1) % per_epoch:
+                return None
+            loss = s.epoch_loss_sum / s.epoch_loss_count
+            s.epoch_loss_sum, s.epoch_loss_count = 0.0, 0
+        elif tc.tol > 0 and grad_norm is not None and grad_norm <= tc.tol * s.g0_norm:
+            return "tol"
+        scale = tc.tol * max(abs(loss), 1e-300)
+        if s.best_loss - loss > scale:
+            s.best_loss, s.stale = loss, 0
+        else:
+            s.stale += 1
+        if tc.patience and s.stale >= tc.patience:
+            return "plateau"
+        small_grad = per_epoch or grad_norm is None or grad_norm ** 2 <= scale
+        if not tc.patience and tc.tol > 0 and small_grad and 0 <= s.prev_loss - loss <= scale:
+            return "tol"
+        s.prev_loss = loss
+        return None
+
+    # -- one step ------------------------------------------------------------------------
+    def _step(self) -> tuple[str | None, dict | None]:
+        """One step; returns (stop reason or None, the step's figures)."""
+        p, ctx, step = self.problem, self.ctx, self.s.step
+        eta = p.next_eta()
+        if eta is not None and eta < self.tc.eta_floor:
+            ctx.log(f"stopping at step {step}: the step size {eta:.3e} fell below train.eta_floor="
+                    f"{self.tc.eta_floor:g}; the schedule has no step left (raise optimizer.learning_rate "
+                    f"or lower optimizer.alpha)")
+            return "eta_floor", None
+        self.flag.start(float(ctx.stop_signal))
+        loss, grad_norm = p.gradient(step)
+        with ctx.timer.phase("reduce", step):
+            stop = self.flag.wait()
+        if stop > 0:
+            return "signal", None
+        if not (math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm))):
+            where = "" if eta is None else f" (eta={eta:.3e})"
+            raise C.JobError(f"the loss became {loss} at step {step + 1}{where}; the run stopped and the last "
+                             f"good checkpoint is intact; {p.diverged_hint()}", 0)
+        if step == 0 and self.s.g0_norm == 0.0 and grad_norm is not None:
+            self.s.g0_norm = grad_norm
+        reason = self._converged(loss, grad_norm)
+        if reason and not p.steps_per_epoch:
+            ctx.log(f"converged at step {step} ({reason}): loss {loss:.6e}"
+                    + (f", |grad| {grad_norm:.3e}" if grad_norm is not None else ""))
+            return reason, None
+        with ctx.timer.phase("update", step):
+            p.apply_update(step, eta)
+        self.s.step += 1
+        if reason:  # mini-batch: the epoch that converged has been applied
+            ctx.log(f"converged at step {self.s.step} ({reason}) after epoch {step // p.steps_per_epoch}")
+        return reason, {"loss": loss, "eta": eta, "grad_norm": grad_norm}
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> int:
+        """Steps to the end, a stop condition or a signal. Collective. Returns the exit code."""
+        ctx, p = self.ctx, self.problem
+        if p.direct:
+            p.solve()
+            self.stop_reason = "direct"
+            self._save()
+            return EXIT_OK
+        metrics = MetricsWriter(ctx.out / "metrics.jsonl" if ctx.rank == 0 else None, append=self.s.step > 0)
+        last_ckpt = self.s.step if ctx.resumed else -1
+        window = (time.perf_counter(), 0, ctx.timer.snapshot())
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported once, as a sentence
+                while self.s.step < self.tc.steps:
+                    reason, fig = self._step()
+                    if fig is not None:
+                        window = self._record(metrics, window, fig)
+                        every = ctx.cfg.checkpoint.every
+                        if every and self.s.step % every == 0:
+                            self._save()
+                            last_ckpt = self.s.step
+                    if reason:
+                        self.stop_reason = reason
+                        break
+        finally:
+            metrics.close()
+        if last_ckpt != self.s.step:
+            self._save()
+        if self.stop_reason == "signal":
+            ctx.log(f"signal received: checkpointed step {self.s.step}; exiting with {EXIT_REQUEUE} "
+                    f"(resume with --resume auto)")
+            return EXIT_REQUEUE
+        return EXIT_OK
+
+    def _record(self, metrics, window, fig: dict):
+        t0, steps, phase0 = window
+        steps += 1
+        s, tc = self.s.step, self.tc
+        if s % tc.log_every and s != tc.steps:
+            return t0, steps, phase0
+        now, snap = time.perf_counter(), self.ctx.timer.snapshot()
+        per = {k: (snap[k] - phase0[k]) / steps for k in ("compute", "reduce", "update")}
+        step_s = (now - t0) / steps
+        rec = {"step": s, **fig, **self.problem.log_metrics(s), "t_compute_s": per["compute"],
+               "t_comm_s": per["reduce"], "t_update_s": per["update"], "t_step_s": step_s,
+               "comm_share": per["reduce"] / step_s if step_s > 0 else 0.0}
+        unit = self.problem.work_unit
+        if unit:
+            rec[f"{unit}_per_s"] = self.problem.work_per_step() / step_s if step_s > 0 else 0.0
+        metrics.write(rec)
+        self.ctx.log(progress_line(rec, unit))
+        return time.perf_counter(), 0, self.ctx.timer.snapshot()
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def _save(self) -> None:
+        if not self.problem.checkpoints:  # the matmul job
+            return
+        with self.ctx.timer.phase("checkpoint", self.s.step):
+            parts, attrs = self.problem.state()
+            self.ctx.save_checkpoint(self.s.step, parts, {**attrs, "loop": self.loop_json()})
+
+    def loop_json(self) -> str:
+        import json
+
+        return json.dumps(asdict(self.s))
+
+    def restore(self, text: str) -> None:
+        import json
+
+        self.s = LoopState(**json.loads(text))

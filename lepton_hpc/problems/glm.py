@@ -1,0 +1,261 @@
+"""Linear, logistic and softmax models on the engine loop (``model.kind`` linear/logistic/softmax).
+
+Every step: local chunk partials → one reduction → the same update on every
+rank (:mod:`.glm_solvers` picks how the gradient is formed). The weights are
+replicated; a checkpoint holds ``/model/w`` (d or d x K) and ``/model/b`` in the
+original feature units, plus the exact coordinates the optimizer steps in when
+those differ (standardised θ, whitened φ), so a resume continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import comm as C
+from ..checkpoint import Part, optimizer_parts, optimizer_state
+from ..data.shard import Shard
+from ..engine.problem import Problem
+from ..errors import UserError
+from ..evaluation import evaluate
+from ..optimizers import make_optimizer, optimizer_kwargs
+from ..sampling import BlockBatches, MiniBatches
+from .glm_reference import reference_pass
+from .glm_solvers import make_strategy
+
+SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
+
+
+class GLMProblem(Problem):
+    """One generalised linear model (see the module doc)."""
+
+    # -- setup -----------------------------------------------------------------------
+    def setup(self) -> None:
+        """Open the data, make the reference pass, build the solver and optimizer. Collective."""
+        cfg, comm = self.cfg, self.comm
+        C.agree(comm, self._check_job)
+        with self.timer.phase("read"):
+            self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator())
+        self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
+        self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
+        self.std, self.penalty = ref.std, ref.penalty
+        self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
+        self.direct = cfg.train.solver == "svd"
+        self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg.optimizer))
+        C.agree(comm, self._check_prox)
+        self.batches = self._batches()
+        self.steps_per_epoch = self.batches.steps_per_epoch if self.batches else None
+        self.solver = make_strategy(self)
+        # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
+        self.theta = np.zeros(self.solver.n_coords)
+        self.grad = np.zeros(self.solver.n_coords)
+
+    def _batches(self):
+        tc, sh = self.cfg.train, self.shard
+        if tc.batch_size and tc.batch_block_rows:
+            return C.agree(self.comm, BlockBatches, sh, tc.batch_size, self.cfg.data.seed, tc.batch_block_rows)
+        if tc.batch_size:
+            return MiniBatches(sh, tc.batch_size, self.cfg.data.seed)
+        return None
+
+    def _generator(self):
+        """Synthetic data for the model kind (data.path empty); None means linear."""
+        kind, d = self.cfg.model.kind, self.cfg.data
+        if d.path or kind == "linear":
+            return None
+        from ..data.generators import chunk_generator
+
+        return chunk_generator(kind, d, self.cfg.model.classes)
+
+    def _check_job(self) -> None:
+        cfg = self.cfg
+        kind, solver = cfg.model.kind, cfg.train.solver
+        if solver in ("gram", "svd", "svd_gd") and kind != "linear":
+            raise UserError(f"train.solver={solver} solves least squares; use solver gd for model.kind={kind}")
+        if solver == "als":
+            raise UserError("train.solver=als is for model.kind=mf")
+        if cfg.train.batch_size and solver != "gd":
+            raise UserError(f"train.batch_size needs train.solver=gd, not {solver}")
+        if cfg.model.standardize and not cfg.model.fit_intercept:
+            raise UserError("model.standardize centres the features and needs model.fit_intercept=true")
+        if solver in ("svd", "svd_gd") and (cfg.model.standardize or cfg.model.penalty != "none"):
+            raise UserError(f"train.solver={solver} factors X itself: set model.standardize=false and "
+                            f"model.penalty=none (or use solver gd/gram)")
+        if cfg.train.batch_size and not cfg.data.in_memory:
+            raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
+
+    def _check_prox(self) -> None:
+        """The L1 part is a proximal step after the update: exact for plain gradient steps only."""
+        if self.penalty.has_l1 and self.opt.accumulator_names:
+            raise UserError(f"model.penalty={self.cfg.model.penalty} takes its L1 part as a proximal step, "
+                            f"which converges to the L1 optimum only after plain gradient steps; "
+                            f"optimizer.name={self.cfg.optimizer.name} keeps per-coordinate state "
+                            f"({', '.join(self.opt.accumulator_names)}) that shifts the fixed point; use "
+                            f"optimizer.name constant, inverse_time or adaptive")
+
+    def _factor(self):
+        """Z = U S Vᵀ by TSQR over the ranks; the SVD solution becomes the exact reference."""
+        from ..linalg.lstsq import design_block, factor
+
+        with self.timer.phase("compute"):
+            Z, y = design_block(self.shard, self.cfg.model.fit_intercept)
+            fac = factor(Z, y, self.comm, self.cfg.train.rcond)
+        del Z, y
+        self.normal_eq_theta = self.ref.theta_exact
+        self.ref.theta_exact = fac.solution()
+        if self.cfg.train.solver == "svd_gd":
+            self.ref.curvature = (1.0, 1.0)  # the whitened problem's Hessian is the identity
+        return fac
+
+    def ready(self, step: int) -> None:
+        """Warn when a decaying schedule cannot reach train.tol in the steps left."""
+        name, tol, curv = self.opt.name, self.cfg.train.tol, self.ref.curvature
+        remaining = self.cfg.train.steps - step
+        if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.comm.rank != 0
+                or curv is None or self.direct):
+            return
+        etas = self.opt.schedule(remaining)
+        # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
+        lam_min, lam_max = curv
+        shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max))
+        # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
+        if shrink ** 2 > tol:
+            self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "
+                         f"steps, which shrinks the slowest error mode (curvature {lam_min:.3g}) only to "
+                         f"{shrink:.2e} of its start (the loss gap to {shrink ** 2:.2e}), short of "
+                         f"train.tol={tol:g}; raise optimizer.learning_rate (stable up to {2 / lam_max:.3g}), "
+                         f"lower optimizer.alpha or add train.steps")
+
+    def solve(self) -> None:
+        self.theta[:] = self.ref.theta_exact
+
+    # -- one step ----------------------------------------------------------------------
+    def next_eta(self) -> float:
+        return self.opt.next_eta()
+
+    def gradient(self, step: int) -> tuple[float, float]:
+        loss = self.solver.gradient(self.theta, self.grad, step)
+        loss += self.penalty.add_smooth(self.theta, self.grad)
+        return loss, float(np.linalg.norm(self.grad))
+
+    def apply_update(self, step: int, eta: float) -> None:
+        self.opt.update(self.theta, self.grad, out=self.theta)
+        self.penalty.prox(self.theta, self.opt.eta)
+
+    def stationarity(self, grad_norm: float) -> float:
+        # the smooth gradient stays nonzero at an L1 optimum: judge the smallest subgradient
+        return self.penalty.stationarity(self.theta, self.grad) if self.penalty.has_l1 else grad_norm
+
+    def work_per_step(self) -> int:
+        return self.cfg.train.batch_size or self.shard.n_rows
+
+    # -- parameters --------------------------------------------------------------------
+    def model_theta(self) -> np.ndarray:
+        """θ on the (possibly standardised) features, whatever coordinates the solver steps in."""
+        return self.fac.theta(self.theta) if self.cfg.train.solver == "svd_gd" else self.theta
+
+    def param_arrays(self) -> dict:
+        """θ in the original feature units, as /model/w (d or d×K) and /model/b."""
+        theta = self.std.to_original(self.model_theta())
+        d, k = self.shard.n_cols, self.n_classes
+        arrays = {"model/w": theta[:d * k].reshape(d, k) if k > 1 else theta[:d].copy()}
+        if self.cfg.model.fit_intercept:
+            arrays["model/b"] = theta[d * k:].copy() if k > 1 else np.float64(theta[d])
+        if self.cfg.train.solver == "svd_gd":
+            arrays["model/phi"] = self.theta.copy()  # exact resume in whitened coordinates
+        elif self.std.active:
+            arrays["model/theta_std"] = self.theta.copy()  # exact resume: w·σ/σ is not w to the bit
+        return arrays
+
+    def state(self):
+        parts = {k: Part(np.asarray(v)) for k, v in self.param_arrays().items()}
+        opt_parts, opt_attrs = optimizer_parts("optimizer", self.opt)
+        return {**parts, **opt_parts}, {**opt_attrs, "model_kind": self.cfg.model.kind,
+                                        "standardized": self.std.active}
+
+    def load_state(self, snap) -> None:
+        C.agree(self.comm, self._load, snap)
+
+    def _load(self, snap) -> None:
+        arrays = snap.replicated("model/")
+        want = {k: np.shape(v) for k, v in self.param_arrays().items()}
+        got = {k: np.shape(v) for k, v in arrays.items()}
+        if got != want:
+            raise UserError(f"checkpoint in {snap.directory} holds parameters {got}, this job needs {want}; "
+                            f"check model.fit_intercept or start a fresh --out")
+        if "model/phi" in arrays:
+            self.theta[:] = arrays["model/phi"]
+        elif "model/theta_std" in arrays:  # θ on standardised features: no round trip through /model/w
+            self.theta[:] = arrays["model/theta_std"]
+        else:
+            theta = np.empty(self.kernel.n_params)
+            nw = self.shard.n_cols * self.n_classes
+            theta[:nw] = np.asarray(arrays["model/w"]).ravel()
+            if self.cfg.model.fit_intercept:
+                theta[nw:] = np.asarray(arrays["model/b"]).ravel()
+            self.theta[:] = self.std.from_original(theta)
+        self.opt.load_state_dict(optimizer_state(snap, "optimizer", self.opt))
+
+    # -- the end -----------------------------------------------------------------------
+    def final(self) -> dict:
+        """Final loss and gradient norm (full batch) and the train/test metrics. Collective."""
+        strategy = self.solver if self.batches is None else make_full(self)
+        loss = strategy.gradient(self.theta, self.grad, 0) + self.penalty.add_smooth(self.theta, self.grad)
+        theta = self.model_theta()
+        metrics = {"train": evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "train")}
+        if self.cfg.data.test_fraction > 0:
+            metrics["test"] = evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "test")
+        return {"final_loss": loss, "final_grad_norm": float(np.linalg.norm(self.grad)), "metrics": metrics}
+
+    def rank_figures(self) -> dict:
+        return {"shard_rows": self.shard.n_local, "shard_bytes": self.shard.nbytes}
+
+    def summary(self, final: dict, every: list[dict]) -> dict:
+        from ..metrics import spread
+
+        out = _summary(self, final)
+        out["shard_bytes"] = spread([e["shard_bytes"] for e in every])
+        out["shard_rows"] = spread([e["shard_rows"] for e in every])
+        return out
+
+    def close(self) -> None:
+        shard = getattr(self, "shard", None)
+        if shard is not None:
+            shard.close()
+
+
+def _summary(pb: GLMProblem, final: dict) -> dict:
+    """The GLM's figures in summary.json (rank 0)."""
+    cfg, sh, fac, ref = pb.cfg, pb.shard, pb.fac, pb.ref
+    theta = pb.std.to_original(pb.model_theta())
+    d, k = sh.n_cols, pb.n_classes
+    exact = ref.theta_exact
+    rel_err = None if exact is None else float(np.linalg.norm(theta - exact) / max(np.linalg.norm(exact), 1e-300))
+    arrays = pb.param_arrays()
+    normal_eq = getattr(pb, "normal_eq_theta", None)
+    return {
+        **final,
+        "rel_error_to_exact": rel_err,
+        "w": np.asarray(arrays["model/w"]).tolist(),
+        "b": np.asarray(arrays["model/b"]).tolist() if "model/b" in arrays else None,
+        "w_exact": None if exact is None else exact[:d * k].tolist(),
+        "solver": cfg.train.solver,
+        "batch_size": cfg.train.batch_size,
+        "optimizer": pb.opt.hyperparameters(),
+        "eta_final": pb.opt.eta,
+        "curvature_min_max": None if ref.curvature is None else list(ref.curvature),
+        "condition_number": None if fac is None else fac.kappa,
+        "singular_values_cut": None if fac is None else fac.n_cut,
+        "normal_equations_rel_error": None if fac is None or normal_eq is None else float(
+            np.linalg.norm(normal_eq - exact) / np.linalg.norm(exact)),
+        "data": {"source": sh.describe(), "rows": sh.n_rows, "cols": d,
+                 "classes": k if cfg.model.kind == "softmax" else None,
+                 "fingerprint": pb.fingerprint, "dtype": sh.dtype.name,
+                 "in_memory": sh.in_memory, "test_fraction": cfg.data.test_fraction},
+        "bytes_reduced_per_step": pb.solver.bytes_reduced_per_step if cfg.train.solver == "gd" else 0,
+    }
+
+
+def make_full(problem):
+    from .glm_solvers import FullBatch
+
+    return FullBatch(problem.comm, problem.shard, problem.kernel, problem.cfg.comm.reduction, problem.timer)

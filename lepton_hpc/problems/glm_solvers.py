@@ -1,0 +1,104 @@
+"""How a GLM's gradient is computed each step: one strategy per solver, chosen once at setup.
+
+``full`` (every row: chunk partials, one C call over the chunk table when it applies,
+then one exact reduction), ``minibatch`` (the batch's rows or blocks, same reduction),
+``gram`` (d x d work from the normal equations of the reference pass), ``svd_gd``
+(whitened coordinates of the TSQR factors: the Hessian is the identity) and ``svd``
+(the direct solve; no steps). Each offers ``gradient(theta, grad, step) -> loss``
+(collective; the penalty is added by the problem) and ``n_coords``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..models.glm import gram_grad_loss
+from ..reduce import ChunkReducer
+
+
+class FullBatch:
+    """Every local row, every step."""
+
+    def __init__(self, comm, shard, kernel, reduction: str, timer):
+        self.shard, self.kernel, self.timer = shard, kernel, timer
+        self.reducer = ChunkReducer(comm, shard.layout, kernel.width, reduction)
+        self.plan = kernel.plan(shard)  # one C call per full-batch step, when it applies
+        self.n_coords = kernel.n_params
+
+    @property
+    def bytes_reduced_per_step(self) -> int:
+        return self.reducer.bytes_per_reduce
+
+    def partials(self, theta: np.ndarray, step: int) -> None:
+        k, out = self.kernel, self.reducer.partials
+        if self.plan is not None:
+            k.partials_all(self.plan, theta, out)
+        else:
+            for i, X, y, sw in self.shard.chunks_iter():
+                k.partial(X, y, sw, theta, out[i])
+
+    def gradient(self, theta: np.ndarray, grad: np.ndarray, step: int) -> float:
+        """Mean loss at ``theta``; the mean gradient into ``grad``. Collective."""
+        with self.timer.phase("compute", step):
+            self.partials(theta, step)
+        with self.timer.phase("reduce", step):
+            total = self.reducer.reduce()
+        p = self.kernel.n_params
+        weight = total[-1]
+        np.divide(total[:p], weight if weight > 0 else 1.0, out=grad)
+        return float(total[p]) / weight if weight > 0 else 0.0
+
+
+class MiniBatch(FullBatch):
+    """The rows (or contiguous blocks) of batch ``step``, drawn from (seed, epoch): the same on any rank count."""
+
+    def __init__(self, comm, shard, kernel, reduction: str, timer, batches):
+        super().__init__(comm, shard, kernel, reduction, timer)
+        self.batches = batches
+
+    def partials(self, theta: np.ndarray, step: int) -> None:
+        self.batches.partials(step, self.kernel, theta, self.reducer.partials)
+
+
+class Gram:
+    """Least squares from the reduced normal equations: each step is d x d work, no data pass."""
+
+    bytes_reduced_per_step = 0
+
+    def __init__(self, ref, timer):
+        self.ref, self.timer = ref, timer
+        self.n_coords = ref.G.shape[0]
+
+    def gradient(self, theta: np.ndarray, grad: np.ndarray, step: int) -> float:
+        r = self.ref
+        with self.timer.phase("compute", step):
+            return gram_grad_loss(r.G, r.c, r.yty, r.weight_sum, theta, grad)
+
+
+class Whitened:
+    """Gradient descent in the whitened coordinates phi of Z = U S V^T (theta = V S^-1 phi)."""
+
+    bytes_reduced_per_step = 0
+
+    def __init__(self, fac, yty: float, weight_sum: float, timer):
+        self.fac, self.yty, self.weight_sum, self.timer = fac, yty, weight_sum, timer
+        self.n_coords = fac.S.shape[0]
+
+    def gradient(self, phi: np.ndarray, grad: np.ndarray, step: int) -> float:
+        f = self.fac
+        with self.timer.phase("compute", step):
+            np.subtract(phi, f.uty, out=grad)
+            return 0.5 * (phi @ phi - 2.0 * (phi @ f.uty) + self.yty) / self.weight_sum
+
+
+def make_strategy(problem):
+    """The strategy for ``train.solver`` (and mini-batches); the svd solve uses the full pass for its loss."""
+    cfg, sh, k, t = problem.cfg, problem.shard, problem.kernel, problem.timer
+    solver = cfg.train.solver
+    if solver == "gram":
+        return Gram(problem.ref, t)
+    if solver == "svd_gd":
+        return Whitened(problem.fac, problem.ref.yty, problem.ref.weight_sum, t)
+    if problem.batches is not None:
+        return MiniBatch(problem.comm, sh, k, cfg.comm.reduction, t, problem.batches)
+    return FullBatch(problem.comm, sh, k, cfg.comm.reduction, t)

@@ -15,6 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .data.atomic import write_text
+
 PHASES = ("read", "compute", "reduce", "update", "checkpoint")
 
 
@@ -49,7 +51,7 @@ class PhaseTimer:
             return None
         path = Path(directory) / f"trace-rank{self.rank:05d}.json"
         meta = [{"name": "process_name", "ph": "M", "pid": self.rank, "args": {"name": f"rank {self.rank}"}}]
-        path.write_text(json.dumps({"traceEvents": meta + self.events, "displayTimeUnit": "ms"}))
+        write_text(path, json.dumps({"traceEvents": meta + self.events, "displayTimeUnit": "ms"}))
         return path
 
 

@@ -20,12 +20,12 @@ staying noisy enough to be a real fitting problem.
 
 from __future__ import annotations
 
-import os
 
 import h5py
 import numpy as np
 
 from ..layout import chunk_range, n_chunks
+from .atomic import atomic_path
 from ..errors import UserError
 
 # HDF5 1.8 file format: attributes over 64 KiB (true weights of a wide model) need it.
@@ -158,21 +158,14 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
         raise UserError(f"unknown synthetic classification kind {kind!r} (logistic or softmax)")
     if features not in ("normal", "uniform"):
         raise UserError(f"--features must be normal or uniform, got {features!r}")
-    tmp = out + ".tmp"
     opts = {} if compression in (None, "none") else {"compression": compression}
-    try:
-        with h5py.File(tmp, "w", libver=LIBVER) as f:
-            X = f.create_dataset("X", (rows, cols), dtype=dtype, chunks=(min(chunk_rows, rows), cols), **opts)
-            y = f.create_dataset("y", (rows,), dtype="float64", chunks=(min(chunk_rows, rows),), **opts)
-            for c in range(n_chunks(rows, chunk_rows)):
-                lo, hi = chunk_range(rows, chunk_rows, c)
-                X[lo:hi], y[lo:hi] = gen(c, hi - lo)
-            f.attrs.update({"kind": kind, "source": f"synth:{kind}", "n_classes": n_classes,
-                            "target_names": [str(k) for k in range(n_classes)], "noise": noise,
-                            "seed": seed, "chunk_rows": chunk_rows, "features": features,
-                            "weight_scale": scale, **attrs})
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(out) as tmp, h5py.File(tmp, "w", libver=LIBVER) as f:
+        X = f.create_dataset("X", (rows, cols), dtype=dtype, chunks=(min(chunk_rows, rows), cols), **opts)
+        y = f.create_dataset("y", (rows,), dtype="float64", chunks=(min(chunk_rows, rows),), **opts)
+        for c in range(n_chunks(rows, chunk_rows)):
+            lo, hi = chunk_range(rows, chunk_rows, c)
+            X[lo:hi], y[lo:hi] = gen(c, hi - lo)
+        f.attrs.update({"kind": kind, "source": f"synth:{kind}", "n_classes": n_classes,
+                        "target_names": [str(k) for k in range(n_classes)], "noise": noise,
+                        "seed": seed, "chunk_rows": chunk_rows, "features": features,
+                        "weight_scale": scale, **attrs})

@@ -38,6 +38,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..layout import chunk_range, chunks_of_rank, n_chunks
+from .atomic import atomic_path
 from ..errors import UserError
 
 _ITEMS_STREAM = 2**32 - 2  # stream ids no chunk id reaches
@@ -140,9 +141,8 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
     idx_dtype = np.int32 if max(users, items) < 2**31 else np.int64
     opts = {} if compression in (None, "none") else {"compression": compression}
     block = int(min(1 << 16, users * items * density * 1.1 + 16))  # HDF5 chunk: small files stay small
-    tmp = out + ".tmp"
     nnz = 0
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         ds = {name: f.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(block,), **opts)
               for name, dt in (("rows", idx_dtype), ("cols", idx_dtype), ("vals", np.float64))}
         for c in range(n_chunks(users, chunk_rows)):
@@ -156,7 +156,6 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
         f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "noise": noise,
                         "seed": seed, "true_rank": rank, "density": density, "chunk_rows": chunk_rows,
                         "nnz": nnz})
-    os.replace(tmp, out)
     return nnz
 
 

@@ -22,6 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from ..data.atomic import write_json, write_text
 from ..errors import UserError
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -61,7 +62,7 @@ class Study:
 
     def save(self) -> None:
         Path(self.out).mkdir(parents=True, exist_ok=True)
-        (Path(self.out) / "study.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(Path(self.out) / "study.json", asdict(self))
 
     @classmethod
     def load(cls, out: Path) -> "Study":
@@ -165,12 +166,12 @@ def _launch_one(study: Study, exe: str, env: dict, p: int, rep: int, quiet_wait_
     seconds = time.perf_counter() - t
     cpu = _children_cpu_s() - cpu0
     rd.mkdir(parents=True, exist_ok=True)
-    (rd / "launch.log").write_text(text)
+    write_text(rd / "launch.log", text)
     info = {"ranks": p, "repeat": rep, "launcher": "mpiexec", "command": shlex.join(cmd),
             "returncode": rc, "launch_s": seconds, "started": started, "host": socket.gethostname(),
             "cores": study.cores, "nodes": 1, "load_1m": load, "idle_cpus_before": idle,
             "cpu_share": cpu / (p * seconds) if seconds > 0 else None}
-    (rd / "launch.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(rd / "launch.json", info)
     busy = contended(info["cpu_share"], p, study.cores)
     status = "ok" if rc == 0 else f"FAILED (exit {rc}; see {rd / 'launch.log'})"
     log(f"n={p} repeat {rep}: {seconds:.1f}s {status}"

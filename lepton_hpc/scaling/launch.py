@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from ..data.atomic import write_json, write_text
 from ..errors import UserError
+from ..mpiexec import find_mpiexec
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTENDED = 0.75  # a run whose processes got less than this share of their cores' CPU time shared them
@@ -84,14 +85,6 @@ def parse_run_dir(name: str) -> tuple[int, int] | None:
         return None
     a, b = name[1:].split("-r", 1)
     return (int(a), int(b)) if a.isdigit() and b.isdigit() else None
-
-
-def find_mpiexec(given: str | None = None) -> str:
-    exe = given or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
-    if not exe:
-        raise UserError("no mpiexec found: install the mpich wheel into this venv (pip install -e '.[mpich]'), "
-                         "pass --mpiexec, or use --launcher slurm")
-    return exe
 
 
 def idle_cpus(window_s: float = 1.0) -> float | None:

@@ -78,11 +78,11 @@ def network_params(out: Path, alpha: float | None, beta: float | None, network: 
             data = json.loads(cached.read_text())
             source = data.get("source", f"file {cached}")
         else:
-            from ..bench_allreduce import main as bench
+            from ..bench.allreduce import main as bench
 
-            log(f"measuring alpha, beta: python -m lepton_hpc.bench_allreduce {' '.join(bench_argv)}")
+            log(f"measuring alpha, beta: python -m lepton_hpc.bench allreduce {' '.join(bench_argv)}")
             data = bench(list(bench_argv))
-            source = f"measured by python -m lepton_hpc.bench_allreduce at {data['ranks']} ranks"
+            source = f"measured by python -m lepton_hpc.bench allreduce at {data['ranks']} ranks"
             write_json(out / "network.json", {**data, "source": source})
     a = alpha if alpha is not None else data["alpha_s"]
     b = beta if beta is not None else data["beta_s_per_byte"]

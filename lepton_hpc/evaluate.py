@@ -26,7 +26,7 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     from . import checkpoint
     from . import comm as C
     from .config import load
-    from .data.generators import chunk_generator
+    from .data.synthetic import chunk_generator
     from .data.shard import Shard
     from .models.glm import make_kernel
 

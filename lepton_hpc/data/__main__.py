@@ -26,7 +26,7 @@ from ..layout import chunk_range, n_chunks
 from .atomic import atomic_path
 from .classification import synth_classification
 from .importers import TASKS, run_import
-from .synthetic import linear_chunk, true_weights
+from .synthetic.linear import linear_chunk, true_weights
 from ..errors import UserError
 
 

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+from .data.atomic import write_text
 from .errors import UserError
 
 
@@ -24,7 +26,7 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     from . import checkpoint
     from . import comm as C
     from .config import load
-    from .data.generators import chunk_generator
+    from .data.synthetic import chunk_generator
     from .data.shard import Shard
     from .models.glm import make_kernel
 
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
         if comm.rank == 0:
             name = f"evaluation-{Path(args.data).stem}.json" if args.data else "evaluation.json"
             text = json.dumps(result, indent=2)
-            (run_dir / name).write_text(text + "\n")
+            write_text(run_dir / name, text + "\n")
             print(text)
         return 0
 

@@ -15,6 +15,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from .data.atomic import write_text
+
 PHASES = ("read", "compute", "reduce", "update", "checkpoint")
 
 
@@ -49,7 +51,7 @@ class PhaseTimer:
             return None
         path = Path(directory) / f"trace-rank{self.rank:05d}.json"
         meta = [{"name": "process_name", "ph": "M", "pid": self.rank, "args": {"name": f"rank {self.rank}"}}]
-        path.write_text(json.dumps({"traceEvents": meta + self.events, "displayTimeUnit": "ms"}))
+        write_text(path, json.dumps({"traceEvents": meta + self.events, "displayTimeUnit": "ms"}))
         return path
 
 
@@ -107,8 +109,44 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def provenance(mpi_library: str, world_size: int) -> dict:
-    """Versions and the batch-system context of this run (call on rank 0)."""
+def blas_summary() -> list[dict]:
+    """The BLAS libraries loaded in this process, as threadpoolctl sees them (threads, core type, …)."""
+    from threadpoolctl import threadpool_info
+
+    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer", "prefix")
+    return [{k: info.get(k) for k in keys} for info in threadpool_info() if info.get("user_api") == "blas"]
+
+
+#: Environment variables that change what the BLAS does; recorded, never set.
+BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS")
+
+
+def _mpi_library() -> str:
+    import mpi4py
+
+    if "mpi4py.MPI" not in sys.modules:  # a launcher or serial bench: stay a non-MPI process
+        mpi4py.rc.initialize = mpi4py.rc.finalize = False  # Get_library_version needs no MPI_Init
+    from mpi4py import MPI
+
+    return MPI.Get_library_version().splitlines()[0].strip()
+
+
+def provenance(mpi_library: str | None = None, world_size: int | None = None,
+               blas: list[dict] | None = None) -> dict:
+    """Versions, MPI, BLAS and the batch-system context of this run (call on the writing rank).
+
+    Parameters
+    ----------
+    mpi_library : str, optional
+        The MPI library's version line (``comm.library_version()``); asked of
+        mpi4py when omitted, without initialising MPI if it is not yet.
+    world_size : int, optional
+        Ranks of the run (None for a process outside MPI).
+    blas : list of dict, optional
+        :func:`blas_summary` taken where it matters (inside a threadpool
+        limit); taken now when omitted.
+    """
     import h5py
     import mpi4py
     import numpy
@@ -125,8 +163,11 @@ def provenance(mpi_library: str, world_size: int) -> dict:
         "scipy": scipy.__version__,
         "h5py": h5py.__version__,
         "mpi4py": mpi4py.__version__,
-        "mpi_library": mpi_library,
+        "mpi_library": _mpi_library() if mpi_library is None else mpi_library,
         "world_size": world_size,
+        "cpu_count": os.cpu_count(),
+        "blas": blas_summary() if blas is None else blas,
+        "env": {k: env.get(k) for k in BLAS_ENV},
         "slurm": {
             "job_id": env.get("SLURM_JOB_ID"),
             "array_job_id": env.get("SLURM_ARRAY_JOB_ID"),

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from lepton_hpc.errors import UserError
+from lepton_hpc.mpiexec import find_mpiexec
+
 ROOT = Path(__file__).resolve().parent.parent
 
 def mpiexec() -> str:
-    exe = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
-    if exe is None:
+    try:
+        return find_mpiexec()
+    except UserError:
         pytest.skip("no mpiexec on PATH; install with pip install -e '.[mpich,test]'")
-    return exe
 
 
 def rank_env(extra: dict | None = None) -> dict:

@@ -23,9 +23,10 @@ import h5py
 import numpy as np
 
 from ..layout import chunk_range, n_chunks
+from .atomic import atomic_path
 from .classification import synth_classification
 from .importers import TASKS, run_import
-from .synthetic import linear_chunk, true_weights
+from .synthetic.linear import linear_chunk, true_weights
 from ..errors import UserError
 
 
@@ -39,9 +40,8 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
     if not np.isfinite(noise) or noise < 0:
         raise UserError(f"--noise must be finite and >= 0, got {noise}")
     w = true_weights(seed, cols)
-    tmp = out + ".tmp"
     opts = {} if compression in (None, "none") else {"compression": compression}
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         X = f.create_dataset("X", (rows, cols), dtype=dtype, chunks=(min(chunk_rows, rows), cols), **opts)
         y = f.create_dataset("y", (rows,), dtype="float64", chunks=(min(chunk_rows, rows),), **opts)
         for c in range(n_chunks(rows, chunk_rows)):
@@ -49,7 +49,6 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
             X[lo:hi], y[lo:hi] = linear_chunk(seed, c, hi - lo, w, bias, noise, features)
         f.attrs.update({"kind": "linear", "true_weights": w, "true_bias": bias, "noise": noise,
                         "seed": seed, "chunk_rows": chunk_rows})
-    os.replace(tmp, out)
 
 
 def info(path: str) -> str:

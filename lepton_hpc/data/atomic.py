@@ -1,20 +1,34 @@
-"""The one atomic writer: tmp file beside the target → fsync → rename → fsync the directory.
+"""One way to write a file: all of it under its final name, or nothing new there.
 
-A crash at any instant leaves either the old file or the new one under the final
-name, never a torn one; on an exception the temporary file is removed.
+Every writer of the application goes through :func:`atomic_path` (or the
+:func:`write_text`/:func:`write_json`/:func:`write_bytes` helpers on top of
+it): the data go to a temporary file in the same directory (so the rename
+never crosses file systems), which is flushed and ``fsync``-ed, renamed over
+the final name with ``os.replace`` and the directory is ``fsync``-ed, so a
+crash at any point leaves either the old file or the complete new one. On an
+exception the temporary file is removed and the final name is untouched.
+
+Nothing here talks to MPI: call it on the rank that writes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
-def fsync_path(path, directory: bool = False) -> None:
-    """``fsync`` a file (or a directory) by path."""
-    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
+    """``fsync`` a file (or a directory) by path.
+
+    h5py closes its file itself (and HDF5 writes metadata while closing), so
+    the data of such a file can only be made durable by re-opening it.
+    """
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
@@ -22,33 +36,61 @@ def fsync_path(path, directory: bool = False) -> None:
 
 
 @contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; on success it is fsynced and renamed to ``path``.
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """A temporary path to write to; on success it becomes ``path``, durably.
 
-    For writers that open the file themselves (``h5py.File(tmp, "w")``): close it
-    inside the ``with`` block. HDF5 writes metadata when it closes a file, so the
-    file is re-opened and fsynced by descriptor here, after it is closed.
+    Parameters
+    ----------
+    path : str or PathLike
+        The final name. Its directory must exist.
+
+    Yields
+    ------
+    str
+        A fresh name in the same directory (nothing exists there yet), for
+        writers that open files themselves (``h5py.File(tmp, "w")``). Close
+        the file before the ``with`` block ends.
+
+    Notes
+    -----
+    On any exception inside the block the temporary file is removed and the
+    exception propagates; an existing file at ``path`` is left as it was.
     """
-    final = Path(path)
-    tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+    final = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(final))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # mkstemp's file is 0600: the writer creates its own, with the usual umask
     try:
         yield tmp
         fsync_path(tmp)
         os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
         raise
-    fsync_path(final.parent if str(final.parent) else ".", directory=True)
+    fsync_path(directory, directory=True)
 
 
-def write_bytes(path, data: bytes) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(data)
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+    return Path(path)
 
 
-def write_text(path, text: str) -> None:
-    write_bytes(path, text.encode())
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return write_bytes(path, text.encode("utf-8"))
 
 
-def write_json(path, obj, indent: int | None = 2) -> None:
-    write_text(path, json.dumps(obj, indent=indent) + "\n")
+def write_json(path: str | os.PathLike, obj, indent: int | None = 2, **kwargs) -> Path:
+    """Write ``obj`` as JSON (``indent`` 2 and a final newline by default) atomically; returns ``path``.
+
+    The object is serialised before anything is written, so an object that is
+    not JSON-serialisable leaves no file behind. ``kwargs`` go to ``json.dumps``.
+    """
+    text = json.dumps(obj, indent=indent, **kwargs)
+    return write_text(path, text + "\n" if indent is not None else text)

@@ -9,7 +9,7 @@ Every file gets the attrs ``source``, ``task`` (``regression``, ``binary`` or
 ``multiclass``), ``n_classes`` (0 for regression), ``target_names`` and, when
 known, ``feature_names``. Class labels are stored in /y as 0..K-1; ``classes``
 holds the original label of each class id (numbers or strings). Files are
-written to ``OUT.tmp`` and renamed into place, so a failed import leaves no
+written atomically (:mod:`lepton_hpc.data.atomic`), so a failed import leaves no
 file behind. Every problem is a ``ValueError`` with one sentence that names the
 file and, for a bad row, its line (CSV) or row (npy).
 """
@@ -19,10 +19,12 @@ from __future__ import annotations
 import csv
 import math
 import os
+from contextlib import ExitStack
 
 import h5py
 import numpy as np
 
+from .atomic import atomic_path
 from .classification import LIBVER  # HDF5 1.8 format: attrs over 64 KiB (many feature names)
 from ..errors import UserError
 
@@ -34,7 +36,8 @@ MISSING = frozenset({"", "na", "n/a", "nan", "null"})  # target tokens read as "
 
 # -- writing ------------------------------------------------------------------
 class _Writer:
-    """Appends row blocks to resizable chunked /X and /y in ``out + '.tmp'``; renames on success."""
+    """Appends row blocks to resizable chunked /X and /y of a temporary file; renames it to ``out`` on success
+    (:func:`lepton_hpc.data.atomic.atomic_path`)."""
 
     def __init__(self, out: str, n_cols: int, chunk_rows: int = 4096, inputs: tuple[str, ...] = (),
                  n_rows: int | None = None):
@@ -48,13 +51,21 @@ class _Writer:
         for path in inputs:
             if os.path.abspath(path) == os.path.abspath(out):
                 raise UserError(f"--out {out} is also an input file; choose another name")
-        self.out, self.tmp, self.n_rows = out, out + ".tmp", 0
+        self.out, self.n_rows = out, 0
         if n_rows:  # known in advance: no chunk bigger than the data
             chunk_rows = min(chunk_rows, n_rows)
-        self.f = h5py.File(self.tmp, "w", libver=LIBVER)
-        self.X = self.f.create_dataset("X", (0, n_cols), dtype="float64", maxshape=(None, n_cols),
-                                       chunks=(chunk_rows, n_cols))
-        self.y = self.f.create_dataset("y", (0,), dtype="float64", maxshape=(None,), chunks=(chunk_rows,))
+        # The writer lives across calls (append ... finish), so the atomic file is held open by hand.
+        self._atomic = ExitStack()
+        self.tmp = self._atomic.enter_context(atomic_path(out))
+        self.f = None
+        try:
+            self.f = h5py.File(self.tmp, "w", libver=LIBVER)
+            self.X = self.f.create_dataset("X", (0, n_cols), dtype="float64", maxshape=(None, n_cols),
+                                           chunks=(chunk_rows, n_cols))
+            self.y = self.f.create_dataset("y", (0,), dtype="float64", maxshape=(None,), chunks=(chunk_rows,))
+        except BaseException as exc:
+            self.abort(exc)
+            raise
 
     def append(self, X: np.ndarray, y: np.ndarray) -> None:
         lo, hi = self.n_rows, self.n_rows + len(y)
@@ -71,21 +82,22 @@ class _Writer:
                 continue
             self.f.attrs[key] = value
         self.f.close()
-        os.replace(self.tmp, self.out)
+        self._atomic.close()  # fsync, rename over ``out``, fsync the folder
 
-    def abort(self) -> None:
+    def abort(self, exc: BaseException) -> None:
+        """Drop the temporary file (``exc``: the failure that stops the writer)."""
         try:
-            self.f.close()
+            if self.f is not None:
+                self.f.close()
         finally:
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            self._atomic.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            self.abort()
+            self.abort(exc if exc is not None else exc_type())
         return False
 
 

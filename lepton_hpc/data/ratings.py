@@ -15,7 +15,8 @@ slice ``[lo, hi)`` of the COO arrays, found by binary search on the sorted
 ``/rows`` dataset (a few single-element reads); no rank reads the whole file.
 
 Synthetic ratings are drawn per user chunk from ``(seed, chunk id)``; the
-ground-truth item factors come from the seed alone. The same function feeds
+ground-truth item factors come from the seed alone
+(:mod:`lepton_hpc.data.synthetic.ratings`). The same function feeds
 the in-process generator and ``python -m lepton_hpc.data synth mf``, so a
 job with ``data.path = ""`` sees exactly the numbers the CLI writes (for the
 same seed and chunk_rows).
@@ -38,64 +39,11 @@ import numpy as np
 
 from ..config import DataConfig
 from ..layout import Layout, chunk_range, n_chunks
+from .atomic import atomic_path
+from .synthetic.ratings import ratings_chunk, true_item_factors
 from ..errors import UserError
 
-_ITEMS_STREAM = 2**32 - 2  # stream ids no chunk id reaches
 _TEST_SALT = 0x6D66_7465_7374  # "mftest"
-
-
-def factor_scale(rank: int) -> float:
-    """Entry scale of the ground-truth factors: u.v then has unit variance."""
-    return float(rank) ** -0.25
-
-
-def true_item_factors(seed: int, n_items: int, rank: int) -> np.ndarray:
-    """Ground-truth item factors V* (n_items x rank), drawn from the seed alone."""
-    return np.random.default_rng([seed, _ITEMS_STREAM]).standard_normal((n_items, rank)) * factor_scale(rank)
-
-
-def bernoulli_positions(rng: np.random.Generator, total: int, p: float) -> np.ndarray:
-    """Sorted positions in ``[0, total)``, each present independently with probability ``p``.
-
-    Geometric gaps between successes: O(number drawn) work and memory, and the
-    draws depend only on ``(total, p)`` and the generator state.
-    """
-    if total <= 0:
-        return np.zeros(0, dtype=np.int64)
-    if p >= 1.0:
-        return np.arange(total, dtype=np.int64)
-    batch = int(total * p * 1.05) + 64
-    parts, pos = [], -1
-    while True:
-        cs = pos + np.cumsum(rng.geometric(p, size=batch))
-        parts.append(cs[cs < total])
-        if cs[-1] >= total:
-            break
-        pos = int(cs[-1])
-    return np.concatenate(parts).astype(np.int64, copy=False)
-
-
-def rowdot(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """Row-wise dot products of two (n, k) arrays."""
-    return np.einsum("ij,ij->i", A, B)
-
-
-def ratings_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.ndarray, density: float,
-                  noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ratings of users ``[user_lo, user_hi)`` (logical chunk ``chunk``), sorted by (user, item).
-
-    Each user-item entry is observed with probability ``density``; its value
-    is ``u*_u . v*_i + noise * N(0, 1)`` with u*_u drawn from ``(seed, chunk)``.
-    Returns global ``rows`` (int64), ``cols`` (int64) and ``vals`` (float64).
-    """
-    n_items, rank = V_true.shape
-    m = user_hi - user_lo
-    rng = np.random.default_rng([seed, chunk])
-    U_true = rng.standard_normal((m, rank)) * factor_scale(rank)
-    pos = bernoulli_positions(rng, m * n_items, density)
-    local, cols = np.divmod(pos, n_items)
-    vals = rowdot(U_true[local], V_true[cols]) + noise * rng.standard_normal(pos.shape[0])
-    return local + user_lo, cols, vals
 
 
 def _mix64(z: np.ndarray) -> np.ndarray:
@@ -140,9 +88,8 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
     idx_dtype = np.int32 if max(users, items) < 2**31 else np.int64
     opts = {} if compression in (None, "none") else {"compression": compression}
     block = int(min(1 << 16, users * items * density * 1.1 + 16))  # HDF5 chunk: small files stay small
-    tmp = out + ".tmp"
     nnz = 0
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
         ds = {name: f.create_dataset(name, (0,), maxshape=(None,), dtype=dt, chunks=(block,), **opts)
               for name, dt in (("rows", idx_dtype), ("cols", idx_dtype), ("vals", np.float64))}
         for c in range(n_chunks(users, chunk_rows)):
@@ -156,7 +103,6 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
         f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "noise": noise,
                         "seed": seed, "true_rank": rank, "density": density, "chunk_rows": chunk_rows,
                         "nnz": nnz})
-    os.replace(tmp, out)
     return nnz
 
 

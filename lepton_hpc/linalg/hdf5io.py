@@ -14,27 +14,18 @@ The collective logic (gathering ``U`` onto rank 0, agreeing on errors) lives in
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import h5py
 import numpy as np
+
+from ..data.atomic import atomic_path
 from ..errors import UserError
 
 __all__ = ["FORMAT_VERSION", "write_factors_atomic", "read_header", "read_factors"]
 
 FORMAT_VERSION = 1
 _GROUP = "factors"
-
-
-def _fsync_path(path: str, directory: bool = False) -> None:
-    """``fsync`` a file (or directory) by path."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_factors_atomic(
@@ -47,13 +38,10 @@ def write_factors_atomic(
     s_discarded: Optional[np.ndarray] = None,
     tail_complete: bool = False,
 ) -> None:
-    """Write the factors to ``path`` atomically.
+    """Write the factors to ``path`` atomically (:func:`lepton_hpc.data.atomic.atomic_path`).
 
-    The data go to ``path + ".tmp"``, which is flushed and closed, then
-    ``fsync``-ed (re-opened by descriptor, because HDF5 still writes metadata
-    when it closes a file), renamed over ``path`` with ``os.replace`` and the
-    containing directory is ``fsync``-ed.  A crash leaves either the old file
-    or the new one, never a torn file.  On error the temporary file is removed.
+    A crash leaves either the old file or the new one, never a torn file; on
+    error nothing appears under ``path``.
 
     Parameters
     ----------
@@ -68,10 +56,8 @@ def write_factors_atomic(
     tail_complete : bool
         Whether ``s_discarded`` holds *all* remaining singular values.
     """
-    path = os.fspath(path)
-    tmp_path = path + ".tmp"
     discarded = np.zeros(0) if s_discarded is None else np.asarray(s_discarded, np.float64)
-    try:
+    with atomic_path(path) as tmp_path:
         with h5py.File(tmp_path, "w") as f:
             group = f.create_group(_GROUP)
             group.create_dataset("U", data=np.asarray(u_full, np.float64))
@@ -82,14 +68,6 @@ def write_factors_atomic(
             group.attrs["rank"] = np.int64(len(s))
             group.attrs["tail_complete"] = bool(tail_complete)
             group.attrs["format_version"] = np.int64(FORMAT_VERSION)
-            f.flush()
-        _fsync_path(tmp_path)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    _fsync_path(os.path.dirname(os.path.abspath(path)), directory=True)
 
 
 def read_header(path: str) -> dict:

@@ -62,7 +62,7 @@ class GLMProblem(Problem):
         kind, d = self.cfg.model.kind, self.cfg.data
         if d.path or kind == "linear":
             return None
-        from ..data.generators import chunk_generator
+        from ..data.synthetic import chunk_generator
 
         return chunk_generator(kind, d, self.cfg.model.classes)
 

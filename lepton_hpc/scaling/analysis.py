@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_path, write_json
 from ..metrics import PHASES
 from ..layout import block_range, dyadic_cover
 from . import model as M
@@ -77,12 +78,12 @@ def network_params(out: Path, alpha: float | None, beta: float | None, network: 
             data = json.loads(cached.read_text())
             source = data.get("source", f"file {cached}")
         else:
-            from ..bench_allreduce import main as bench
+            from ..bench.allreduce import main as bench
 
-            log(f"measuring alpha, beta: python -m lepton_hpc.bench_allreduce {' '.join(bench_argv)}")
+            log(f"measuring alpha, beta: python -m lepton_hpc.bench allreduce {' '.join(bench_argv)}")
             data = bench(list(bench_argv))
-            source = f"measured by python -m lepton_hpc.bench_allreduce at {data['ranks']} ranks"
-            (out / "network.json").write_text(json.dumps({**data, "source": source}, indent=2) + "\n")
+            source = f"measured by python -m lepton_hpc.bench allreduce at {data['ranks']} ranks"
+            write_json(out / "network.json", {**data, "source": source})
     a = alpha if alpha is not None else data["alpha_s"]
     b = beta if beta is not None else data["beta_s_per_byte"]
     if alpha is not None or beta is not None:
@@ -273,7 +274,7 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
                           "excluded from the check and from the fit"},
         "projection": proj,
     }
-    (out / "projection.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
+    write_json(out / "projection.json", report, default=_json_default)
     if plot:
         from .plot import plot_study
 
@@ -327,7 +328,7 @@ def _fmt(v):
 
 
 def write_csv(path: Path, rows: list[dict], columns) -> None:
-    with open(path, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for r in rows:

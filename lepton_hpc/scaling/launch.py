@@ -22,7 +22,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from ..data.atomic import write_json, write_text
 from ..errors import UserError
+from ..mpiexec import find_mpiexec
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 CONTENDED = 0.75  # a run whose processes got less than this share of their cores' CPU time shared them
@@ -61,7 +63,7 @@ class Study:
 
     def save(self) -> None:
         Path(self.out).mkdir(parents=True, exist_ok=True)
-        (Path(self.out) / "study.json").write_text(json.dumps(asdict(self), indent=2) + "\n")
+        write_json(Path(self.out) / "study.json", asdict(self))
 
     @classmethod
     def load(cls, out: Path) -> "Study":
@@ -83,14 +85,6 @@ def parse_run_dir(name: str) -> tuple[int, int] | None:
         return None
     a, b = name[1:].split("-r", 1)
     return (int(a), int(b)) if a.isdigit() and b.isdigit() else None
-
-
-def find_mpiexec(given: str | None = None) -> str:
-    exe = given or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
-    if not exe:
-        raise UserError("no mpiexec found: install the mpich wheel into this venv (pip install -e '.[mpich]'), "
-                         "pass --mpiexec, or use --launcher slurm")
-    return exe
 
 
 def idle_cpus(window_s: float = 1.0) -> float | None:
@@ -165,12 +159,12 @@ def _launch_one(study: Study, exe: str, env: dict, p: int, rep: int, quiet_wait_
     seconds = time.perf_counter() - t
     cpu = _children_cpu_s() - cpu0
     rd.mkdir(parents=True, exist_ok=True)
-    (rd / "launch.log").write_text(text)
+    write_text(rd / "launch.log", text)
     info = {"ranks": p, "repeat": rep, "launcher": "mpiexec", "command": shlex.join(cmd),
             "returncode": rc, "launch_s": seconds, "started": started, "host": socket.gethostname(),
             "cores": study.cores, "nodes": 1, "load_1m": load, "idle_cpus_before": idle,
             "cpu_share": cpu / (p * seconds) if seconds > 0 else None}
-    (rd / "launch.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_json(rd / "launch.json", info)
     busy = contended(info["cpu_share"], p, study.cores)
     status = "ok" if rc == 0 else f"FAILED (exit {rc}; see {rd / 'launch.log'})"
     log(f"n={p} repeat {rep}: {seconds:.1f}s {status}"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.atomic import atomic_path
 from ..metrics import PHASES
 
 COLORS = {"read": "#8c6d31", "compute": "#3182bd", "reduce": "#e6550d", "update": "#31a354",
@@ -137,6 +138,8 @@ def plot_study(path: Path, study, rows: list[dict], report: dict) -> Path:
         f"β = {net['beta_s_per_byte'] * 1e9:.3g} ns/B; prediction error at ranks {c['ranks_checked']}: "
         f"max {c['max_abs_error']:.1%} (limit {c['limit']:.0%})" + _contention_note(report),
         fontsize=10)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        # the tmp name's suffix is not the image format: matplotlib is told it
+        fig.savefig(tmp, dpi=110, format=Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)
     return Path(path)

@@ -126,7 +126,7 @@ def test_rank_above_min_m_n_is_one_sentence_and_exit_1(tmp_path):
 
 
 def test_generated_rows_do_not_depend_on_the_split():
-    from lepton_hpc.problems.matmul import GEN_CHUNK_ROWS, rows_of_a
+    from lepton_hpc.data.synthetic.matrices import GEN_CHUNK_ROWS, rows_of_a
 
     m, n, r = 3 * GEN_CHUNK_ROWS + 5, 40, 6
     whole = rows_of_a(0, m, m, n, r, 0.1, seed=3)

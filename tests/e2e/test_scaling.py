@@ -73,7 +73,7 @@ def test_strong_sweep_writes_results_projection_and_plot(tmp_path):
 
 
 def test_bench_allreduce_prints_one_json_with_the_fit(tmp_path):
-    proc = run(["-m", "lepton_hpc.bench_allreduce", "--max-bytes", "4096", "--reps", "3"], timeout=120)
+    proc = run(["-m", "lepton_hpc.bench", "allreduce", "--max-bytes", "4096", "--reps", "3"], timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1, proc.stdout[-2000:]

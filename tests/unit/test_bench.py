@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_spread, positive
 
-from lepton_hpc.bench import verdict
+from lepton_hpc.bench.common import verdict
 from lepton_hpc.metrics import spread
 
 ROOT = Path(__file__).resolve().parents[2]

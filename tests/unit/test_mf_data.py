@@ -8,8 +8,8 @@ import pytest
 
 from lepton_hpc.config import DataConfig
 from lepton_hpc.data.__main__ import main as data_main
-from lepton_hpc.data.ratings import (RatingsShard, bernoulli_positions, heldout_mask, ratings_chunk,
-                                     true_item_factors)
+from lepton_hpc.data.ratings import RatingsShard, heldout_mask
+from lepton_hpc.data.synthetic.ratings import bernoulli_positions, ratings_chunk, true_item_factors
 from lepton_hpc.layout import chunk_range
 
 USERS, ITEMS, RANK, CHUNK = 90, 40, 4, 16

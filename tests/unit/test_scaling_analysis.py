@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from lepton_hpc.bench_allreduce import analyse, sizes
+from lepton_hpc.bench.allreduce import analyse, sizes
 from lepton_hpc.layout import block_range, dyadic_cover
 from lepton_hpc.scaling import model as M
 from lepton_hpc.scaling.analysis import COLUMNS, analyze

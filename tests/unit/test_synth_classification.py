@@ -6,10 +6,11 @@ import pytest
 
 from lepton_hpc.config import DataConfig
 from lepton_hpc.data.__main__ import info, main
-from lepton_hpc.data.classification import (DEFAULT_SCALE, logistic_chunk, logistic_truth, softmax_chunk,
-                                            softmax_truth, synth_classification)
+from lepton_hpc.data.classification import synth_classification
+from lepton_hpc.data.synthetic.classification import (DEFAULT_SCALE, logistic_chunk, logistic_truth,
+                                                      softmax_chunk, softmax_truth)
 from lepton_hpc.data.shard import Shard
-from lepton_hpc.data.synthetic import true_weights
+from lepton_hpc.data.synthetic.linear import true_weights
 from lepton_hpc.layout import chunk_range, chunks_of_rank, n_chunks
 
 

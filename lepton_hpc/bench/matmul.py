@@ -1,7 +1,6 @@
 """Benchmark: a product through rank-k factors against the dense product (one process).
 
-    python -m lepton_hpc.bench_matmul [--m 4000 --n 4000 --p 4000 --k 200 --repeats 5 --sweep 50,100,400]
-    python -m lepton_hpc.bench matmul  [same options]
+    python -m lepton_hpc.bench matmul [--m 4000 --n 4000 --p 4000 --k 200 --repeats 5 --sweep 50,100,400]
 
 With ``A = U diag(S) V^T`` of rank ``k`` (``U`` ``m x k``, ``V`` ``n x k``) and
 ``B`` (``n x p``), the factored product ``U (S (V^T B))`` costs
@@ -27,19 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import numpy as np
 
-from .metrics import spread
+from .common import blas_summary, note, provenance, spread
 
 TARGET = 0.5
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def flops_dense(m: int, n: int, p: int) -> int:
@@ -60,7 +53,7 @@ def factored_product(u: np.ndarray, s: np.ndarray, v: np.ndarray, b: np.ndarray,
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench_matmul",
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench matmul",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--m", type=int, default=4000, help="rows of A and C")
     p.add_argument("--n", type=int, default=4000, help="columns of A, rows of B")
@@ -94,23 +87,6 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.error(f"rank {k} must be in [1, min(m, n)={limit}]")
     args.ranks = sorted({args.k, *sweep})
     return args
-
-
-def blas_summary() -> list[dict]:
-    from threadpoolctl import threadpool_info
-
-    keys = ("internal_api", "version", "num_threads", "architecture", "threading_layer")
-    return [{k: info.get(k) for k in keys} for info in threadpool_info() if info.get("user_api") == "blas"]
-
-
-def provenance(blas: list[dict]) -> dict:
-    from . import __version__
-    from .metrics import git_sha
-
-    return {"lepton_hpc": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
-            "numpy": np.__version__, "cpu_count": os.cpu_count(), "blas": blas,
-            "env": {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OMP_NUM_THREADS",
-                                                   "OPENBLAS_NUM_THREADS")}}
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -196,7 +172,7 @@ def main(argv=None) -> dict:
     with threadpool_limits(limits=args.threads, user_api="blas"):
         result = run(args)
         blas = blas_summary()
-    return {"bench": "matmul", **result, "wall_s": time.perf_counter() - t, "provenance": provenance(blas)}
+    return {"bench": "matmul", **result, "wall_s": time.perf_counter() - t, "provenance": provenance(blas=blas)}
 
 
 def cli(argv=None) -> int:
@@ -204,7 +180,3 @@ def cli(argv=None) -> int:
     result = main(argv)
     print(json.dumps(result), flush=True)
     return 3 if args.strict and not result["pass"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,16 +40,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import RANK_ENV, blas_summary, note, provenance, spread, verdict
+from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdict
 
 TARGETS = {"steps2v1": (1.6, ">="), "epoch": (1.5, "<=")}
-
-
-def _mpiexec(args) -> str:
-    exe = args.mpiexec or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
-    if not exe:
-        raise SystemExit("bench models: no mpiexec found (install the mpich wheel into this venv or pass --mpiexec)")
-    return exe
 
 
 def job_overrides(args, steps: int, batch_size: int, log_every: int) -> list[str]:
@@ -60,19 +52,13 @@ def job_overrides(args, steps: int, batch_size: int, log_every: int) -> list[str
             "train.threads=1", *args.overrides]
 
 
-def run_app(args, n_ranks: int, overrides: list[str], workdir: Path, label: str) -> dict:
+def train_once(args, n_ranks: int, overrides: list[str], workdir: Path, label: str) -> dict:
     """One launch of the training app; per-step wall times from metrics.jsonl plus summary phases."""
     out = workdir / f"{label}-n{n_ranks}-{time.monotonic_ns()}"
-    cmd = [_mpiexec(args), "-n", str(n_ranks), sys.executable, "-m", "lepton_hpc.train", "--out", str(out),
-           *[f"--set={o}" for o in overrides]]
-    env = {**os.environ, **RANK_ENV, "MPIEXEC_TIMEOUT": str(args.timeout)}
-    for key in [k for k in env if k.startswith("SLURM_")]:
-        del env[key]
+    cmd = [find_mpiexec(args.mpiexec), "-n", str(n_ranks), sys.executable, "-m", "lepton_hpc.train",
+           "--out", str(out), *[f"--set={o}" for o in overrides]]
     t = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout + 30)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"bench models: {' '.join(cmd)} ran past {args.timeout + 30}s") from None
+    proc = launch_ranks(cmd, args.timeout, "bench models", drop_slurm=True)
     if proc.returncode != 0 or not (out / "summary.json").exists():
         raise SystemExit(f"bench models: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
     recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -96,7 +82,7 @@ def bench_steps2v1(args, workdir: Path) -> dict:
     detail = {1: [], 2: []}
     for rnd in range(args.rounds):
         for n in (1, 2) if rnd % 2 == 0 else (2, 1):
-            res = run_app(args, n, over, workdir, "full")
+            res = train_once(args, n, over, workdir, "full")
             per[n].append(res["step_s"])
             detail[n].append(res)
     return {"data": detail[1][0]["data"], "steps_per_launch": args.steps, "rounds": args.rounds,
@@ -114,7 +100,7 @@ def bench_epoch(args, workdir: Path) -> dict:
     epoch_s, full_s, detail = [], [], {}
     for rnd in range(args.rounds):
         for mode in ("mini", "full") if rnd % 2 == 0 else ("full", "mini"):
-            res = run_app(args, args.ranks, mini if mode == "mini" else full, workdir, mode)
+            res = train_once(args, args.ranks, mini if mode == "mini" else full, workdir, mode)
             if mode == "mini":
                 epoch_s.append(res["step_s"] * per_epoch)
             else:
@@ -150,7 +136,7 @@ def parse(argv):
     for name in ("rows", "cols", "steps", "rounds", "batch_size", "epochs", "ranks"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be > 0")
-    from .config import load
+    from ..config import load
 
     try:
         load(None, job_overrides(args, 1, args.batch_size, 1))  # a bad --set fails here, before any launch
@@ -176,7 +162,7 @@ def main(argv=None) -> dict:
     out = {"bench": "models", "what": args.what, "rows": args.rows, "cols": args.cols, **results,
            "pass": all(r["pass"] for r in results.values()), "wall_s": time.perf_counter() - t,
            "loadavg": {"start_1_5_15m": list(load0), "end_1_5_15m": list(os.getloadavg())},
-           "run_dirs": str(workdir) if args.keep else None, "provenance": provenance(blas_summary())}
+           "run_dirs": str(workdir) if args.keep else None, "provenance": provenance()}
     if len(results) == 1:  # one benchmark: its verdict at the top level too, like the other benches
         only = next(iter(results.values()))
         out.update({k: only[k] for k in ("ratio", "paired_ratio", "target", "target_is")})
@@ -187,7 +173,3 @@ def cli(argv=None) -> int:
     result = main(argv)
     print(json.dumps(result), flush=True)
     return 3 if "--strict" in (sys.argv[1:] if argv is None else list(argv)) and not result["pass"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli())

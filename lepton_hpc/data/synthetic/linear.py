@@ -7,7 +7,7 @@ synthetic job gives the same answer on any rank count and needs no file.
 from __future__ import annotations
 
 import numpy as np
-from ..errors import UserError
+from ...errors import UserError
 
 _WEIGHTS_STREAM = 2**32 - 1  # a stream id no chunk id reaches
 

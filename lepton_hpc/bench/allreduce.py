@@ -1,6 +1,6 @@
 """Allreduce latency/bandwidth sweep and the Hockney fit of this machine's MPI.
 
-    python -m lepton_hpc.bench_allreduce [--ranks 2] [--min-bytes 8] [--max-bytes 8388608]
+    python -m lepton_hpc.bench allreduce [--ranks 2] [--min-bytes 8] [--max-bytes 8388608]
                                          [--reps 15] [--algorithm rabenseifner|ring]
                                          [--launcher auto|mpiexec|srun]
 
@@ -30,17 +30,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
-from .errors import UserError
 
-RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+from ..errors import UserError
+from .common import find_mpiexec, last_json, launch_ranks, note, provenance
 
 
 def sizes(min_bytes: int, max_bytes: int) -> list[int]:
@@ -57,50 +51,52 @@ def sizes(min_bytes: int, max_bytes: int) -> list[int]:
 
 # -- the worker (runs under mpiexec/srun) ---------------------------------------------
 
-def worker(args) -> dict | None:
-    """Time Allreduce at every size. Collective; rank 0 returns the table, others None."""
+def _time_size(comm, send, recv, batch_s: float, reps: int) -> dict:
+    """Median/min/max over ``reps`` of the slowest rank's mean call time at one size. Collective."""
     import numpy as np
-    from mpi4py import MPI
 
-    comm = MPI.COMM_WORLD.Dup()
-    try:
-        table = []
+    from .. import comm as C
+
+    for _ in range(3):
+        C.allreduce_sum_into(comm, send, recv)
+    single = []
+    for _ in range(7):
+        C.barrier(comm)
+        t = time.perf_counter()
+        C.allreduce_sum_into(comm, send, recv)
+        single.append(time.perf_counter() - t)
+    est = float(np.median(single))
+    iters = C.allreduce_max(comm, int(min(10_000, max(1, batch_s / max(est, 1e-9)))))
+    times = []
+    for _ in range(reps):
+        C.barrier(comm)
+        t = time.perf_counter()
+        for _ in range(iters):
+            C.allreduce_sum_into(comm, send, recv)
+        times.append(C.allreduce_max(comm, (time.perf_counter() - t) / iters))
+    if recv[0] != comm.size:
+        raise RuntimeError(f"Allreduce of ones gave {recv[0]} at {comm.size} ranks")
+    return {"bytes": send.nbytes, "count": send.size, "iters": iters, "reps": len(times),
+            "median_s": float(np.median(times)), "min_s": float(np.min(times)), "max_s": float(np.max(times))}
+
+
+def worker(args) -> int:
+    """Time Allreduce at every size; rank 0 prints the table. Collective over COMM_WORLD."""
+    import numpy as np
+
+    from .. import comm as C
+
+    def body(comm) -> int:
         count_max = max(args.sizes) // 8
         send = np.ones(count_max)
         recv = np.empty(count_max)
-        for nbytes in args.sizes:
-            n = nbytes // 8
-            s, r = send[:n], recv[:n]
-            for _ in range(3):
-                comm.Allreduce(s, r)
-            single = []
-            for _ in range(7):
-                comm.Barrier()
-                t = time.perf_counter()
-                comm.Allreduce(s, r)
-                single.append(time.perf_counter() - t)
-            est = float(np.median(single))
-            iters = comm.allreduce(int(min(10_000, max(1, args.batch_s / max(est, 1e-9)))), op=MPI.MAX)
-            reps = []
-            for _ in range(args.reps):
-                comm.Barrier()
-                t = time.perf_counter()
-                for _ in range(iters):
-                    comm.Allreduce(s, r)
-                reps.append(comm.allreduce((time.perf_counter() - t) / iters, op=MPI.MAX))
-            if r[0] != comm.size:
-                raise RuntimeError(f"Allreduce of ones gave {r[0]} at {comm.size} ranks")
-            table.append({"bytes": nbytes, "count": n, "iters": iters, "reps": len(reps),
-                          "median_s": float(np.median(reps)),
-                          "min_s": float(np.min(reps)), "max_s": float(np.max(reps))})
-        result = {"ranks": comm.size, "table": table,
-                  "mpi_library": MPI.Get_library_version().splitlines()[0].strip()}
-        return result if comm.rank == 0 else None
-    except BaseException as exc:  # noqa: BLE001 - never leave the other ranks waiting
-        print(f"[rank {comm.rank}] bench_allreduce worker failed: {exc!r}", file=sys.stderr, flush=True)
-        comm.Abort(1)
-    finally:
-        comm.Free()
+        table = [_time_size(comm, send[:n // 8], recv[:n // 8], args.batch_s, args.reps) for n in args.sizes]
+        if comm.rank == 0:
+            print(json.dumps({"ranks": comm.size, "table": table, "mpi_library": C.library_version()}),
+                  flush=True)
+        return 0
+
+    return C.run_app(body)
 
 
 # -- the launcher ------------------------------------------------------------------------
@@ -112,35 +108,20 @@ def launcher_command(args) -> list[str]:
     if kind == "srun":
         srun = shutil.which("srun")
         if not srun:
-            raise SystemExit("bench_allreduce: --launcher srun but no srun on PATH")
+            raise SystemExit("bench allreduce: --launcher srun but no srun on PATH")
         return [srun, f"--mpi={os.environ.get('LEPTON_MPI', 'pmi2')}", "-n", str(args.ranks)]
-    exe = args.mpiexec or shutil.which("mpiexec", path=str(Path(sys.executable).parent)) \
-        or shutil.which("mpiexec")
-    if not exe:
-        raise SystemExit("bench_allreduce: no mpiexec found (install the mpich wheel into this venv or "
-                         "pass --mpiexec)")
-    return [exe, "-n", str(args.ranks)]
+    return [find_mpiexec(args.mpiexec), "-n", str(args.ranks)]
 
 
 def launch(args) -> dict:
-    cmd = [*launcher_command(args), sys.executable, "-m", "lepton_hpc.bench_allreduce", "_worker",
+    cmd = [*launcher_command(args), sys.executable, "-m", "lepton_hpc.bench", "allreduce", "_worker",
            "--sizes", ",".join(map(str, args.sizes)), "--reps", str(args.reps), "--batch-s", str(args.batch_s)]
-    env = {**os.environ, **RANK_ENV, "MPIEXEC_TIMEOUT": str(args.timeout), "PYTHONUNBUFFERED": "1"}
-    try:
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              timeout=args.timeout + 30)
-    except subprocess.TimeoutExpired:
-        raise SystemExit(f"bench_allreduce: {' '.join(cmd)} ran past {args.timeout + 30}s") from None
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"bench_allreduce: {' '.join(cmd)} exited {proc.returncode}; "
-                         f"stderr tail: {proc.stderr[-1500:]}")
-    return json.loads(lines[-1])
+    return last_json(launch_ranks(cmd, args.timeout, "bench allreduce"), "bench allreduce")
 
 
 def analyse(raw: dict, algorithm: str, stat: str = "median") -> dict:
     """Fit the table of a worker run; the JSON report (without provenance)."""
-    from .scaling.model import ALGORITHMS, hockney_fit, hockney_from_allreduce
+    from ..scaling.model import ALGORITHMS, hockney_fit, hockney_from_allreduce
 
     table = raw["table"]
     p = int(raw["ranks"])
@@ -161,20 +142,8 @@ def analyse(raw: dict, algorithm: str, stat: str = "median") -> dict:
             "table": table, "mpi_library": raw["mpi_library"]}
 
 
-def provenance() -> dict:
-    import mpi4py
-    import numpy
-
-    from . import __version__
-    from .metrics import git_sha
-
-    return {"lepton_hpc": __version__, "git_sha": git_sha(), "python": sys.version.split()[0],
-            "numpy": numpy.__version__, "mpi4py": mpi4py.__version__, "cpu_count": os.cpu_count(),
-            "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench_allreduce",
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench allreduce",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2, help="ranks of the Allreduce (>= 2; default 2)")
@@ -198,39 +167,38 @@ def main(argv=None) -> dict:
     """Run the sweep under the launcher, fit, return the report dict."""
     args = parser().parse_args(argv)
     if args.ranks < 2:
-        raise SystemExit("bench_allreduce: --ranks must be >= 2 (one rank has no network)")
+        raise SystemExit("bench allreduce: --ranks must be >= 2 (one rank has no network)")
     if args.reps < 1:
-        raise SystemExit("bench_allreduce: --reps must be >= 1")
+        raise SystemExit("bench allreduce: --reps must be >= 1")
     try:
         args.sizes = sizes(args.min_bytes, args.max_bytes)
     except ValueError as exc:
-        raise SystemExit(f"bench_allreduce: {exc}") from None
+        raise SystemExit(f"bench allreduce: {exc}") from None
     if len(args.sizes) < 2:
-        raise SystemExit("bench_allreduce: need at least two message sizes to fit a line")
+        raise SystemExit("bench allreduce: need at least two message sizes to fit a line")
     t = time.perf_counter()
     raw = launch(args)
     result = analyse(raw, args.algorithm, args.stat)
     note(f"bench allreduce at {result['ranks']} ranks: alpha {result['alpha_s'] * 1e6:.2f} us, "
          f"beta {result['beta_s_per_byte'] * 1e9:.3f} ns/B ({args.algorithm}), fit rms "
          f"{100 * result['fit']['rms_rel']:.0f}% of the time")
-    result.update({"wall_s": time.perf_counter() - t, "provenance": provenance()})
+    result.update({"wall_s": time.perf_counter() - t,
+                   "provenance": provenance(raw["mpi_library"], raw["ranks"])})
     return result
 
 
-def _worker_main(argv) -> None:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench_allreduce _worker")
+def worker_cli(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench allreduce _worker")
     p.add_argument("--sizes", required=True)
     p.add_argument("--reps", type=int, default=15)
     p.add_argument("--batch-s", type=float, default=0.002)
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
-    out = worker(args)
-    if out is not None:
-        print(json.dumps(out), flush=True)
+    return worker(args)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["_worker"]:
-        _worker_main(sys.argv[2:])
-    else:
-        print(json.dumps(main(sys.argv[1:])), flush=True)
+def cli(argv) -> int:
+    if argv[:1] == ["_worker"]:  # launched by main under mpiexec/srun
+        return worker_cli(argv[1:])
+    print(json.dumps(main(argv)), flush=True)
+    return 0

@@ -1,0 +1,42 @@
+"""Benchmarks whose targets are ratios measured within one run.
+
+    python -m lepton_hpc.bench gradpass  [--rows 2000000 --cols 32 --repeats 7]
+    python -m lepton_hpc.bench reduce    [--rows 2000000 --cols 32 --ranks 2 --steps 20]
+    python -m lepton_hpc.bench ranks     [--rows 2000000 --cols 32 --steps 20]
+    python -m lepton_hpc.bench matmul    [--n 4000 --k 200]
+    python -m lepton_hpc.bench allreduce [--ranks 2]
+    python -m lepton_hpc.bench models    --what steps2v1|epoch
+
+One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
+:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`); :mod:`.common` holds what
+they share (the verdict, launching ranks, the default job's data).
+
+Each prints ONE JSON object on stdout (notes go to stderr): the timings as
+min/median/max, ``ratio`` (the ratio of the two medians), ``paired_ratio``
+(min/median/max of the ratios of the A and B measurements taken side by
+side), ``target``, ``target_is`` (">=" or "<=") and ``pass``. The machine may
+be shared and noisy, so the two sides of every ratio are measured in the same
+run, interleaved (A B B A …), and repeated. ``--strict`` exits 3 when a target
+is missed. The data of gradpass/reduce/ranks is the packaged default job's
+(synthetic, chunk_rows 4096) with ``--rows``/``--cols``; ``--set
+section.key=value`` overrides keys.
+
+Ranks run single-threaded (OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1). An
+OPENBLAS_CORETYPE found in the environment is reported, never changed.
+To add a benchmark: write a module with ``cli(argv) -> int`` (print the JSON,
+return the exit code) and register it in BENCHES.
+"""
+
+from .common import grad_pass
+
+#: name: (module, one line of help). Modules are imported only when run.
+BENCHES = {
+    "gradpass": ("lepton_hpc.bench.gradpass", "gradient pass vs numpy's one-pass read of X (target >= 0.65)"),
+    "reduce": ("lepton_hpc.bench.reduce", "step time exact / fast reduction (target <= 1.10)"),
+    "ranks": ("lepton_hpc.bench.ranks", "step time -n 1 / -n 2 (target >= 1.6)"),
+    "matmul": ("lepton_hpc.bench.matmul", "factored vs dense product: speedup / flop ratio (target >= 0.5)"),
+    "allreduce": ("lepton_hpc.bench.allreduce", "Allreduce latency/bandwidth sweep and Hockney fit"),
+    "models": ("lepton_hpc.bench.models", "training steps of the app: -n 1 / -n 2, epoch / full batch"),
+}
+
+__all__ = ["BENCHES", "grad_pass"]

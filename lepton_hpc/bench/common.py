@@ -1,0 +1,155 @@
+"""What the benchmarks share: the verdict, notes, launching ranks, the default job's data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from ..metrics import blas_summary, provenance, spread
+from ..mpiexec import find_mpiexec
+
+__all__ = ["RANK_ENV", "note", "verdict", "blas_summary", "provenance", "spread", "find_mpiexec",
+           "launch_ranks", "last_json", "job_overrides", "build", "grad_pass", "data_info",
+           "add_job_args", "job_cli"]
+
+RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def note(text: str) -> None:
+    """A progress line on stderr (stdout carries only the JSON)."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def verdict(a, b, target: float, target_is: str) -> dict:
+    """Ratio of the medians of ``a`` and ``b`` plus the spread of the side-by-side ratios."""
+    ratio = float(np.median(a) / np.median(b))
+    ok = ratio >= target if target_is == ">=" else ratio <= target
+    paired = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
+    return {"ratio": ratio, "paired_ratio": spread(paired), "target": target, "target_is": target_is,
+            "pass": bool(ok)}
+
+
+# -- launching ranks ---------------------------------------------------------------
+
+def launch_ranks(cmd: list[str], timeout: int, what: str, *, capture_stderr: bool = True,
+                 drop_slurm: bool = False) -> subprocess.CompletedProcess:
+    """Run one launch of ranks (``mpiexec``/``srun`` ``cmd``) single-threaded, with a hard timeout.
+
+    ``MPIEXEC_TIMEOUT`` makes the launcher kill a hung job itself; the extra
+    30 s are for the launcher to give up. A launch past that ends the bench
+    (``what`` names it in the message). ``drop_slurm``: hide an enclosing
+    allocation from the ranks (a job of its own, not a step of that one).
+    """
+    env = {**os.environ, **RANK_ENV, "MPIEXEC_TIMEOUT": str(timeout), "PYTHONUNBUFFERED": "1"}
+    if drop_slurm:
+        for key in [k for k in env if k.startswith("SLURM_")]:
+            del env[key]
+    try:
+        return subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, timeout=timeout + 30,
+                              stderr=subprocess.PIPE if capture_stderr else None)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{what}: {' '.join(cmd)} ran past {timeout + 30}s") from None
+    except OSError as exc:  # a --mpiexec that is not there or not executable
+        raise SystemExit(f"{what}: cannot run {cmd[0]}: {exc.strerror}") from None
+
+
+def last_json(proc: subprocess.CompletedProcess, what: str) -> dict:
+    """The last stdout line of a successful launch, parsed; else the bench ends with the output's tail."""
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    if proc.returncode != 0 or not lines:
+        tail = f"stderr tail: {proc.stderr[-1500:]}" if proc.stderr else f"stdout tail: {lines[-3:]}"
+        raise SystemExit(f"{what}: {' '.join(proc.args)} exited {proc.returncode}; {tail}")
+    return json.loads(lines[-1])
+
+
+# -- the default job's data (gradpass, reduce, ranks) ----------------------------------
+
+def job_overrides(args) -> list[str]:
+    return [f"data.rows={args.rows}", f"data.cols={args.cols}", *args.overrides]
+
+
+def build(args, size: int, rank: int):
+    """(config, shard, linear-model kernel) of this rank: the default job's data at --rows x --cols."""
+    from ..config import load
+    from ..data.shard import Shard
+    from ..models.glm import make_kernel
+
+    cfg = load(None, job_overrides(args))
+    shard = Shard(cfg.data, size, rank)
+    kernel = make_kernel("linear", shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype)
+    return cfg, shard, kernel
+
+
+_NO_PLAN_YET = object()
+
+
+def grad_pass(shard, kernel, theta, partials, plan=_NO_PLAN_YET) -> None:
+    """The compute of one full-batch gd step, as Trainer._grad_loss composes it.
+
+    Parameters
+    ----------
+    shard, kernel, theta, partials
+        As the trainer holds them; ``partials`` (n_chunks, kernel.width) is overwritten.
+    plan : optional
+        ``kernel.plan(shard)``, built once by the caller as the trainer does at
+        setup (None: the kernel has no plan for this shard). Built here when
+        omitted, which costs a plan per call.
+    """
+    if plan is _NO_PLAN_YET:
+        plan = kernel.plan(shard)
+    if plan is not None:
+        kernel.partials_all(plan, theta, partials)
+        return
+    for i, X, y, sw in shard.chunks_iter():
+        kernel.partial(X, y, sw, theta, partials[i])
+
+
+def data_info(shard) -> dict:
+    return {"rows": shard.n_rows, "cols": shard.n_cols, "dtype": shard.dtype.name,
+            "chunk_rows": shard.chunk_rows, "n_chunks": shard.n_chunks, "source": shard.describe()}
+
+
+def add_job_args(p: argparse.ArgumentParser, steps: bool) -> None:
+    """The options of the benches on the default job (``steps``: those that launch gd steps)."""
+    p.add_argument("--rows", type=int, default=2_000_000)
+    p.add_argument("--cols", type=int, default=32)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a key of the default job (repeatable)")
+    if steps:
+        p.add_argument("--steps", type=int, default=20, help="timed steps per mode (per launch)")
+        p.add_argument("--block", type=int, default=1, help="steps in a row of one mode (A B B A … order)")
+        p.add_argument("--timeout", type=int, default=600, help="seconds per mpiexec launch")
+        p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+
+
+def job_cli(name: str, text: str, run: Callable[[argparse.Namespace], dict], argv,
+            extra: Callable[[argparse.ArgumentParser], object], steps: bool) -> int:
+    """Parse ``argv``, run ``run(args)`` (a dict with the verdict and ``_blas``), print the report.
+
+    Returns the exit code: 3 when ``--strict`` and the target is missed, else 0.
+    """
+    p = argparse.ArgumentParser(prog=f"python -m lepton_hpc.bench {name}", description=text)
+    add_job_args(p, steps)
+    p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
+    extra(p)
+    args = p.parse_args(argv)
+    from ..config import load
+
+    try:
+        load(None, job_overrides(args))  # a bad --set fails here, before any launch
+    except ValueError as exc:
+        p.error(str(exc))
+    t, load0 = time.perf_counter(), os.getloadavg()[0]
+    result = run(args)
+    blas = result.pop("_blas")
+    result = {"bench": name, **result, "wall_s": time.perf_counter() - t,
+              "loadavg_1m": {"start": load0, "end": os.getloadavg()[0]}, "provenance": provenance(blas=blas)}
+    print(json.dumps(result), flush=True)
+    return 3 if args.strict and not result["pass"] else 0

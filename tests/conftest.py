@@ -1,6 +1,31 @@
-"""pytest setup: the pytest-mpi tests run only under mpiexec (see test_mpi_suite.py)."""
+"""pytest setup: the pytest-mpi tests run only under mpiexec (see test_mpi_suite.py), and the
+slow lanes are marked by where they live, so ``-m "not e2e and not slurm"`` is the fast lane:
+
+* ``e2e``: everything in tests/e2e and tests/test_mpi_suite.py (they launch mpiexec);
+* ``slurm``: everything in tests/slurm (and any test that marks itself).
+"""
 
 import sys
+from pathlib import Path
+
+import pytest
 
 # A plain pytest session must not collect tests/mpi at size 1 without --with-mpi.
 collect_ignore = [] if "--with-mpi" in sys.argv else ["mpi"]
+
+HERE = Path(__file__).resolve().parent
+E2E = (HERE / "e2e", HERE / "test_mpi_suite.py")
+SLURM = (HERE / "slurm",)
+
+
+def _under(path: Path, places) -> bool:
+    return any(path == place or place in path.parents for place in places)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if _under(path, E2E):
+            item.add_marker(pytest.mark.e2e)
+        if _under(path, SLURM):
+            item.add_marker(pytest.mark.slurm)

@@ -19,6 +19,8 @@ from lepton_hpc.linalg import (
 )
 
 from helpers import uneven_bounds
+from lepton_hpc.errors import UserError
+from passert import parallel_raises
 
 EPS = np.finfo(np.float64).eps
 
@@ -125,7 +127,7 @@ def test_rank_too_large_raises_on_every_rank(func):
     a_full = make_matrix(m, n, seed=14)
     a_local = local_block(a_full, uneven_bounds(m, n, comm.size), comm.rank)
     call = svd_tsqr if func == "svd_tsqr" else randomized_svd
-    with pytest.raises(ValueError, match=r"requested rank k=13 exceeds min\(m, n\)=12"):
+    with parallel_raises(comm, UserError, match=r"requested rank k=13 exceeds min\(m, n\)=12"):
         call(a_local, comm, k=13)
     # the communicator is still usable (no rank left behind in a collective)
     assert comm.allreduce(1) == comm.size
@@ -136,12 +138,12 @@ def test_inconsistent_arguments_raise_on_every_rank():
     comm = MPI.COMM_WORLD
     last = comm.rank == comm.size - 1
     a_local = np.ones((5, 7 if last else 6))
-    with pytest.raises(ValueError, match="disagree on the number of columns"):
+    with parallel_raises(comm, UserError, match="disagree on the number of columns"):
         tsqr(a_local, comm)
     bad = np.ones(6) if last else np.ones((5, 6))
-    with pytest.raises(ValueError, match="must be 2-D"):
+    with parallel_raises(comm, UserError, match="must be 2-D"):
         svd_tsqr(bad, comm)
-    with pytest.raises(ValueError, match="identical on every rank"):
+    with parallel_raises(comm, UserError, match="identical on every rank"):
         randomized_svd(np.ones((5, 6)), comm, k=2, seed=comm.rank)
     assert comm.allreduce(1) == comm.size
 

@@ -19,13 +19,14 @@ from lepton_hpc.engine.job import run_job
 from lepton_hpc.engine.run import RunContext
 from lepton_hpc.problems.mf import init_factors
 
+from passert import parallel_assert, run_on_root
+
 WORLD = MPI.COMM_WORLD
 RANK = 3
 
 
 def shared_dir() -> Path:
-    d = tempfile.mkdtemp(prefix="mf-") if WORLD.rank == 0 else None
-    return Path(WORLD.bcast(d))
+    return Path(run_on_root(WORLD, lambda: tempfile.mkdtemp(prefix="mf-")))
 
 
 def config(*overrides, **data):
@@ -53,10 +54,6 @@ def train(cfg, comm, out, resume=None, signal=False):
     U = snap.rows("model/U", 0, s["data"]["users"])
     V = snap.replicated("model/V")["model/V"]
     return code, s, U, V
-
-
-def all_ranks(ok: bool) -> bool:
-    return all(WORLD.allgather(bool(ok)))
 
 
 def ratings(cfg):
@@ -116,9 +113,13 @@ def test_matches_serial_reference_and_one_rank_bit_for_bit(case):
     code, s, U, V = train(cfg, WORLD, out / "world")
     _, _, U1, V1 = train(cfg, MPI.COMM_SELF, out / f"self{WORLD.rank}")
     U_ref, V_ref = reference(cfg)
-    assert all_ranks(code == 0)
-    assert all_ranks(U.tobytes() == U1.tobytes() and V.tobytes() == V1.tobytes())
-    assert all_ranks(np.allclose(U, U_ref, rtol=1e-9, atol=1e-12) and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12))
+    parallel_assert(WORLD, code == 0, lambda: f"exit code {code}")
+    parallel_assert(WORLD, U.tobytes() == U1.tobytes() and V.tobytes() == V1.tobytes(),
+                    "the factors differ from a one-rank run's bits")
+    parallel_assert(WORLD, np.allclose(U, U_ref, rtol=1e-9, atol=1e-12)
+                    and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12),
+                    lambda: f"max |U - U_ref| = {np.max(np.abs(U - U_ref))}, "
+                            f"max |V - V_ref| = {np.max(np.abs(V - V_ref))}")
     assert s["steps"] == 4 and s["world_size"] == WORLD.size and s["solver"] == cfg.train.solver
     assert 0 < s["train_rmse"] and 0 < s["test_rmse"] and s["noise"] == 0.1
     users = s["memory"]["users"]["per_rank"]
@@ -130,7 +131,8 @@ def test_matches_serial_reference_and_one_rank_bit_for_bit(case):
 def test_users_and_items_without_ratings_train(tmp_path_factory):
     out = shared_dir()
     path = out / "sparse.h5"
-    if WORLD.rank == 0:
+
+    def write():
         rng = np.random.default_rng(0)
         mask = rng.random((40, 12)) < 0.5
         mask[[3, 17, 39]] = False  # users without ratings (the last one too)
@@ -139,14 +141,15 @@ def test_users_and_items_without_ratings_train(tmp_path_factory):
         with h5py.File(path, "w") as f:
             f["rows"], f["cols"], f["vals"] = r, c, rng.standard_normal(r.size)
             f.attrs["shape"] = [40, 12]
-    WORLD.Barrier()
+
+    run_on_root(WORLD, write)
     for solver in ("gd", "als"):
         cfg = config(f"train.solver={solver}", f"data.path={path}", "data.test_fraction=0.0", "model.reg=0.1")
         code, s, U, V = train(cfg, WORLD, out / solver)
         U_ref, V_ref = reference(cfg)
-        assert all_ranks(code == 0 and np.allclose(U, U_ref, rtol=1e-9, atol=1e-12)
+        parallel_assert(WORLD, code == 0 and np.allclose(U, U_ref, rtol=1e-9, atol=1e-12)
                          and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12))
-        assert all_ranks(np.all(V[[0, 5]] == 0) if solver == "als" else True)
+        parallel_assert(WORLD, np.all(V[[0, 5]] == 0) if solver == "als" else True)
         assert s["data"]["users_without_ratings"] == 3 and s["data"]["items_without_ratings"] == 2
         assert s["noise"] is None and s["test_rmse"] is None and s["test_rmse_over_noise"] is None
 
@@ -158,17 +161,17 @@ def test_resume_on_another_rank_count_is_bitwise_exact(solver):
     args = [f"train.solver={solver}", "checkpoint.every=2"]
     _, _, U, V = train(config(*args, "train.steps=5"), WORLD, out / "straight")
     # written by one rank, resumed by all ...
-    if WORLD.rank == 0:
-        train(config(*args, "train.steps=3"), MPI.COMM_SELF, out / "a")
-    WORLD.Barrier()
+    run_on_root(WORLD, lambda: train(config(*args, "train.steps=3"), MPI.COMM_SELF, out / "a")[0])
     code, s, Ua, Va = train(config(*args, "train.steps=5"), WORLD, out / "a", resume="auto")
     # ... and written by all, resumed by one
     train(config(*args, "train.steps=3"), WORLD, out / "b")
-    ok_b = True
-    if WORLD.rank == 0:
+
+    def resume_alone():
         _, _, Ub, Vb = train(config(*args, "train.steps=5"), MPI.COMM_SELF, out / "b", resume="auto")
-        ok_b = Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes()
-    assert all_ranks(code == 0 and Ua.tobytes() == U.tobytes() and Va.tobytes() == V.tobytes() and ok_b)
+        return Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes()
+
+    ok_b = run_on_root(WORLD, resume_alone)
+    parallel_assert(WORLD, code == 0 and Ua.tobytes() == U.tobytes() and Va.tobytes() == V.tobytes() and ok_b)
     assert s["steps"] == 5
     snap = checkpoint.latest_local(out / "a" / "checkpoints")
     assert snap.step == 5 and snap.shape("model/U") == (50, RANK) and snap.shape("model/V") == (23, RANK)
@@ -184,7 +187,7 @@ def test_a_signal_on_one_rank_checkpoints_and_exits_75(solver):
     out = shared_dir()
     cfg = config(f"train.solver={solver}", "train.steps=50")
     code, s, _, _ = train(cfg, WORLD, out / "r", signal=WORLD.rank == WORLD.size - 1)
-    assert all_ranks(code == 75)
+    parallel_assert(WORLD, code == 75, lambda: f"exit code {code}")
     assert s["stop_reason"] == "signal" and s["exit_code"] == 75
     step = s["steps"]
     assert step == 0  # the stop is agreed before the first step changes anything
@@ -201,9 +204,9 @@ def test_fast_reduction_is_close_and_item_blocks_keep_the_bits(monkeypatch):
     _, s_als, Ua, Va = train(config("train.solver=als"), WORLD, out / "blocks-als")
     monkeypatch.undo()
     _, _, Ua1, Va1 = train(config("train.solver=als"), WORLD, out / "als")
-    assert all_ranks(np.allclose(U, Uf, rtol=1e-10) and np.allclose(V, Vf, rtol=1e-10))
-    assert all_ranks(Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes())
-    assert all_ranks(Ua.tobytes() == Ua1.tobytes() and Va.tobytes() == Va1.tobytes())
+    parallel_assert(WORLD, np.allclose(U, Uf, rtol=1e-10) and np.allclose(V, Vf, rtol=1e-10))
+    parallel_assert(WORLD, Ub.tobytes() == U.tobytes() and Vb.tobytes() == V.tobytes())
+    parallel_assert(WORLD, Ua.tobytes() == Ua1.tobytes() and Va.tobytes() == Va1.tobytes())
     assert s["item_blocks"] > 1 and s_als["item_blocks"] > 1
 
 
@@ -243,7 +246,7 @@ def test_divergence_stops_on_every_rank_and_keeps_the_last_good_checkpoint():
 ])
 def test_stop_rules(extra, reason):
     code, s, _, _ = train(config(*extra, "train.steps=60"), WORLD, shared_dir() / "r")
-    assert all_ranks(code == 0)
+    parallel_assert(WORLD, code == 0)
     assert s["stop_reason"] == reason and s["steps"] < 60
 
 

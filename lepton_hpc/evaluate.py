@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", help="score this HDF5 file (all rows) instead of the run's own data")
     args = p.parse_args(argv)
     from . import comm as C
-    from .evaluation import evaluate
+    from .problems.glm_metrics import evaluate
 
     def score(comm) -> int:
         run_dir = Path(args.run_dir)

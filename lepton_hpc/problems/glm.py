@@ -16,7 +16,7 @@ from ..checkpoint import Part, optimizer_parts, optimizer_state
 from ..data.shard import Shard
 from ..engine.problem import Problem
 from ..errors import UserError
-from ..evaluation import evaluate
+from .glm_metrics import evaluate
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reduce import ChunkReducer
+from .. import comm as C
+from ..reduce import ChunkReducer
 
 
 def _weights(shard, i: int, sw, split: str, n: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
     k = max(n_classes, 2) if kind != "linear" else 0
     # row: [Σs, Σs·loss, Σs·y, Σs·y², Σs·(y−ŷ)², Σs·correct, confusion (k×k)]
     width = 6 + k * k
-    red = ChunkReducer(comm, shard.n_chunks, width, "exact")
+    red = ChunkReducer(comm, shard.layout, width, "exact")
     scores, labels, weights = [], [], []
     for i, X, y, sw in shard.chunks_iter():
         s = _weights(shard, i, sw, split, len(y))
@@ -65,14 +66,14 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
     out["accuracy"] = float(total[5] / n)
     out["confusion"] = total[6:].reshape(k, k).tolist()
     if kind == "logistic":
-        gathered = comm.gather((np.concatenate(scores or [np.zeros(0)]),
+        gathered = C.gather(comm, (np.concatenate(scores or [np.zeros(0)]),
                                 np.concatenate(labels or [np.zeros(0, np.intp)]),
-                                np.concatenate(weights or [np.zeros(0)])), root=0)
+                                np.concatenate(weights or [np.zeros(0)])))
         auc = None
         if comm.rank == 0:
             sc, lab, wt = (np.concatenate(parts) for parts in zip(*gathered))
             auc = roc_auc(sc, lab, wt)
-        out["roc_auc"] = comm.bcast(auc, root=0)
+        out["roc_auc"] = C.bcast(comm, auc)
     return out
 
 

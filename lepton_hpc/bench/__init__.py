@@ -27,7 +27,6 @@ To add a benchmark: write a module with ``cli(argv) -> int`` (print the JSON,
 return the exit code) and register it in BENCHES.
 """
 
-from .common import grad_pass
 
 #: name: (module, one line of help). Modules are imported only when run.
 BENCHES = {
@@ -39,4 +38,4 @@ BENCHES = {
     "models": ("lepton_hpc.bench.models", "training steps of the app: -n 1 / -n 2, epoch / full batch"),
 }
 
-__all__ = ["BENCHES", "grad_pass"]
+__all__ = ["BENCHES"]

@@ -16,7 +16,7 @@ from ..metrics import blas_summary, provenance, spread
 from ..mpiexec import find_mpiexec
 
 __all__ = ["RANK_ENV", "note", "verdict", "blas_summary", "provenance", "spread", "find_mpiexec",
-           "launch_ranks", "last_json", "job_overrides", "build", "grad_pass", "data_info",
+           "launch_ranks", "last_json", "job_overrides", "build", "data_info",
            "add_job_args", "job_cli"]
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -85,30 +85,6 @@ def build(args, size: int, rank: int):
     shard = Shard(cfg.data, size, rank)
     kernel = make_kernel("linear", shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype)
     return cfg, shard, kernel
-
-
-_NO_PLAN_YET = object()
-
-
-def grad_pass(shard, kernel, theta, partials, plan=_NO_PLAN_YET) -> None:
-    """The compute of one full-batch gd step, as Trainer._grad_loss composes it.
-
-    Parameters
-    ----------
-    shard, kernel, theta, partials
-        As the trainer holds them; ``partials`` (n_chunks, kernel.width) is overwritten.
-    plan : optional
-        ``kernel.plan(shard)``, built once by the caller as the trainer does at
-        setup (None: the kernel has no plan for this shard). Built here when
-        omitted, which costs a plan per call.
-    """
-    if plan is _NO_PLAN_YET:
-        plan = kernel.plan(shard)
-    if plan is not None:
-        kernel.partials_all(plan, theta, partials)
-        return
-    for i, X, y, sw in shard.chunks_iter():
-        kernel.partial(X, y, sw, theta, partials[i])
 
 
 def data_info(shard) -> dict:

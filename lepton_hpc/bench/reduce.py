@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .common import (add_job_args, blas_summary, build, data_info, find_mpiexec, grad_pass, job_cli, last_json,
+from .common import (add_job_args, blas_summary, build, data_info, find_mpiexec, job_cli, last_json,
                      launch_ranks, note, spread, verdict)
 
 HELP = "step time exact / fast reduction (target <= 1.10)"
@@ -45,19 +45,22 @@ def bench_reduce(args) -> dict:
             **verdict(ex["step_s"], fa["step_s"], 1.10, "<="), "_blas": res["blas"]}
 
 
-def _time_steps(comm, args, shard, kernel, reducers: dict) -> dict:
-    """This rank's compute, reduce and reduce-alone seconds per mode. Collective over comm."""
+def _time_steps(comm, args, shard, kernel, passes: dict) -> dict:
+    """This rank's compute, reduce and reduce-alone seconds per mode. Collective over comm.
+
+    ``passes``: the engine's own full-batch gradient strategy per reduction mode.
+    """
     from .. import comm as C
 
-    modes = list(reducers)
-    plan = kernel.plan(shard)  # built once, as the trainer does at setup
+    modes = list(passes)
+    reducers = {m: passes[m].reducer for m in modes}
     theta = np.full(kernel.n_params, 0.01)
     times = {m: {"compute_s": [], "reduce_s": [], "reduce_only_s": []} for m in modes}
 
     def step(m: str, record: bool) -> None:
         red = reducers[m]
         t0 = time.perf_counter()
-        grad_pass(shard, kernel, theta, red.partials, plan)
+        passes[m].partials(theta, 0)
         t1 = time.perf_counter()
         red.reduce()
         t2 = time.perf_counter()
@@ -84,13 +87,14 @@ def _time_steps(comm, args, shard, kernel, reducers: dict) -> dict:
 def worker(args) -> int:
     """Every rank: time gd steps (compute + reduce) of each mode; rank 0 prints the JSON. Collective."""
     from .. import comm as C
-    from ..reduce import ChunkReducer
+    from ..metrics import PhaseTimer
+    from ..problems.glm_solvers import FullBatch
 
     def body(comm) -> int:
         _, shard, kernel = build(args, comm.size, comm.rank)
         modes = args.modes.split(",")
-        reducers = {m: ChunkReducer(comm, shard.n_chunks, kernel.width, m) for m in modes}
-        times = _time_steps(comm, args, shard, kernel, reducers)
+        passes = {m: FullBatch(comm, shard, kernel, m, PhaseTimer()) for m in modes}
+        times = _time_steps(comm, args, shard, kernel, passes)
         everyone = C.gather(comm, times)
         if comm.rank == 0:
             out = {}
@@ -100,7 +104,7 @@ def worker(args) -> int:
                 out[m] = {"step_s": step_s.tolist(), "reduce_s": worst["reduce_s"].tolist(),
                           "compute_s_by_rank": [float(np.median(e[m]["compute_s"])) for e in everyone],
                           "reduce_only_s": worst["reduce_only_s"].tolist(),
-                          "bytes_per_reduce": reducers[m].bytes_per_reduce}
+                          "bytes_per_reduce": passes[m].reducer.bytes_per_reduce}
             print(json.dumps({"data": data_info(shard), "world_size": comm.size, "modes": out,
                               "blas": blas_summary()}), flush=True)
         return 0

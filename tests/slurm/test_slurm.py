@@ -53,7 +53,7 @@ def _wait_for_checkpoint(slurm, job_id: str, run_dir: Path, tmp_path: Path, time
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any((run_dir / "checkpoints").glob("step-*.h5")):
+        if any((run_dir / "checkpoints").glob("step-*.commit")):
             return
         state = slurm.show(job_id).get("JobState")
         if state not in ("PENDING", "CONFIGURING", "RUNNING") or "srun: error:" in _log(tmp_path, job_id):

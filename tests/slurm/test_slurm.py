@@ -176,7 +176,10 @@ def test_usr1_checkpoints_requeues_and_resumes_bitwise(slurm, tmp_path):
     assert "requeue 1/" in log, log
     first_step, _ = _final_params(run_dir)
     assert 0 < first_step < steps, f"checkpoint step {first_step}\n{log}"
-    # A requeued job waits about two minutes (BeginTime); release it now.
+    # A requeued job waits about two minutes (BeginTime); release it sooner. Not at once: slurmd
+    # refuses a credential of the requeued job created in the same second as the revocation of
+    # its first run ("Job credential revoked", the job then FAILS), which is what BeginTime guards.
+    time.sleep(3)
     slurm.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"])
     info = slurm.wait_done(job_id, timeout=600)
     log = _log(tmp_path, job_id)

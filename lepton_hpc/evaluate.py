@@ -34,10 +34,10 @@ def _setup(run_dir: Path, data_path: str | None, comm):
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"{run_dir} is not a run directory (no config.toml)")
         cfg = load(str(run_dir / "config.toml"))
-        state = checkpoint.latest_valid(run_dir / "checkpoints", warn=lambda m: None)
+        state = checkpoint.latest_local(run_dir / "checkpoints", warn=lambda m: None)
         if state is None:
             raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
-        return cfg, state.arrays
+        return cfg, state.replicated("model/")
 
     cfg, arrays = C.on_root(comm, read)
     if cfg.model.kind not in ("linear", "logistic", "softmax"):

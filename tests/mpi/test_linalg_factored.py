@@ -183,16 +183,15 @@ def test_save_load_across_rank_counts(shared_dir):
 def test_save_and_load_errors_raise_everywhere(shared_dir):
     comm, _, _, _, a_local = setup(40, 8)
     fm = FactoredMatrix.from_dense_block(a_local, comm, k=3)
-    with parallel_raises(comm, OSError, match="saving"):
+    with parallel_raises(comm, UserError, match="saving"):
         fm.save(os.path.join(shared_dir, "missing_dir", "f.h5"), comm)
-    with parallel_raises(comm, OSError, match="loading"):
+    with parallel_raises(comm, UserError, match="loading"):
         FactoredMatrix.load(os.path.join(shared_dir, "nope.h5"), comm)
     path = os.path.join(shared_dir, "ok.h5")
     fm.save(path, comm)
     with parallel_raises(comm, UserError, match="tile"):
         FactoredMatrix.load(path, comm, row_range=(0, 39) if comm.size == 1 else (0, 40))
-    # FactoredMatrix.load re-raises a reader's UserError as a plain ValueError (_raise_shared),
-    # which run_app would treat as a bug: only ValueError is checked here until that is fixed.
-    with parallel_raises(comm, ValueError, match="outside"):
+    # a reader's error on one rank is the same UserError on every rank (never a RuntimeError)
+    with parallel_raises(comm, UserError, match="outside"):
         FactoredMatrix.load(path, comm, row_range=(0, 41))
     assert comm.allreduce(1) == comm.size

@@ -265,3 +265,36 @@ class StopFlag:
     def wait(self) -> float:
         self._req.Wait()
         return float(self._recv[0])
+
+
+# -- point-to-point turns and pickled sums (appended for lepton_hpc.linalg) ------------------
+
+#: Tag of :func:`send_token`/:func:`wait_token` messages (kept apart from other traffic on ``comm``).
+TOKEN_TAG = 7301
+
+
+def send_token(comm: MPI.Comm, dest: int, ok: bool = True) -> None:
+    """Hand the turn to rank ``dest`` (``ok``: whether everything went well so far).
+
+    Point-to-point, not collective: pairs with :func:`wait_token` on ``dest``. Used to
+    let ranks take turns on a shared file, one at a time, in rank order.
+    """
+    comm.send(bool(ok), dest=dest, tag=TOKEN_TAG)
+
+
+def wait_token(comm: MPI.Comm, source: int) -> bool:
+    """Wait until rank ``source`` hands over the turn; returns its ``ok`` flag.
+
+    Point-to-point, not collective: pairs with :func:`send_token` on ``source``.
+    """
+    return bool(comm.recv(source=source, tag=TOKEN_TAG))
+
+
+def allreduce_object_sum(comm: MPI.Comm, value):
+    """The sum of every rank's ``value`` (numpy arrays, floats) by mpi4py's pickled allreduce.
+
+    Its order (a binomial tree) depends on the rank count, like :func:`allreduce_sum`, but
+    its bits differ from a buffer Allreduce: kept where results are pinned to it (the least
+    squares ``Uᵀy`` of :mod:`lepton_hpc.linalg.lstsq`). Collective over ``comm``.
+    """
+    return comm.allreduce(value, op=MPI.SUM)

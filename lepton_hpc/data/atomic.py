@@ -8,7 +8,9 @@ the final name with ``os.replace`` and the directory is ``fsync``-ed, so a
 crash at any point leaves either the old file or the complete new one. On an
 exception the temporary file is removed and the final name is untouched.
 
-Nothing here talks to MPI: call it on the rank that writes.
+Nothing here talks to MPI: call it on the rank that writes. A file written by
+several ranks in turn uses the two halves, :func:`reserve_tmp` and
+:func:`commit_tmp` (or :func:`discard_tmp`), on the rank that owns the name.
 """
 
 from __future__ import annotations
@@ -35,6 +37,44 @@ def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
         os.close(fd)
 
 
+def reserve_tmp(path: str | os.PathLike) -> str:
+    """A fresh temporary name next to ``path`` (nothing exists there yet).
+
+    The first half of :func:`atomic_path`, for writers that span processes (one rank
+    reserves the name, several write to it, one commits it): finish with
+    :func:`commit_tmp` on success or :func:`discard_tmp` on failure. ``path``'s
+    directory must exist (``OSError`` otherwise).
+    """
+    final = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(final))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)  # mkstemp's file is 0600: the writer creates its own, with the usual umask
+    return tmp
+
+
+def commit_tmp(tmp: str, path: str | os.PathLike) -> None:
+    """Make the written ``tmp`` the file ``path``, durably: fsync, rename, fsync the directory.
+
+    The second half of :func:`atomic_path`. On an error ``tmp`` is removed and ``path``
+    is left as it was.
+    """
+    final = os.fspath(path)
+    try:
+        fsync_path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        discard_tmp(tmp)
+        raise
+    fsync_path(os.path.dirname(os.path.abspath(final)), directory=True)
+
+
+def discard_tmp(tmp: str) -> None:
+    """Remove a reserved temporary file if it was created (a failed write)."""
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """A temporary path to write to; on success it becomes ``path``, durably.
@@ -55,21 +95,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     -----
     On any exception inside the block the temporary file is removed and the
     exception propagates; an existing file at ``path`` is left as it was.
+    :func:`reserve_tmp` and :func:`commit_tmp` are its two halves.
     """
-    final = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(final))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    os.unlink(tmp)  # mkstemp's file is 0600: the writer creates its own, with the usual umask
+    tmp = reserve_tmp(path)
     try:
         yield tmp
-        fsync_path(tmp)
-        os.replace(tmp, final)
     except BaseException:
-        if os.path.lexists(tmp):
-            os.unlink(tmp)
+        discard_tmp(tmp)
         raise
-    fsync_path(directory, directory=True)
+    commit_tmp(tmp, path)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -2,8 +2,12 @@
 
 A matrix ``A`` (``m × n``) is split by contiguous row blocks over the ranks of
 a communicator (blocks may be uneven, shorter than wide, or empty).  The
-functions here take the communicator as an argument and only call its methods;
-the numerical kernels (:mod:`lepton_hpc.linalg.kernels`) are pure numpy/scipy.
+functions here take the communicator as an argument and communicate only through
+the wrappers of :mod:`lepton_hpc.comm`; errors a caller can fix are raised as the
+same :class:`~lepton_hpc.comm.JobError` (a :class:`~lepton_hpc.errors.UserError`)
+on every rank.  The numerical kernels (:mod:`lepton_hpc.linalg.kernels`) are pure
+numpy/scipy; :mod:`~lepton_hpc.linalg.hdf5io` is serial file I/O and
+:mod:`~lepton_hpc.linalg.collective_io` the collective save and load.
 
 Public API
 ----------

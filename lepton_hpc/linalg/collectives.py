@@ -1,15 +1,12 @@
-"""Small communication helpers shared by the distributed linear algebra.
-
-These functions take the communicator as an argument and only call its
-methods (``allgather``, ``Allreduce``, ``rank``, ``size``); nothing here
-imports MPI, so any object with the mpi4py ``Comm`` interface works.
+"""Agreeing on the row layout of a row-distributed matrix (through :mod:`lepton_hpc.comm`).
 
 The central idea is :func:`agree_on_layout`: before the numerical work, every
 rank contributes its row count, column count, a local error message (or
 ``None``) and the replicated arguments it was called with, in one
-``allgather``.  Every rank then checks the same gathered data and raises the
-same ``ValueError``, so argument errors never leave a subset of ranks
-blocked inside a later collective.
+:func:`lepton_hpc.comm.allgather`.  Every rank then evaluates the same gathered
+data and raises the same :class:`~lepton_hpc.comm.JobError` (a
+:class:`~lepton_hpc.errors.UserError`), so argument errors never leave a subset
+of ranks blocked inside a later collective.  Nothing here calls MPI itself.
 """
 
 from __future__ import annotations
@@ -19,10 +16,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .kernels import split_offsets
-from ..errors import UserError
+from .. import comm as C
+from ..layout import block_offsets
 
-__all__ = ["RowLayout", "agree_on_layout", "allreduce_sum", "even_row_range"]
+__all__ = ["RowLayout", "agree_on_layout", "raise_first_error"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +65,31 @@ class RowLayout:
         """Global shape ``(m, n)``."""
         return (self.n_rows_global, self.n_cols)
 
+    @classmethod
+    def from_counts(cls, counts, rank: int, n_cols: int) -> "RowLayout":
+        """The layout of blocks of ``counts[q]`` rows on rank ``q``, in rank order."""
+        offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]))
+        return cls(offsets=offsets, rank=int(rank), n_cols=int(n_cols))
+
+    @classmethod
+    def balanced(cls, n_rows: int, size: int, rank: int, n_cols: int) -> "RowLayout":
+        """The balanced split of ``n_rows`` over ``size`` ranks (:func:`lepton_hpc.layout.block_offsets`)."""
+        offsets = tuple(int(x) for x in block_offsets(int(n_rows), int(size)))
+        return cls(offsets=offsets, rank=int(rank), n_cols=int(n_cols))
+
+
+def raise_first_error(messages: list, prefix: str = "") -> None:
+    """Raise :class:`~lepton_hpc.comm.JobError` if any entry of ``messages`` is set.
+
+    ``messages`` is one entry per rank (``None`` where all went well), gathered
+    through :mod:`lepton_hpc.comm` so that it is the same on every rank: every rank
+    raises the same error, naming the failing ranks, or none does.
+    """
+    failed = [(rank, msg) for rank, msg in enumerate(messages) if msg is not None]
+    if failed:
+        text = "; ".join(f"rank {rank}: {msg}" for rank, msg in failed)
+        raise C.JobError(prefix + text, failed[0][0])
+
 
 def agree_on_layout(
     comm,
@@ -79,11 +101,11 @@ def agree_on_layout(
 ) -> RowLayout:
     """Exchange row counts and validate arguments consistently on every rank.
 
-    Collective over `comm`.
+    Collective over `comm` (one :func:`lepton_hpc.comm.allgather`).
 
     Parameters
     ----------
-    comm : mpi4py-style communicator
+    comm : mpi4py communicator
     n_rows_local, n_cols : int or None
         Shape of this rank's block (``None`` allowed when ``local_error`` is set).
     local_error : str or None
@@ -97,27 +119,22 @@ def agree_on_layout(
 
     Raises
     ------
-    ValueError
-        On every rank, if any rank reported a local error, if the column
-        counts differ, or if the replicated arguments differ.
+    lepton_hpc.comm.JobError
+        (a ``UserError``) on every rank, if any rank reported a local error, if the
+        column counts differ, or if the replicated arguments differ.
     """
-    gathered = comm.allgather((n_rows_local, n_cols, local_error, replicated))
-    errors = [f"rank {r}: {err}" for r, (_, _, err, _) in enumerate(gathered) if err]
-    if errors:
-        raise UserError("invalid arguments: " + "; ".join(errors))
+    gathered = C.allgather(comm, (n_rows_local, n_cols, local_error, replicated))
+    raise_first_error([entry[2] for entry in gathered], prefix="invalid arguments: ")
     col_counts = [entry[1] for entry in gathered]
     if len(set(col_counts)) != 1:
-        raise UserError(
-            f"ranks disagree on the number of columns: {col_counts} (by rank)"
-        )
+        raise C.JobError(f"ranks disagree on the number of columns: {col_counts} (by rank)")
     first = gathered[0][3]
     if any(not _same(entry[3], first) for entry in gathered[1:]):
-        raise UserError(
+        raise C.JobError(
             "arguments that must be identical on every rank differ: "
             f"{[entry[3] for entry in gathered]} (by rank)"
         )
-    offsets = tuple(int(x) for x in np.concatenate([[0], np.cumsum([e[0] for e in gathered])]))
-    return RowLayout(offsets=offsets, rank=comm.rank, n_cols=int(col_counts[0]))
+    return RowLayout.from_counts([e[0] for e in gathered], comm.rank, col_counts[0])
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -127,25 +144,3 @@ def _same(a: Any, b: Any) -> bool:
         return bool(np.all(result))
     except (ValueError, TypeError):
         return False
-
-
-def allreduce_sum(comm, local: np.ndarray) -> np.ndarray:
-    """Element-wise sum of a same-shaped float64 array over all ranks.
-
-    Collective over `comm`.  Uses the buffer ``Allreduce`` (default op: sum).
-
-    Returns
-    -------
-    ndarray
-        New array, same shape as ``local``, identical on every rank.
-    """
-    send = np.ascontiguousarray(local, dtype=np.float64)
-    recv = np.empty_like(send)
-    comm.Allreduce(send, recv)
-    return recv
-
-
-def even_row_range(n_rows_global: int, rank: int, size: int) -> tuple:
-    """Row range ``(start, stop)`` of ``rank`` in a near-even split of ``n_rows_global``."""
-    offsets = split_offsets(n_rows_global, size)
-    return int(offsets[rank]), int(offsets[rank + 1])

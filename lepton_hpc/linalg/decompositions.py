@@ -29,7 +29,10 @@ Thin SVD: ``A = Q R``, ``R = U_r S Vᵀ`` (small replicated SVD),
 (2011), Algorithms 4.3/4.4 + 5.1, with TSQR re-orthonormalisation.
 
 Every function here is collective: argument problems are detected in one
-``allgather`` up front and raised identically on every rank.
+``allgather`` up front (:func:`~lepton_hpc.linalg.collectives.agree_on_layout`) and
+raised identically on every rank as :class:`~lepton_hpc.comm.JobError` (a
+:class:`~lepton_hpc.errors.UserError`).  All communication goes through the
+wrappers of :mod:`lepton_hpc.comm`.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import kernels
-from .collectives import RowLayout, agree_on_layout, allreduce_sum
-from ..errors import UserError
+from .collectives import RowLayout, agree_on_layout
+from .. import comm as C
 
 __all__ = ["TSQRResult", "ThinSVD", "tsqr", "svd_tsqr", "randomized_svd", "orthogonality_error"]
 
@@ -128,10 +131,10 @@ def prepare_block(A_local, comm, name: str = "A_local", *, errors=(), replicated
 
 
 def check_rank_fits(k: int, layout: RowLayout) -> None:
-    """Raise ``ValueError`` (identically on all ranks) if ``k > min(m, n)``."""
+    """Raise ``JobError`` (identically on all ranks: ``layout`` is agreed) if ``k > min(m, n)``."""
     m, n = layout.shape
     if k > min(m, n):
-        raise UserError(
+        raise C.JobError(
             f"requested rank k={k} exceeds min(m, n)={min(m, n)} "
             f"for a matrix of shape (m, n)=({m}, {n})"
         )
@@ -144,7 +147,7 @@ def check_rank_fits(k: int, layout: RowLayout) -> None:
 def _tsqr_block(block: np.ndarray, comm) -> TSQRResult:
     """TSQR of an already validated float64 block.  Collective over `comm`."""
     q_local, r_local = kernels.local_qr(block)
-    r_blocks = comm.allgather(r_local)
+    r_blocks = C.allgather(comm, r_local)
     q_stacked, r = kernels.qr_of_stacked(r_blocks, block.shape[1])
     start = sum(rb.shape[0] for rb in r_blocks[: comm.rank])
     q_piece = q_stacked[start : start + r_local.shape[0]]
@@ -161,7 +164,7 @@ def tsqr(A_local, comm) -> TSQRResult:
     A_local : array_like, shape (n_rows_local, n)
         This rank's contiguous row block of ``A`` (rank order = row order).
         May have fewer rows than columns or none at all.
-    comm : mpi4py-style communicator
+    comm : mpi4py communicator
 
     Returns
     -------
@@ -172,8 +175,8 @@ def tsqr(A_local, comm) -> TSQRResult:
 
     Raises
     ------
-    ValueError
-        On every rank, if any rank's block is not a finite real 2-D array or
+    lepton_hpc.comm.JobError
+        (a ``UserError``) on every rank, if any rank's block is not a finite real 2-D array or
         the column counts differ.
     """
     block, _ = prepare_block(A_local, comm)
@@ -217,7 +220,7 @@ def svd_tsqr(A_local, comm, k: Optional[int] = None) -> ThinSVD:
     ----------
     A_local : array_like, shape (n_rows_local, n)
         This rank's row block (may be empty or shorter than wide).
-    comm : mpi4py-style communicator
+    comm : mpi4py communicator
     k : int, optional
         Keep the ``k`` leading triplets; default keeps all ``min(m, n)``.
 
@@ -229,8 +232,8 @@ def svd_tsqr(A_local, comm, k: Optional[int] = None) -> ThinSVD:
 
     Raises
     ------
-    ValueError
-        On every rank, e.g. "requested rank k=… exceeds min(m, n)=…".
+    lepton_hpc.comm.JobError
+        (a ``UserError``) on every rank, e.g. "requested rank k=… exceeds min(m, n)=…".
     """
     full, _ = svd_tsqr_untruncated(A_local, comm, k)
     if k is None:
@@ -275,15 +278,15 @@ def randomized_svd_untruncated(
     block, layout = prepare_block(A_local, comm, errors=errors, replicated=replicated)
     check_rank_fits(k, layout)
     if seed is None:  # fresh entropy, agreed on by broadcast
-        seed = comm.bcast(np.random.SeedSequence().entropy if comm.rank == 0 else None, root=0)
+        seed = C.bcast(comm, np.random.SeedSequence().entropy if comm.rank == 0 else None, root=0)
 
     n_sketch = min(k + int(oversampling), *layout.shape)
     omega = kernels.gaussian_sketch(layout.n_cols, n_sketch, seed)
     q_local = _tsqr_block(block @ omega, comm).Q_local
     for _ in range(int(n_power_iter)):
-        z = kernels.orthonormalize(allreduce_sum(comm, block.T @ q_local))
+        z = kernels.orthonormalize(C.allreduce_sum(comm, block.T @ q_local))
         q_local = _tsqr_block(block @ z, comm).Q_local
-    b = allreduce_sum(comm, q_local.T @ block)  # (n_sketch, n), replicated
+    b = C.allreduce_sum(comm, q_local.T @ block)  # (n_sketch, n), replicated
     u_b, s, vt = kernels.small_svd(b)
     return ThinSVD(q_local @ u_b, s, vt.T), layout
 
@@ -305,7 +308,7 @@ def randomized_svd(
     Parameters
     ----------
     A_local : array_like, shape (n_rows_local, n)
-    comm : mpi4py-style communicator
+    comm : mpi4py communicator
     k : int
         Target rank, ``1 <= k <= min(m, n)``.
     oversampling : int, default 10
@@ -324,8 +327,8 @@ def randomized_svd(
 
     Raises
     ------
-    ValueError
-        On every rank, for invalid or rank-inconsistent arguments or
+    lepton_hpc.comm.JobError
+        (a ``UserError``) on every rank, for invalid or rank-inconsistent arguments or
         ``k > min(m, n)``.
     """
     full, _ = randomized_svd_untruncated(
@@ -342,7 +345,7 @@ def orthogonality_error(U_local, comm, ord=2) -> float:
     Parameters
     ----------
     U_local : array_like, shape (n_rows_local, k)
-    comm : mpi4py-style communicator
+    comm : mpi4py communicator
     ord : {2, 'fro'}, default 2
         Spectral or Frobenius norm.
 
@@ -353,5 +356,5 @@ def orthogonality_error(U_local, comm, ord=2) -> float:
     """
     errors = [] if ord in (2, "fro") else [f"ord must be 2 or 'fro', got {ord!r}"]
     block, layout = prepare_block(U_local, comm, "U_local", errors=errors, replicated=(str(ord),))
-    gram = allreduce_sum(comm, block.T @ block)
+    gram = C.allreduce_sum(comm, block.T @ block)
     return float(np.linalg.norm(gram - np.eye(layout.n_cols), ord=ord))

@@ -7,55 +7,23 @@ dense ``m × n`` matrix is never formed.
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import numpy as np
 
-from . import hdf5io, kernels
-from .collectives import agree_on_layout, allreduce_sum, even_row_range
+from . import collective_io, kernels
+from .collectives import agree_on_layout
 from .decompositions import (
     prepare_block,
     randomized_svd_untruncated,
     svd_tsqr_untruncated,
 )
+from .. import comm as C
 from ..errors import UserError
 
 __all__ = ["FactoredMatrix"]
 
 _METHODS = ("tsqr", "randomized")
-
-
-def _raise_shared(errors: list) -> None:
-    """Raise the first ``(kind, message)`` error; every rank passes the same list."""
-    errors = [e for e in errors if e is not None]
-    if not errors:
-        return
-    kind = errors[0][0]
-    message = "; ".join(msg for _, msg in errors)
-    raise {"value": ValueError, "os": OSError}.get(kind, RuntimeError)(message)
-
-
-def _error_entry(exc: BaseException, where: str):
-    kind = "value" if isinstance(exc, ValueError) else "os" if isinstance(exc, OSError) else "other"
-    return kind, f"{where}: {type(exc).__name__}: {exc}"
-
-
-def _check_tiling(ranges: list, n_rows_global: int) -> Optional[str]:
-    """Message if ``ranges`` (in rank order) do not tile ``[0, n_rows_global)``."""
-    expected = 0
-    for rank, (start, stop) in enumerate(ranges):
-        if start != expected or stop < start:
-            return (
-                f"row ranges must tile [0, {n_rows_global}) contiguously in rank "
-                f"order; rank {rank} has ({start}, {stop}), expected start {expected}"
-            )
-        expected = stop
-    if expected != n_rows_global:
-        return (
-            f"row ranges must tile [0, {n_rows_global}); they end at {expected}"
-        )
-    return None
 
 
 class FactoredMatrix:
@@ -131,7 +99,7 @@ class FactoredMatrix:
 
         Raises
         ------
-        ValueError
+        UserError
             If ``k`` is not in ``[1, self.k]``.
         """
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.k:
@@ -155,7 +123,7 @@ class FactoredMatrix:
         V = np.asarray(V, dtype=np.float64)
         block, layout = prepare_block(U_local, comm, "U_local", replicated=(S.shape, V.shape))
         if V.ndim != 2 or V.shape[1] != S.shape[0] or layout.n_cols != S.shape[0]:
-            raise UserError(
+            raise C.JobError(  # the same verdict on every rank: the shapes are agreed on
                 f"factor shapes disagree: U_local {block.shape}, S {S.shape}, V {V.shape}")
         return cls(block, S, V, row_range=(layout.row_start, layout.row_stop),
                    shape=(layout.n_rows_global, V.shape[0]),
@@ -171,7 +139,7 @@ class FactoredMatrix:
         Parameters
         ----------
         A_local : array_like, shape (n_rows_local, n)
-        comm : mpi4py-style communicator
+        comm : mpi4py communicator
         k : int, optional
             Target rank; required for ``method="randomized"``.  Default (TSQR):
             keep all ``min(m, n)`` triplets.
@@ -188,8 +156,8 @@ class FactoredMatrix:
 
         Raises
         ------
-        ValueError
-            On every rank, for invalid arguments or ``k > min(m, n)``.
+        lepton_hpc.comm.JobError
+            (a ``UserError``) on every rank, for invalid arguments or ``k > min(m, n)``.
         """
         if method not in _METHODS:
             # Fail inside the same first collective the valid ranks enter.
@@ -252,7 +220,7 @@ class FactoredMatrix:
         Y2 = None if error is not None else (Y[:, np.newaxis] if Y.ndim == 1 else Y)
         agree_on_layout(comm, Y.shape[0] if Y.ndim else None, None if Y2 is None else Y2.shape[1],
                         local_error=error, replicated=(Y.ndim,))
-        uty = allreduce_sum(comm, self.U_local.T @ Y2)
+        uty = C.allreduce_sum(comm, self.U_local.T @ Y2)
         result = self.V @ (self.S[:, np.newaxis] * uty)
         return result[:, 0] if Y.ndim == 1 else result
 
@@ -278,7 +246,7 @@ class FactoredMatrix:
         """
         block = self._prepare_reference(A_local, comm)
         local_sq = np.sum((block - self.to_dense_block()) ** 2)
-        return float(np.sqrt(allreduce_sum(comm, np.array([local_sq]))[0]))
+        return float(np.sqrt(C.allreduce_sum(comm, np.array([local_sq]))[0]))
 
     def spectral_error_estimate(
         self, A_local, comm, *, n_iter: int = 10, block_size: int = 8, seed: int = 0
@@ -295,7 +263,7 @@ class FactoredMatrix:
         ----------
         A_local : array_like, shape (n_rows_local, n)
             The reference matrix's rows matching ``U_local``.
-        comm : mpi4py-style communicator
+        comm : mpi4py communicator
         n_iter : int, default 10
             Power iterations.
         block_size : int, default 8
@@ -321,10 +289,10 @@ class FactoredMatrix:
         x = kernels.orthonormalize(kernels.gaussian_sketch(n_cols, width, seed))
         for _ in range(int(n_iter)):
             y = kernels.residual_matmul(*args, x)
-            ety = allreduce_sum(comm, kernels.residual_tmatmul_local(*args, y))
+            ety = C.allreduce_sum(comm, kernels.residual_tmatmul_local(*args, y))
             x = kernels.orthonormalize(ety)
         y = kernels.residual_matmul(*args, x)
-        gram = allreduce_sum(comm, y.T @ y)
+        gram = C.allreduce_sum(comm, y.T @ y)
         return float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
 
     def tail_estimate(self, ord=2) -> Optional[float]:
@@ -352,69 +320,50 @@ class FactoredMatrix:
     # ----------------------------------------------------------------- HDF5
 
     def save(self, path, comm) -> None:
-        """Write the factors to one HDF5 file (rank 0 writes, atomically).
+        """Write the factors to one HDF5 file, atomically, each rank writing its own rows.
 
-        Collective over `comm`.  The blocks of ``U`` are sent to rank 0 with
-        ``comm.gather`` and written as ``/factors/U`` (``m × k``, row order),
-        with ``/factors/S``, ``/factors/V`` and attributes ``shape``, ``rank``.
-        Rank 0 must hold all of ``U`` in memory, which is fine for moderate
-        ``m × k``.  Only rank 0's ``path`` is used.  The write goes to
-        ``path + ".tmp"`` and is renamed into place after ``fsync``.
+        Collective over `comm`.  The file holds ``/factors/U`` (``m × k``, row
+        order), ``/factors/S``, ``/factors/V``, ``/factors/S_discarded`` and the
+        attributes ``shape``, ``rank``, ``tail_complete``
+        (:mod:`~lepton_hpc.linalg.hdf5io`).  Rank 0 creates it under a temporary
+        name, the ranks write their rows of ``U`` in turn, and rank 0 renames it
+        into place after ``fsync`` (:func:`~lepton_hpc.linalg.collective_io.save_factors`);
+        no rank holds more than its own rows.  Only rank 0's ``path`` is used.
 
         Raises
         ------
-        ValueError, OSError
-            On every rank, if the blocks do not tile the rows or writing fails.
+        lepton_hpc.comm.JobError
+            (a ``UserError``) on every rank, if the blocks do not tile the rows or
+            writing fails on any rank; nothing new is left under ``path`` then.
         """
-        pieces = comm.gather((self.row_range, self.U_local), root=0)
-        error = None
-        if comm.rank == 0:
-            try:
-                tiling_error = _check_tiling([rr for rr, _ in pieces], self.shape[0])
-                if tiling_error:
-                    raise UserError(tiling_error)
-                u_full = np.vstack([u for _, u in pieces]) if pieces else np.zeros((0, self.k))
-                hdf5io.write_factors_atomic(
-                    os.fspath(path), u_full, self.S, self.V, shape=self.shape,
-                    s_discarded=self.s_discarded, tail_complete=self.tail_complete)
-            except Exception as exc:
-                error = _error_entry(exc, f"saving {os.fspath(path)!r} on rank 0")
-        _raise_shared([comm.bcast(error, root=0)])
+        collective_io.save_factors(self, path, comm)
 
     @classmethod
     def load(cls, path, comm, row_range=None) -> "FactoredMatrix":
         """Read a factor file, each rank reading only its rows of ``U``.
 
-        Collective over `comm`.  One ``allgather`` agrees on errors and checks
+        Collective over `comm`.  One allgather agrees on errors and checks
         that the row ranges tile ``[0, m)`` in rank order.  The rank count
         need not match the one that saved the file.
 
         Parameters
         ----------
         path : str or os.PathLike
-        comm : mpi4py-style communicator
+        comm : mpi4py communicator
         row_range : (int, int), optional
-            This rank's rows; default is a near-even split over ``comm.size``.
+            This rank's rows; default is the balanced split over ``comm.size``.
 
         Returns
         -------
         FactoredMatrix
+
+        Raises
+        ------
+        lepton_hpc.comm.JobError
+            (a ``UserError``) on every rank, for a missing or bad file, a row range
+            outside the matrix, or ranges that do not tile the rows.
         """
-        data, error = None, None
-        try:
-            if row_range is None:
-                n_rows_global = hdf5io.read_header(os.fspath(path))["shape"][0]
-                row_range = even_row_range(n_rows_global, comm.rank, comm.size)
-            data = hdf5io.read_factors(os.fspath(path), row_range)
-        except Exception as exc:
-            error = _error_entry(exc, f"loading {os.fspath(path)!r} on rank {comm.rank}")
-        info = None if data is None else (data["row_range"], data["shape"])
-        gathered = comm.allgather((error, info))
-        _raise_shared([err for err, _ in gathered])
-        n_rows_global = gathered[0][1][1][0]
-        tiling_error = _check_tiling([info[0] for _, info in gathered], n_rows_global)
-        if tiling_error:
-            raise UserError(tiling_error)
+        data = collective_io.load_factors(path, comm, row_range)
         return cls(data["U_local"], data["S"], data["V"], row_range=data["row_range"],
                    shape=data["shape"], s_discarded=data["S_discarded"],
                    tail_complete=data["tail_complete"])

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .decompositions import svd_tsqr
+from .. import comm as C
 
 
 @dataclass
@@ -62,9 +63,14 @@ def design_block(shard, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
 
 
 def factor(Z_local: np.ndarray, y_local: np.ndarray, comm, rcond: float) -> Factored:
-    """Thin SVD of the row-distributed Z and the replicated Uᵀy. Collective over ``comm``."""
+    """Thin SVD of the row-distributed Z and the replicated Uᵀy. Collective over ``comm``.
+
+    Uᵀy is summed by :func:`lepton_hpc.comm.allreduce_object_sum` (the pickled sum this
+    solver has always used, so its results keep their bits); its order depends on the
+    rank count, as ``U`` itself does (TSQR's local QRs follow the row split).
+    """
     U_local, S, V = svd_tsqr(Z_local, comm)
-    uty = comm.allreduce(U_local.T @ y_local)
+    uty = C.allreduce_object_sum(comm, U_local.T @ y_local)
     keep = S > rcond * S[0] if S.size and S[0] > 0 else np.zeros(S.shape, bool)
     kappa = float(S[0] / S[-1]) if S.size and S[-1] > 0 else float("inf")
     return Factored(V=V[:, keep], S=S[keep], uty=np.asarray(uty)[keep], kappa=kappa,

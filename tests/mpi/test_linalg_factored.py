@@ -14,10 +14,10 @@ import pytest
 from mpi4py import MPI
 
 from helpers import uneven_bounds
-from passert import parallel_raises, run_on_root
+from passert import parallel_assert, parallel_raises, run_on_root
 
 from lepton_hpc.errors import UserError
-from lepton_hpc.linalg import FactoredMatrix
+from lepton_hpc.linalg import FactoredMatrix, hdf5io
 
 
 def make_matrix(n_rows, n_cols, seed, singular_values):
@@ -183,16 +183,120 @@ def test_save_load_across_rank_counts(shared_dir):
 def test_save_and_load_errors_raise_everywhere(shared_dir):
     comm, _, _, _, a_local = setup(40, 8)
     fm = FactoredMatrix.from_dense_block(a_local, comm, k=3)
-    with parallel_raises(comm, OSError, match="saving"):
+    with parallel_raises(comm, UserError, match="saving"):
         fm.save(os.path.join(shared_dir, "missing_dir", "f.h5"), comm)
-    with parallel_raises(comm, OSError, match="loading"):
+    with parallel_raises(comm, UserError, match="loading"):
         FactoredMatrix.load(os.path.join(shared_dir, "nope.h5"), comm)
     path = os.path.join(shared_dir, "ok.h5")
     fm.save(path, comm)
     with parallel_raises(comm, UserError, match="tile"):
         FactoredMatrix.load(path, comm, row_range=(0, 39) if comm.size == 1 else (0, 40))
-    # FactoredMatrix.load re-raises a reader's UserError as a plain ValueError (_raise_shared),
-    # which run_app would treat as a bug: only ValueError is checked here until that is fixed.
-    with parallel_raises(comm, ValueError, match="outside"):
+    # a reader's error on one rank is the same UserError on every rank (never a RuntimeError)
+    with parallel_raises(comm, UserError, match="outside"):
         FactoredMatrix.load(path, comm, row_range=(0, 41))
     assert comm.allreduce(1) == comm.size
+
+
+def _file_contents(path):
+    """Every dataset (dtype, shape, values) and attribute of an HDF5 file, for comparison."""
+    out = {}
+    with h5py.File(path, "r") as f:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
+            out[name + "@attrs"] = {k: np.asarray(v).tobytes() for k, v in obj.attrs.items()}
+        f.visititems(visit)
+    return out
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("style", ["mixed", "last"])
+def test_owners_write_the_same_file_as_one_writer(shared_dir, style):
+    comm = MPI.COMM_WORLD
+    m, n, k = 50, 9, 4
+    a_full = make_matrix(m, n, 3, 0.7 ** np.arange(n))
+    bounds = uneven_bounds(m, n, comm.size, style=style)
+    start, stop = int(bounds[comm.rank]), int(bounds[comm.rank + 1])
+    fm = FactoredMatrix.from_dense_block(a_full[start:stop], comm, k=k)
+    path = os.path.join(shared_dir, f"par-{style}.h5")
+    fm.save(path, comm)
+    u_full = np.vstack(comm.allgather(fm.U_local))
+    ref = os.path.join(shared_dir, f"ref-{style}.h5")
+    run_on_root(comm, lambda: hdf5io.write_factors_atomic(
+        ref, u_full, fm.S, fm.V, shape=fm.shape, s_discarded=fm.s_discarded,
+        tail_complete=fm.tail_complete))
+    same = _file_contents(path) == _file_contents(ref)
+    back = FactoredMatrix.load(path, comm, row_range=(start, stop))
+    listing = sorted(os.listdir(shared_dir))
+
+    parallel_assert(comm, same, "the owners' file differs from the one-writer file")
+    parallel_assert(comm, listing == [f"par-{style}.h5", f"ref-{style}.h5"], lambda: f"left: {listing}")
+    parallel_assert(comm, np.array_equal(back.U_local, fm.U_local) and np.array_equal(back.S, fm.S)
+                    and np.array_equal(back.V, fm.V) and back.tail_complete == fm.tail_complete)
+
+
+def _first_rank_with_rows(bounds, at_least):
+    counts = np.diff(bounds)
+    return next(q for q in range(at_least, len(counts)) if counts[q] > 0)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_a_failed_row_write_leaves_no_file_and_the_old_one_intact(shared_dir, monkeypatch):
+    comm, _, _, _, a_local = setup(40, 8)
+    fm = FactoredMatrix.from_dense_block(a_local, comm, k=3)
+    failing = _first_rank_with_rows(uneven_bounds(40, 8, comm.size), comm.size // 2)
+    real_write = hdf5io.write_u_rows
+
+    def write_or_fail(path, start, u_local):
+        if comm.rank == failing:
+            raise OSError(28, "No space left on device", path)
+        real_write(path, start, u_local)
+
+    monkeypatch.setattr(hdf5io, "write_u_rows", write_or_fail)
+    new = os.path.join(shared_dir, "new.h5")
+    with parallel_raises(comm, UserError, match=f"rank {failing} could not write its rows of U"):
+        fm.save(new, comm)
+    listing_after_fail = sorted(os.listdir(shared_dir))
+
+    old = os.path.join(shared_dir, "old.h5")
+    monkeypatch.setattr(hdf5io, "write_u_rows", real_write)
+    fm.truncate(2).save(old, comm)
+    before = run_on_root(comm, lambda: _file_contents(old))
+    monkeypatch.setattr(hdf5io, "write_u_rows", write_or_fail)
+    with parallel_raises(comm, UserError, match="saving"):
+        fm.save(old, comm)
+    after = run_on_root(comm, lambda: _file_contents(old))
+    listing = sorted(os.listdir(shared_dir))
+
+    parallel_assert(comm, listing_after_fail == [], lambda: f"left after a failed save: {listing_after_fail}")
+    parallel_assert(comm, listing == ["old.h5"], lambda: f"left: {listing}")
+    parallel_assert(comm, before == after, "a failed save changed the old file")
+
+
+@pytest.mark.mpi(min_size=1)
+def test_bad_factor_files_are_user_errors_everywhere(shared_dir):
+    comm = MPI.COMM_WORLD
+    no_group = os.path.join(shared_dir, "plain.h5")
+    text = os.path.join(shared_dir, "text.h5")
+
+    def make():
+        with h5py.File(no_group, "w") as f:
+            f["x"] = np.arange(3)
+        with open(text, "w") as fh:
+            fh.write("not hdf5\n")
+
+    run_on_root(comm, make)
+    with parallel_raises(comm, UserError, match="not a factor file"):
+        FactoredMatrix.load(no_group, comm)
+    with parallel_raises(comm, UserError, match="loading"):
+        FactoredMatrix.load(text, comm)
+    with parallel_raises(comm, UserError, match="outside"):
+        FactoredMatrix.load(_saved(comm, shared_dir), comm,
+                            row_range=(0, 41) if comm.rank == comm.size - 1 else (0, 0))
+
+
+def _saved(comm, shared_dir):
+    _, _, _, _, a_local = setup(40, 8)
+    path = os.path.join(shared_dir, "small.h5")
+    FactoredMatrix.from_dense_block(a_local, comm, k=2).save(path, comm)
+    return path

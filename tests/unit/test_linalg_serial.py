@@ -1,7 +1,8 @@
 """Serial (no MPI) tests: HDF5 I/O and the distributed API driven by a stub communicator.
 
-The distributed functions only call communicator methods, so a one-rank stub
-exercises them without mpi4py.
+The distributed functions communicate through lepton_hpc.comm's wrappers, which
+only call communicator methods, so a one-rank stub exercises them without a
+launcher.
 """
 
 import os
@@ -18,6 +19,7 @@ from lepton_hpc.linalg import (
     svd_tsqr,
     tsqr,
 )
+from lepton_hpc.errors import UserError
 from lepton_hpc.linalg import hdf5io
 
 
@@ -35,7 +37,7 @@ class SerialComm:
     def bcast(self, obj, root=0):
         return obj
 
-    def allreduce(self, obj):
+    def allreduce(self, obj, op=None):
         return obj
 
     def Allreduce(self, sendbuf, recvbuf):
@@ -63,13 +65,13 @@ def test_decompositions_with_stub_comm():
     (np.ones((3, 2), dtype=complex), "real-valued"),
 ])
 def test_bad_blocks_are_rejected(bad, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(UserError, match=match):
         tsqr(bad, SerialComm())
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])
 def test_bad_rank_is_rejected(k):
-    with pytest.raises(ValueError):
+    with pytest.raises(UserError):
         svd_tsqr(matrix(), SerialComm(), k=k)
 
 
@@ -85,7 +87,7 @@ def test_hdf5_roundtrip_hyperslab_and_atomicity(tmp_path):
     assert data["tail_complete"] and np.array_equal(data["S_discarded"], [0.5])
     assert data["U_local"].shape == (5, 3)
     assert hdf5io.read_factors(path, (7, 7))["U_local"].shape == (0, 3)
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(UserError, match="outside"):
         hdf5io.read_factors(path, (5, 21))
     # overwrite replaces the whole file
     hdf5io.write_factors_atomic(path, u[:, :1], s[:1], v[:, :1], shape=(20, 6))
@@ -111,7 +113,7 @@ def test_factored_matrix_serial_save_load(tmp_path):
     b = np.eye(6)
     assert np.allclose(back.matmul(b), fm.matmul(b))
     assert np.allclose(fm.tmatmul(np.eye(30)[:, :2], comm), fm.to_dense_block().T[:, :2])
-    with pytest.raises(ValueError, match=r"requested rank k=5"):
+    with pytest.raises(UserError, match=r"requested rank k=5"):
         fm.truncate(5)
-    with pytest.raises(ValueError, match="U_local has shape"):
+    with pytest.raises(UserError, match="U_local has shape"):
         FactoredMatrix(np.ones((3, 2)), [1.0, 0.5], np.ones((4, 2)), row_range=(0, 4), shape=(4, 4))

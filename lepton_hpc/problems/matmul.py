@@ -189,7 +189,7 @@ class MatmulProblem(Problem):
         with self.timer.phase("save"):
             try:
                 self.fm.save(self.out / "factors.h5", comm)
-            except (ValueError, OSError) as exc:  # raised alike on every rank by FactoredMatrix.save
+            except C.JobError as exc:  # agreed on every rank by FactoredMatrix.save
                 raise C.JobError(f"could not write the factors: {exc}", 0) from None
 
     def _verify(self, results: dict) -> dict:

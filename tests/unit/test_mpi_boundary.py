@@ -89,7 +89,6 @@ def test_the_length_check_counts_whole_functions():
     assert list(long_functions(ast.parse(short))) == []
 
 
-@pytest.mark.xfail(strict=False, reason="until the one-engine refactor lands")
 def test_only_comm_and_reduce_talk_to_mpi():
     offenders = []
     for path in modules():

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.atomic import atomic_path, write_json
 from ..metrics import PHASES
-from ..layout import block_range, dyadic_cover
+from ..layout import n_chunks
 from . import model as M
 from .launch import CONTENDED, Study, contended, parse_run_dir
 from ..errors import UserError
@@ -103,9 +103,8 @@ def _width(summary: dict, chunk_rows: int) -> tuple[int, str]:
     if nbytes <= 0:  # no reduction of partials (e.g. solver gram): the stop flag, one double
         return 1, "fast"
     if reduction == "exact":
-        nc = M.n_chunks(summary["data"]["rows"], chunk_rows)
-        lo, hi = block_range(nc, summary["world_size"], 0)
-        nodes = max(1, len(dyadic_cover(lo, hi)))
+        layout = M.work_split(summary["data"]["rows"], chunk_rows, summary["world_size"])
+        nodes = max(1, len(layout.covers()[0]))
         return max(1, nbytes // (8 * nodes)), "exact"
     return max(1, nbytes // 8), "fast"
 
@@ -268,7 +267,7 @@ def _check(cm: M.CostModel, study: Study, measured: list[int], over: set, wall_m
 def _per_row_s(points: list[dict]) -> dict[str, float]:
     """Measured read + compute seconds per row of the busiest rank, by rank count."""
     return {str(pt["ranks"]): (pt["read_max"] + pt["compute_max"])
-            / max(1, M.busiest_rank(pt["rows"], pt["chunk_rows"], pt["ranks"])[0])
+            / max(1, M.busiest_rank(M.work_split(pt["rows"], pt["chunk_rows"], pt["ranks"]))[0])
             for pt in points}
 
 
@@ -276,7 +275,7 @@ def _report(study: Study, runs: list[dict], ok: list[dict], net: dict, cm: M.Cos
             checked: tuple[list, dict], proj: list[dict], keep_contended: bool) -> dict:
     """projection.json's content; ``checked`` is :func:`_check`'s answer."""
     first = ok[0]["summary"]
-    nc = M.n_chunks(study.base_rows, cm.chunk_rows)
+    nc = n_chunks(study.base_rows, cm.chunk_rows)
     return {
         "mode": study.mode, "job": _short(study.job), "overrides": study.overrides, "rows": study.base_rows,
         "cols": first["data"]["cols"], "steps": first["steps"], "reduction": cm.reduction,

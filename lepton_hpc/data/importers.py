@@ -16,7 +16,6 @@ file and, for a bad row, its line (CSV) or row (npy).
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from contextlib import ExitStack
@@ -26,6 +25,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classification import LIBVER  # HDF5 1.8 format: attrs over 64 KiB (many feature names)
+from .csv_rows import CsvRows, as_number, parse_features, read_header
 from ..errors import UserError
 
 TASKS = ("regression", "binary", "multiclass")
@@ -167,40 +167,90 @@ def import_sklearn(name: str, out: str, chunk_rows: int = 4096) -> dict:
 
 
 # -- CSV ----------------------------------------------------------------------
-def _as_number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
+def _csv_delimiter(delimiter: str) -> str:
+    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
+    if len(delimiter) != 1:
+        raise UserError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
+    return delimiter
 
 
-def _utf8_lines(fh, path: str):
-    """The lines of a binary file as text (a BOM dropped), naming the line that is not UTF-8."""
-    for n, raw in enumerate(fh, 1):
+def _csv_target(tok: str, rows: CsvRows, target_name: str, task: str | None, track: bool) -> float | None:
+    """The numeric value of the target token ``tok``, None for a text (class) label; a bad one is named."""
+    if tok.lower() in MISSING:
+        raise UserError(f"{rows.where()}: the target {target_name!r} is missing")
+    value = as_number(tok)
+    if value is not None and not math.isfinite(value):
+        raise UserError(f"{rows.where()}: the target {target_name!r} has non-finite value {tok!r}")
+    if value is None and not track:
+        why = "--task is regression" if task == "regression" else \
+            "the earlier rows make it a numeric (regression) target"
+        raise UserError(f"{rows.where()}: the target {target_name!r} has "
+                         f"non-numeric value {tok!r}, but {why}")
+    return value
+
+
+def _stream_csv(rows: CsvRows, w: _Writer, names: list[str], t: int, task: str | None,
+                chunk_rows: int) -> tuple[_Labels | None, list[np.ndarray]]:
+    """Append every data row to ``w``, ``chunk_rows`` at a time.
+
+    Returns the target's class labels and each written chunk's first-seen class codes,
+    or ``(None, [])`` for a numeric (regression) target, whose values are already in /y.
+    """
+    feat_idx = [i for i in range(len(names)) if i != t]
+    infer, track = task is None, task != "regression"  # track: False once an inferred target is clearly numeric
+    labels, code_chunks = _Labels(), []
+    Xbuf = np.empty((chunk_rows, len(feat_idx)), dtype=np.float64)
+    ybuf = np.empty(chunk_rows, dtype=np.float64)
+    cbuf = np.empty(chunk_rows, dtype=np.int32)  # first-seen class codes, 4 bytes a row
+    m = 0
+    while True:
         try:
-            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
-        except UnicodeDecodeError:
-            raise UserError(f"{path} line {n}: not valid UTF-8 text") from None
+            row = rows.next()
+        except StopIteration:
+            break
+        if row == []:
+            continue  # blank line
+        if len(row) != len(names):
+            raise UserError(f"{rows.where()}: expected {len(names)} fields, found {len(row)}")
+        tok = row[t].strip()
+        value = _csv_target(tok, rows, names[t], task, track)
+        parse_features(row, feat_idx, names, rows, Xbuf[m])
+        ybuf[m] = math.nan if value is None else value
+        if track:
+            cbuf[m] = labels.code(tok, value)
+            if task == "binary" and labels.n_distinct() > 2:
+                raise UserError(f"{rows.where()}: --task binary, but the target "
+                                 f"{names[t]!r} has a third class {tok!r}")
+            if infer and labels.clearly_numeric():
+                track = False  # a regression target: its values are already in /y
+                code_chunks.clear()
+                labels = _Labels()
+        m += 1
+        if m == chunk_rows:
+            w.append(Xbuf[:m], ybuf[:m])
+            if track:
+                code_chunks.append(cbuf[:m].copy())
+            m = 0
+    if m:
+        w.append(Xbuf[:m], ybuf[:m])
+        if track:
+            code_chunks.append(cbuf[:m].copy())
+    return (labels if track else None), code_chunks
 
 
-def _find_target(header: list[str], target, path: str) -> int:
-    names = [h.strip() for h in header]
-    key = str(target).strip()
-    hits = [i for i, h in enumerate(names) if h == key]
-    if len(hits) > 1:
-        raise UserError(f"{path} line 1: the target column name {key!r} appears {len(hits)} times "
-                         f"in the header; give its index with --target instead")
-    if hits:
-        return hits[0]
-    try:
-        index = int(key)
-    except ValueError:
-        raise UserError(f"{path} line 1: no column named {key!r} in the header "
-                         f"(columns: {', '.join(repr(n) for n in names)})") from None
-    if not -len(names) <= index < len(names):
-        raise UserError(f"{path} line 1: --target {index} is out of range; the header has "
-                         f"{len(names)} columns (0..{len(names) - 1})")
-    return index % len(names)
+def _remap_classes(w: _Writer, labels: _Labels | None, code_chunks: list[np.ndarray], task: str | None,
+                   where: str) -> tuple[list | None, str]:
+    """Rewrite /y from first-seen codes to sorted class ids, chunk by chunk; the classes and the task.
+    ``labels`` None: a regression target, left as it is."""
+    if labels is None:
+        return None, "regression"
+    classes, token_to_class = labels.sorted_classes()
+    task = _class_task(len(classes), task, where)
+    lo = 0
+    for codes in code_chunks:
+        w.y[lo:lo + len(codes)] = token_to_class[codes]
+        lo += len(codes)
+    return classes, task
 
 
 def import_csv(path: str, target, out: str, task: str | None = None, delimiter: str = ",",
@@ -218,123 +268,21 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
     in place at the end, chunk by chunk. Returns the attrs written.
     """
     _check_task(task)
-    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
-    if len(delimiter) != 1:
-        raise UserError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
+    delimiter = _csv_delimiter(delimiter)
     if not os.path.isfile(path):
         raise UserError(f"CSV file {path} does not exist")
     with open(path, "rb") as fh:
-        reader = csv.reader(_utf8_lines(fh, path), delimiter=delimiter, strict=True)
-
-        start = [1]  # the line the current record starts on (a quoted field may span lines)
-
-        def line_no() -> int:
-            return start[0]
-
-        def next_row():
-            start[0] = reader.line_num + 1
-            try:
-                return next(reader)
-            except csv.Error as exc:
-                raise UserError(f"{path} line {line_no()}: not readable as CSV ({exc})") from None
-
-        try:
-            header = next_row()
-            while header == []:
-                header = next_row()
-        except StopIteration:
-            raise UserError(f"{path} is empty; a header row with the column names is required") from None
-        if all(_as_number(h) is not None for h in header):
-            raise UserError(f"{path} line {line_no()}: the first row holds only numbers; a header row "
-                             f"with the column names is required")
-        n_fields = len(header)
-        t = _find_target(header, target, path)
-        if n_fields < 2:
-            raise UserError(f"{path} line {line_no()}: the header has only the target column; "
-                             f"at least one feature column is needed")
-        names = [h.strip() for h in header]
+        rows = CsvRows(fh, path, delimiter)
+        names, t = read_header(rows, target)
         target_name = names[t]
-        feat_idx = [i for i in range(n_fields) if i != t]
-        feature_names = [names[i] for i in feat_idx]
-
-        infer = task is None
-        # Class bookkeeping while the target may be a class label: token -> first-seen code,
-        # each token's numeric value (None for text), and the distinct numeric values.
-        labels = _Labels()
-        track = task != "regression"  # False once an inferred target is clearly numeric
-        code_chunks: list[np.ndarray] = []
-
-        Xbuf = np.empty((chunk_rows, len(feat_idx)), dtype=np.float64)
-        ybuf = np.empty(chunk_rows, dtype=np.float64)
-        cbuf = np.empty(chunk_rows, dtype=np.int32)  # first-seen class codes, 4 bytes a row
-        m = 0
-        with _Writer(out, len(feat_idx), chunk_rows, inputs=(path,)) as w:
-            while True:
-                try:
-                    row = next_row()
-                except StopIteration:
-                    break
-                if row == []:
-                    continue  # blank line
-                if len(row) != n_fields:
-                    raise UserError(f"{path} line {line_no()}: expected {n_fields} fields, found {len(row)}")
-                tok = row[t].strip()
-                if tok.lower() in MISSING:
-                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} is missing")
-                value = _as_number(tok)
-                if value is not None and not math.isfinite(value):
-                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} has "
-                                     f"non-finite value {tok!r}")
-                if value is None and not track:
-                    why = "--task is regression" if task == "regression" else \
-                        "the earlier rows make it a numeric (regression) target"
-                    raise UserError(f"{path} line {line_no()}: the target {target_name!r} has "
-                                     f"non-numeric value {tok!r}, but {why}")
-                for j, i in enumerate(feat_idx):
-                    text = row[i].strip()
-                    x = _as_number(text)
-                    if x is None:
-                        what = "an empty value" if text == "" else f"non-numeric value {text!r}"
-                        raise UserError(f"{path} line {line_no()}: column {names[i]!r} has {what}")
-                    if not math.isfinite(x):
-                        raise UserError(f"{path} line {line_no()}: column {names[i]!r} has "
-                                         f"non-finite value {text!r}")
-                    Xbuf[m, j] = x
-                ybuf[m] = math.nan if value is None else value
-                if track:
-                    cbuf[m] = labels.code(tok, value)
-                    if task == "binary" and labels.n_distinct() > 2:
-                        raise UserError(f"{path} line {line_no()}: --task binary, but the target "
-                                         f"{target_name!r} has a third class {tok!r}")
-                    if infer and labels.clearly_numeric():
-                        track = False  # a regression target: its values are already in /y
-                        code_chunks.clear()
-                        labels = _Labels()
-                m += 1
-                if m == chunk_rows:
-                    w.append(Xbuf[:m], ybuf[:m])
-                    if track:
-                        code_chunks.append(cbuf[:m].copy())
-                    m = 0
-            if m:
-                w.append(Xbuf[:m], ybuf[:m])
-                if track:
-                    code_chunks.append(cbuf[:m].copy())
+        with _Writer(out, len(names) - 1, chunk_rows, inputs=(path,)) as w:
+            labels, code_chunks = _stream_csv(rows, w, names, t, task, chunk_rows)
             if w.n_rows == 0:
                 raise UserError(f"{path} has a header but no data rows")
-            classes = None
-            if track:
-                classes, token_to_class = labels.sorted_classes()
-                task = _class_task(len(classes), task, f"{path}: the target {target_name!r}")
-                lo = 0
-                for codes in code_chunks:
-                    w.y[lo:lo + len(codes)] = token_to_class[codes]
-                    lo += len(codes)
-            else:
-                task = "regression"
+            classes, task = _remap_classes(w, labels, code_chunks, task, f"{path}: the target {target_name!r}")
             attrs = {"source": f"csv:{path}", "task": task,
                      "n_classes": 0 if classes is None else len(classes),
-                     "feature_names": feature_names, "target": target_name,
+                     "feature_names": [names[i] for i in range(len(names)) if i != t], "target": target_name,
                      "target_names": [target_name] if classes is None else _label_text(classes),
                      "classes": None if classes is None else _label_attr(classes)}
             w.finish(attrs)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..data.atomic import atomic_path, write_json
 from ..metrics import PHASES
-from ..layout import block_range, dyadic_cover
+from ..layout import n_chunks
 from . import model as M
 from .launch import CONTENDED, Study, contended, parse_run_dir
 from ..errors import UserError
@@ -103,9 +103,8 @@ def _width(summary: dict, chunk_rows: int) -> tuple[int, str]:
     if nbytes <= 0:  # no reduction of partials (e.g. solver gram): the stop flag, one double
         return 1, "fast"
     if reduction == "exact":
-        nc = M.n_chunks(summary["data"]["rows"], chunk_rows)
-        lo, hi = block_range(nc, summary["world_size"], 0)
-        nodes = max(1, len(dyadic_cover(lo, hi)))
+        layout = M.work_split(summary["data"]["rows"], chunk_rows, summary["world_size"])
+        nodes = max(1, len(layout.covers()[0]))
         return max(1, nbytes // (8 * nodes)), "exact"
     return max(1, nbytes // 8), "fast"
 
@@ -139,18 +138,18 @@ def _median_by_ranks(rows: list[dict], key: str) -> dict[int, float]:
     return {p: float(np.median(v)) for p, v in sorted(out.items())}
 
 
-def analyze(out, alpha: float | None = None, beta: float | None = None, network: str | None = None,
-            cores: int | None = None, bench_argv=(), project_to: int = 4096, plot: bool = True,
-            keep_contended: bool = False, log=print) -> dict:
-    """Write results.csv, projection.csv, projection.json (and scaling.png); return projection.json's dict."""
-    out = Path(out).resolve()
-    study = Study.load(out)
-    runs = load_runs(study)
-    ok = [r for r in runs if r["status"] == "ok"]
-    if not ok:
-        raise UserError(f"no successful run in {out / 'runs'} (see the launch.log files there)")
-    net = network_params(out, alpha, beta, network, list(bench_argv), log)
+PROJECTION_COLUMNS = (
+    "algorithm", "ranks", "rows", "rows_busiest_rank", "chunks_busiest_rank", "t_fixed_s", "t_rows_s",
+    "t_reduce_local_s", "t_comm_s", "t_total_s", "speedup", "efficiency", "karp_flatt", "measured",
+    "oversubscribed", "measured_wall_s", "prediction_error")
 
+
+def _mark_runs(runs: list[dict], ok: list[dict], study: Study, cores: int | None, keep_contended: bool) -> None:
+    """Set every run's cores, nodes, oversubscribed and contended, and every successful run's ``used``.
+
+    Runs measured to have shared their cores with other processes do not count where the same rank
+    count has undisturbed runs (the rule looks at CPU share only, never at the times).
+    """
     for r in runs:
         la = r["launch"]
         c = cores or la.get("cores") or study.cores
@@ -158,15 +157,15 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
         r["oversubscribed"] = r["ranks"] > r["cores"] * r["nodes"]
         share = la.get("cpu_share")
         r["contended"] = "" if share is None else contended(share, r["ranks"], r["cores"] * r["nodes"])
-
-    # Runs measured to have shared their cores with other processes do not count where the same rank
-    # count has undisturbed runs (the rule looks at CPU share only, never at the times).
     for p in {r["ranks"] for r in ok}:
         same = [r for r in ok if r["ranks"] == p]
         clean = [r for r in same if r["contended"] is False]
         for r in same:
             r["used"] = keep_contended or not clean or r["contended"] is False
-    used = [r for r in ok if r["used"]]
+
+
+def _fit_model(ok: list[dict], used: list[dict], net: dict, log=print) -> tuple[M.CostModel, list[dict]]:
+    """The cost model fitted on the used runs that are not oversubscribed, and its (median) points."""
     fit_runs = [r for r in used if not r["oversubscribed"]]
     if not fit_runs:
         log("warning: every successful run is oversubscribed; fitting the model on them anyway")
@@ -180,8 +179,40 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
     cm = M.fit_cost_model(points, net["alpha_s"], net["beta_s_per_byte"])
     if len(widths) > 1:
         log(f"warning: runs reduce partials of different widths {sorted(widths)}; the model uses {cm.width}")
+    return cm, points
 
-    # -- per-run rows ----------------------------------------------------------------------
+
+def _measured_columns(r: dict, mode: str, t_base: float, base_p: int, cm: M.CostModel) -> dict:
+    """The results.csv columns of a successful run: phases, speedups, predictions, provenance."""
+    s, p = r["summary"], r["ranks"]
+    wall, ph = s["wall_s"], s["phases_s"]
+    cols = {f"{name}_{st}_s": ph.get(name, {}).get(st, 0.0) for name in PHASES for st in ("min", "median", "max")}
+    if mode == "weak":
+        sp = M.scaled_speedup(t_base, wall, p)
+        cols["scaled_efficiency"] = t_base / wall
+    else:
+        sp = M.speedup(t_base, wall, base_p)
+    prov = s.get("provenance", {})
+    cols.update({
+        "rows": s["data"]["rows"], "cols": s["data"]["cols"], "steps": s["steps"],
+        "solver": s.get("solver", ""), "reduction": s.get("reduction", ""), "wall_s": wall,
+        "other_s": wall - sum(ph.get(n, {}).get("median", 0.0) for n in PHASES),
+        "speedup": sp, "efficiency": M.efficiency(sp, p), "karp_flatt": M.karp_flatt(sp, p),
+        "samples_per_s": s["data"]["rows"] * s["steps"] / wall if wall > 0 else "",
+        "bytes_reduced_per_step": s.get("bytes_reduced_per_step", ""), "baseline_ranks": base_p,
+        **{k: prov.get(k, "") for k in ("git_sha", "lepton_hpc", "python", "numpy", "scipy", "h5py",
+                                       "mpi4py", "mpi_library")},
+        "slurm_job_id": (prov.get("slurm") or {}).get("job_id") or r["launch"].get("slurm_job_id", ""),
+    })
+    for alg in M.ALGORITHMS:
+        pred = cm.predict(p, s["data"]["rows"], alg)["t_total_s"]
+        cols[f"predicted_{alg}_s"] = pred
+        cols[f"prediction_error_{alg}"] = M.prediction_error(pred, wall)
+    return cols
+
+
+def result_rows(runs: list[dict], used: list[dict], study: Study, cm: M.CostModel, out: Path) -> list[dict]:
+    """One results.csv row per run, by ranks and repeat; speedups are against the fewest used ranks."""
     base_p = min(r["ranks"] for r in used)
     t_base = float(np.median([r["summary"]["wall_s"] for r in used if r["ranks"] == base_p]))
     rows = []
@@ -192,42 +223,15 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
                     "run_dir": str(r["dir"].relative_to(out)), "contended": r["contended"],
                     "used": r.get("used", False),
                     **{k: _blank(r["launch"].get(k)) for k in ("launch_s", "load_1m", "cpu_share")}})
-        s = r["summary"]
-        if s is not None and r["status"] == "ok":
-            p, wall = r["ranks"], s["wall_s"]
-            ph = s["phases_s"]
-            for name in PHASES:
-                for st in ("min", "median", "max"):
-                    row[f"{name}_{st}_s"] = ph.get(name, {}).get(st, 0.0)
-            if study.mode == "weak":
-                eff = t_base / wall
-                sp = M.scaled_speedup(t_base, wall, p)
-                row["scaled_efficiency"] = eff
-            else:
-                sp = M.speedup(t_base, wall, base_p)
-            prov = s.get("provenance", {})
-            row.update({
-                "rows": s["data"]["rows"], "cols": s["data"]["cols"], "steps": s["steps"],
-                "solver": s.get("solver", ""), "reduction": s.get("reduction", ""), "wall_s": wall,
-                "other_s": wall - sum(ph.get(n, {}).get("median", 0.0) for n in PHASES),
-                "speedup": sp, "efficiency": M.efficiency(sp, p), "karp_flatt": M.karp_flatt(sp, p),
-                "samples_per_s": s["data"]["rows"] * s["steps"] / wall if wall > 0 else "",
-                "bytes_reduced_per_step": s.get("bytes_reduced_per_step", ""), "baseline_ranks": base_p,
-                **{k: prov.get(k, "") for k in ("git_sha", "lepton_hpc", "python", "numpy", "scipy", "h5py",
-                                               "mpi4py", "mpi_library")},
-                "slurm_job_id": (prov.get("slurm") or {}).get("job_id") or r["launch"].get("slurm_job_id", ""),
-            })
-            for alg in M.ALGORITHMS:
-                pred = cm.predict(p, s["data"]["rows"], alg)["t_total_s"]
-                row[f"predicted_{alg}_s"] = pred
-                row[f"prediction_error_{alg}"] = M.prediction_error(pred, wall)
+        if r["summary"] is not None and r["status"] == "ok":
+            row.update(_measured_columns(r, study.mode, t_base, base_p, cm))
         rows.append(row)
-    write_csv(out / "results.csv", rows, COLUMNS)
+    return rows
 
-    # -- projection --------------------------------------------------------------------------
-    measured = sorted({r["ranks"] for r in used})
-    over = {r["ranks"] for r in used if r["oversubscribed"]}
-    wall_med = _median_by_ranks(rows, "wall_s")
+
+def _projection(cm: M.CostModel, study: Study, measured: list[int], over: set, wall_med: dict,
+                project_to: int) -> list[dict]:
+    """projection.csv's rows: the model at every projected rank count, beside the measured medians."""
     proj = M.project(cm, study.mode, study.base_rows, M.projection_ranks(measured, 16, project_to))
     for pr in proj:
         p = pr["ranks"]
@@ -235,11 +239,12 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
         pr["oversubscribed"] = p in over
         pr["measured_wall_s"] = wall_med.get(p, "")
         pr["prediction_error"] = M.prediction_error(pr["t_total_s"], wall_med[p]) if p in wall_med else ""
-    pcols = ["algorithm", "ranks", "rows", "rows_busiest_rank", "chunks_busiest_rank", "t_fixed_s", "t_rows_s",
-             "t_reduce_local_s", "t_comm_s", "t_total_s", "speedup", "efficiency", "karp_flatt", "measured",
-             "oversubscribed", "measured_wall_s", "prediction_error"]
-    write_csv(out / "projection.csv", proj, pcols)
+    return proj
 
+
+def _check(cm: M.CostModel, study: Study, measured: list[int], over: set, wall_med: dict) -> tuple[list, dict]:
+    """The measured points with both algorithms' predictions, and the prediction check over those
+    not oversubscribed."""
     points_out, checked, errs = [], [], []
     for p in measured:
         preds = {alg: cm.predict(p, study.rows_at(p), alg)["t_total_s"] for alg in M.ALGORITHMS}
@@ -251,9 +256,27 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
             checked.append(p)
             errs.extend(abs(e) for e in err.values())
     max_err = max(errs) if errs else math.nan
+    return points_out, {
+        "limit": CHECK_LIMIT, "max_abs_error": max_err, "pass": bool(errs) and max_err <= CHECK_LIMIT,
+        "ranks_checked": checked, "excluded_oversubscribed": sorted(over),
+        "note": "prediction error = predicted / measured median wall time - 1, both algorithms; rank "
+                "counts above the usable cores are oversubscribed (ranks share cores), shown but "
+                "excluded from the check and from the fit"}
+
+
+def _per_row_s(points: list[dict]) -> dict[str, float]:
+    """Measured read + compute seconds per row of the busiest rank, by rank count."""
+    return {str(pt["ranks"]): (pt["read_max"] + pt["compute_max"])
+            / max(1, M.busiest_rank(M.work_split(pt["rows"], pt["chunk_rows"], pt["ranks"]))[0])
+            for pt in points}
+
+
+def _report(study: Study, runs: list[dict], ok: list[dict], net: dict, cm: M.CostModel, points: list[dict],
+            checked: tuple[list, dict], proj: list[dict], keep_contended: bool) -> dict:
+    """projection.json's content; ``checked`` is :func:`_check`'s answer."""
     first = ok[0]["summary"]
-    nc = M.n_chunks(study.base_rows, cm.chunk_rows)
-    report = {
+    nc = n_chunks(study.base_rows, cm.chunk_rows)
+    return {
         "mode": study.mode, "job": _short(study.job), "overrides": study.overrides, "rows": study.base_rows,
         "cols": first["data"]["cols"], "steps": first["steps"], "reduction": cm.reduction,
         "collective": "Allgatherv of tree nodes" if cm.reduction == "exact" else "Allreduce",
@@ -261,19 +284,41 @@ def analyze(out, alpha: float | None = None, beta: float | None = None, network:
         "contention": {**contention(runs), "runs_left_out": sum(not r["used"] for r in ok),
                        "keep_contended": keep_contended},
         "network": net, "model": cm.to_dict(),
-        "per_row_s_by_ranks": {str(pt["ranks"]): (pt["read_max"] + pt["compute_max"])
-                               / max(1, M.busiest_rank(pt["rows"], pt["chunk_rows"], pt["ranks"])[0])
-                               for pt in points},
+        "per_row_s_by_ranks": _per_row_s(points),
         "formula": "T(p) = F + c*R(p) + m*(g*C(p) + t_red(p; alpha, beta, algorithm)); R, C = rows, chunks of the "
                    "busiest rank; m = steps + 2 reductions",
-        "measured_points": points_out,
-        "check": {"limit": CHECK_LIMIT, "max_abs_error": max_err, "pass": bool(errs) and max_err <= CHECK_LIMIT,
-                  "ranks_checked": checked, "excluded_oversubscribed": sorted(over),
-                  "note": "prediction error = predicted / measured median wall time - 1, both algorithms; rank "
-                          "counts above the usable cores are oversubscribed (ranks share cores), shown but "
-                          "excluded from the check and from the fit"},
+        "measured_points": checked[0],
+        "check": checked[1],
         "projection": proj,
     }
+
+
+def analyze(out, alpha: float | None = None, beta: float | None = None, network: str | None = None,
+            cores: int | None = None, bench_argv=(), project_to: int = 4096, plot: bool = True,
+            keep_contended: bool = False, log=print) -> dict:
+    """Write results.csv, projection.csv, projection.json (and scaling.png); return projection.json's dict."""
+    out = Path(out).resolve()
+    study = Study.load(out)
+    runs = load_runs(study)
+    ok = [r for r in runs if r["status"] == "ok"]
+    if not ok:
+        raise UserError(f"no successful run in {out / 'runs'} (see the launch.log files there)")
+    net = network_params(out, alpha, beta, network, list(bench_argv), log)
+    _mark_runs(runs, ok, study, cores, keep_contended)
+    used = [r for r in ok if r["used"]]
+    cm, points = _fit_model(ok, used, net, log)
+
+    rows = result_rows(runs, used, study, cm, out)
+    write_csv(out / "results.csv", rows, COLUMNS)
+
+    measured = sorted({r["ranks"] for r in used})
+    over = {r["ranks"] for r in used if r["oversubscribed"]}
+    wall_med = _median_by_ranks(rows, "wall_s")
+    proj = _projection(cm, study, measured, over, wall_med, project_to)
+    write_csv(out / "projection.csv", proj, PROJECTION_COLUMNS)
+
+    checked = _check(cm, study, measured, over, wall_med)
+    report = _report(study, runs, ok, net, cm, points, checked, proj, keep_contended)
     write_json(out / "projection.json", report, default=_json_default)
     if plot:
         from .plot import plot_study

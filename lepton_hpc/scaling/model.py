@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..layout import block_range, dyadic_cover
+from ..layout import Layout
 from ..errors import UserError
 
 ALGORITHMS = ("ring", "rabenseifner")
@@ -146,41 +146,33 @@ def hockney_from_allreduce(a_s: float, b_s_per_byte: float, p: int, algorithm: s
 
 # -- the application's work split -------------------------------------------------------
 
-def n_chunks(n_rows: int, chunk_rows: int) -> int:
-    return -(-int(n_rows) // int(chunk_rows))
+def work_split(n_rows: int, chunk_rows: int, p: int) -> Layout:
+    """The chunk ownership the application uses for ``n_rows`` rows at ``p`` ranks, as rank 0 sees it."""
+    return Layout(n_rows, chunk_rows, p, 0)
 
 
-def busiest_rank(n_rows: int, chunk_rows: int, p: int) -> tuple[int, int]:
-    """(rows, chunks) of the busiest rank: rank 0 of the balanced block partition of chunks.
+def busiest_rank(layout: Layout) -> tuple[int, int]:
+    """(rows, chunks) of the busiest rank (rank 0: the balanced block partition gives it the extra chunks).
 
     Past ``p = n_chunks`` ranks the busiest rank keeps one chunk: strong scaling stops.
     """
-    nc = n_chunks(n_rows, chunk_rows)
-    lo, hi = block_range(nc, p, 0)
-    rows = min(hi * chunk_rows, n_rows) - lo * chunk_rows
-    return max(rows, 0), hi - lo
+    return max(layout.row_counts()), layout.max_local_chunks
 
 
-def exact_gather_bytes(n_chunks_total: int, p: int, width: int) -> tuple[int, int]:
-    """(total bytes on every rank after, bytes of rank 0) of the exact reduction's Allgatherv."""
-    total = 0
-    mine = 0
-    for q in range(p):
-        lo, hi = block_range(n_chunks_total, p, q)
-        nodes = len(dyadic_cover(lo, hi))
-        total += nodes
-        if q == 0:
-            mine = nodes
-    return total * width * 8, mine * width * 8
+def exact_gather_bytes(layout: Layout, width: int) -> tuple[int, int]:
+    """(total bytes on every rank after, bytes of rank 0) of the exact reduction's Allgatherv:
+    every rank sends the tree nodes of its dyadic cover, ``width`` doubles each."""
+    nodes = [len(cover) for cover in layout.covers()]
+    return sum(nodes) * width * 8, nodes[0] * width * 8
 
 
-def reduction_time(p: int, reduction: str, width: int, n_chunks_total: int, alpha: float, beta: float,
-                   algorithm: str) -> float:
-    """Seconds of one reduction of a ``width``-double partial over p ranks."""
+def reduction_time(layout: Layout, reduction: str, width: int, alpha: float, beta: float, algorithm: str) -> float:
+    """Seconds of one reduction of a ``width``-double partial over the ``layout.size`` ranks."""
+    p = layout.size
     if p <= 1:
         return 0.0
     if reduction == "exact":
-        total, _ = exact_gather_bytes(n_chunks_total, p, width)
+        total, _ = exact_gather_bytes(layout, width)
         return allgather_time(p, total, alpha, beta, algorithm)
     return allreduce_time(p, width * 8, alpha, beta, algorithm)
 
@@ -207,10 +199,10 @@ class CostModel:
     fitted_on: list = field(default_factory=list)  # rank counts the fit used
 
     def predict(self, p: int, n_rows: int, algorithm: str) -> dict:
-        rows, chunks = busiest_rank(n_rows, self.chunk_rows, p)
-        nc = n_chunks(n_rows, self.chunk_rows)
+        layout = work_split(n_rows, self.chunk_rows, p)
+        rows, chunks = busiest_rank(layout)
         t_row = self.per_row_s * rows
-        t_comm = self.reductions * reduction_time(p, self.reduction, self.width, nc, self.alpha_s,
+        t_comm = self.reductions * reduction_time(layout, self.reduction, self.width, self.alpha_s,
                                                   self.beta_s_per_byte, algorithm)
         t_local = self.reductions * self.per_chunk_reduce_s * chunks
         total = self.fixed_s + t_row + t_local + t_comm
@@ -240,10 +232,9 @@ def fit_cost_model(points: list[dict], alpha: float, beta: float, algorithm: str
     first = points[0]
     xs, ys, xc, yc, fixed = [], [], [], [], []
     for pt in points:
-        rows, chunks = busiest_rank(pt["rows"], pt["chunk_rows"], pt["ranks"])
-        nc = n_chunks(pt["rows"], pt["chunk_rows"])
-        t_comm = pt["reductions"] * reduction_time(pt["ranks"], pt["reduction"], pt["width"], nc, alpha, beta,
-                                                   algorithm)
+        layout = work_split(pt["rows"], pt["chunk_rows"], pt["ranks"])
+        rows, chunks = busiest_rank(layout)
+        t_comm = pt["reductions"] * reduction_time(layout, pt["reduction"], pt["width"], alpha, beta, algorithm)
         xs.append(rows)
         ys.append(pt["read_max"] + pt["compute_max"])
         xc.append(pt["reductions"] * chunks)

@@ -1,4 +1,4 @@
-"""Unit tests for lepton_hpc.optimizers (numpy only, no MPI)."""
+"""Unit tests for lepton_hpc.optimizers and lepton_hpc.schedules (numpy only, no MPI)."""
 
 import math
 import textwrap
@@ -8,9 +8,9 @@ import pytest
 
 from lepton_hpc.optimizers import (
     OPTIMIZERS, AdaGradOptimizer, AdamOptimizer, AdaptiveOptimizer, ConstantOptimizer,
-    InverseTimeOptimizer, MomentumOptimizer, Optimizer, lepton_total_step, lepton_total_step_approx,
-    make_optimizer,
+    InverseTimeOptimizer, MomentumOptimizer, Optimizer, make_optimizer,
 )
+from lepton_hpc.schedules import lepton_total_step, lepton_total_step_approx
 
 # A quadratic f(w) = 0.5 * sum(h * (w - c)**2) with gradient h * (w - c).
 H = np.array([1.0, 3.0, 0.5, 10.0, 2.0])

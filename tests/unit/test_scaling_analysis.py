@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lepton_hpc.bench.allreduce import analyse, sizes
-from lepton_hpc.layout import block_range, dyadic_cover
+from lepton_hpc.layout import block_range, dyadic_cover, n_chunks
 from lepton_hpc.scaling import model as M
 from lepton_hpc.scaling.analysis import COLUMNS, analyze
 from lepton_hpc.scaling.launch import Study, run_dir
@@ -24,7 +24,7 @@ def fake_summary(p: int, rows: int, slow: float = 1.0, jitter: float = 1.0) -> d
     t_rows = pr["t_rows_s"] * jitter
     reduce_min = pr["t_reduce_local_s"] + pr["t_comm_s"]
     wall = (TRUE.fixed_s + t_rows + reduce_min) * slow
-    nc = M.n_chunks(rows, CHUNK)
+    nc = n_chunks(rows, CHUNK)
     cover0 = len(dyadic_cover(*block_range(nc, p, 0)))
     spread = lambda v, imb=0.0: {"min": v * (1 - imb), "median": v, "max": v * (1 + imb)}  # noqa: E731
     return {

@@ -109,28 +109,34 @@ def test_hockney_from_allreduce_inverts_the_formula(p, alg):
 # -- work split ------------------------------------------------------------------------------
 
 def test_busiest_rank_follows_the_chunk_partition():
-    assert M.busiest_rank(10_000, 4096, 1) == (10_000, 3)
-    assert M.busiest_rank(10_000, 4096, 2) == (8192, 2)
-    assert M.busiest_rank(10_000, 4096, 3) == (4096, 1)
-    assert M.busiest_rank(10_000, 4096, 64) == (4096, 1)  # past n_chunks ranks, no more splitting
-    assert M.busiest_rank(3000, 4096, 1) == (3000, 1)
+    assert M.busiest_rank(M.work_split(10_000, 4096, 1)) == (10_000, 3)
+    assert M.busiest_rank(M.work_split(10_000, 4096, 2)) == (8192, 2)
+    assert M.busiest_rank(M.work_split(10_000, 4096, 3)) == (4096, 1)
+    assert M.busiest_rank(M.work_split(10_000, 4096, 64)) == (4096, 1)  # past n_chunks ranks, no more splitting
+    assert M.busiest_rank(M.work_split(3000, 4096, 1)) == (3000, 1)
+
+
+def chunk_split(nc, p):
+    """The split of ``nc`` one-row chunks over ``p`` ranks."""
+    return M.work_split(nc, 1, p)
 
 
 @pytest.mark.parametrize("nc,p", [(1, 1), (3, 1), (489, 2), (489, 7), (489, 4096), (1000, 64)])
 def test_exact_gather_bytes_counts_the_dyadic_covers(nc, p):
     width = 34
     covers = [dyadic_cover(*block_range(nc, p, q)) for q in range(p)]
-    total, mine = M.exact_gather_bytes(nc, p, width)
+    total, mine = M.exact_gather_bytes(chunk_split(nc, p), width)
     assert total == sum(map(len, covers)) * width * 8
     assert mine == len(covers[0]) * width * 8
 
 
 def test_reduction_time_exact_is_an_allgather_and_fast_an_allreduce():
     a, b = 1e-6, 1e-9
-    assert M.reduction_time(1, "exact", 34, 489, a, b, "ring") == 0.0
-    total, _ = M.exact_gather_bytes(489, 8, 34)
-    assert M.reduction_time(8, "exact", 34, 489, a, b, "ring") == pytest.approx(M.allgather_time(8, total, a, b, "ring"))
-    assert M.reduction_time(8, "fast", 34, 489, a, b, "rabenseifner") == pytest.approx(
+    assert M.reduction_time(chunk_split(489, 1), "exact", 34, a, b, "ring") == 0.0
+    total, _ = M.exact_gather_bytes(chunk_split(489, 8), 34)
+    assert M.reduction_time(chunk_split(489, 8), "exact", 34, a, b, "ring") == pytest.approx(
+        M.allgather_time(8, total, a, b, "ring"))
+    assert M.reduction_time(chunk_split(489, 8), "fast", 34, a, b, "rabenseifner") == pytest.approx(
         M.allreduce_time(8, 34 * 8, a, b, "rabenseifner"))
 
 

@@ -101,7 +101,6 @@ def test_only_comm_and_reduce_talk_to_mpi():
                            + "\n  ".join(offenders))
 
 
-@pytest.mark.xfail(strict=False, reason="until the one-engine refactor lands")
 def test_functions_and_modules_are_short():
     offenders = []
     for path in modules():

@@ -179,12 +179,6 @@ class Snapshot:
     def path(self) -> Path:
         return main_file(self.directory, self.step)
 
-    def names(self) -> list[str]:
-        with h5py.File(self.path, "r") as f:
-            out = []
-            f.visititems(lambda n, o: out.append(n) if isinstance(o, h5py.Dataset) else None)
-        return out + list(self.marker["sharded"])
-
     def replicated(self, prefix: str = "") -> dict[str, np.ndarray]:
         """Every replicated dataset under ``prefix`` (e.g. ``"model/"``), by full name."""
         out = {}

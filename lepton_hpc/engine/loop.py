@@ -19,6 +19,7 @@ Convergence (``train.tol``, ``train.patience``), judged on the loss and on
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -176,11 +177,7 @@ class Loop:
             self.ctx.save_checkpoint(self.s.step, parts, {**attrs, "loop": self.loop_json()})
 
     def loop_json(self) -> str:
-        import json
-
         return json.dumps(asdict(self.s))
 
     def restore(self, text: str) -> None:
-        import json
-
         self.s = LoopState(**json.loads(text))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lepton_hpc"
 MPI_MODULES = {"comm.py", "reduce.py"}  # relative to PACKAGE

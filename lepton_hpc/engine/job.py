@@ -16,10 +16,11 @@ def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = 
 
     ``ctx``: a context built beforehand (its signal handlers are already in place).
     """
+    cls = C.agree(comm, problem_class, cfg.model.kind)  # imported before the clock starts
     ctx = ctx or RunContext(cfg, comm, out, resume)
     problem = None
     try:
-        problem = C.agree(comm, lambda: problem_class(cfg.model.kind)(ctx))
+        problem = C.agree(comm, cls, ctx)
         C.agree(comm, ctx.check_world)
         C.on_root(comm, ctx.check_out_dir)
         problem.setup()

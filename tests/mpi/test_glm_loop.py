@@ -169,6 +169,7 @@ def test_a_signal_on_one_rank_checkpoints_exits_75_and_resumes_exactly():
         SignalsOnce.AT = None
     parallel_assert(WORLD, code == 75, lambda: f"exit code {code}")
     assert s["stop_reason"] == "signal" and s["exit_code"] == 75
+    assert s["optimizer"]["name"] == "signals_once"  # a user optimizer by its dotted path
     assert s["steps"] == 3  # the flag posted at the next step boundary stops the run before step 4
     assert (out / "r" / "checkpoints" / "step-00000003.commit").exists()
     code, s, resumed = train(config(*args[:-1], "train.steps=9"), WORLD, out / "r", resume="auto")

@@ -182,7 +182,9 @@ class BlockBatches(MiniBatches):
         e = self.epoch(step)
         if e != self._epoch:
             sh, br = self.shard, self.block_rows
-            mine = np.arange(sh.row_lo // br, -(-sh.row_hi // br), dtype=np.int64)
+            # an empty trailing rank has row_lo == row_hi == n_rows, which may lie inside the last block
+            mine = np.arange(sh.row_lo // br, -(-sh.row_hi // br) if sh.n_local else sh.row_lo // br,
+                             dtype=np.int64)
             self._blocks, self._bounds = group_by_step(mine, self.n_blocks, self.blocks_per_batch,
                                                        self.steps_per_epoch, self.seed, e)
             self._epoch = e

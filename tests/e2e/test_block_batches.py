@@ -1,36 +1,10 @@
-"""Mini-batches of contiguous row blocks: same bits on any rank count, exact resume."""
+"""Mini-batches of contiguous row blocks: every row once per epoch.
+
+Same bits on any rank count, exact resume across rank counts, the accuracy reached and the
+refusal of a block size that does not divide the chunk: tests/mpi/test_glm_loop.py (in-process).
+"""
 
 import numpy as np
-
-from mpirun import final_params, run_mpi, summary
-
-ARGS = ["--set", "model.kind=logistic", "--set", "data.rows=20011", "--set", "data.cols=8",
-        "--set", "data.chunk_rows=1024", "--set", "train.batch_size=2048", "--set", "train.batch_block_rows=256",
-        "--set", "optimizer.name=constant", "--set", "optimizer.learning_rate=0.5", "--set", "train.tol=0",
-        "--set", "train.log_every=5", "--set", "checkpoint.every=7", "--set", "data.test_fraction=0.2"]
-
-
-def test_block_batches_are_rank_count_independent_and_resume_exactly(tmp_path):
-    params = []
-    for n in (1, 2, 3):
-        out = tmp_path / f"n{n}"
-        proc = run_mpi(n, ["--out", out, *ARGS, "--set", "train.steps=25"])
-        assert proc.returncode == 0, proc.stderr
-        params.append(final_params(out))
-    assert params[0] == params[1] == params[2]
-    s = summary(tmp_path / "n3")
-    assert s["batch_size"] == 2048 and s["metrics"]["test"]["accuracy"] > 0.8
-    split = tmp_path / "split"
-    assert run_mpi(3, ["--out", split, *ARGS, "--set", "train.steps=14"]).returncode == 0
-    proc = run_mpi(2, ["--out", split, *ARGS, "--set", "train.steps=25", "--resume", "auto"])
-    assert proc.returncode == 0, proc.stderr
-    assert final_params(split) == params[0]
-
-
-def test_block_size_must_divide_the_chunk(tmp_path):
-    proc = run_mpi(2, ["--out", tmp_path / "r", *ARGS, "--set", "train.batch_block_rows=300"])
-    assert proc.returncode == 1
-    assert "train.batch_block_rows=300 must divide data.chunk_rows=1024" in proc.stderr
 
 
 def test_blocks_cover_every_row_once_per_epoch():
@@ -53,3 +27,17 @@ def test_blocks_cover_every_row_once_per_epoch():
     second = np.concatenate([bb.blocks(bb.steps_per_epoch + s) for s in range(bb.steps_per_epoch)])
     assert sorted(first) == sorted(second) and not np.array_equal(
         [bb.blocks(0)], [bb.blocks(bb.steps_per_epoch)])
+
+
+def test_a_rank_without_rows_owns_no_block():
+    """2003 rows in 3 chunks at 4 ranks: the last rank's empty range starts inside the last block."""
+    from lepton_hpc.config import build
+    from lepton_hpc.data.shard import Shard
+    from lepton_hpc.sampling import BlockBatches
+
+    cfg = build({}, "t", ["data.rows=2003", "data.cols=2", "data.chunk_rows=700"])
+    owned = []
+    for rank in range(4):
+        bb = BlockBatches(Shard(cfg.data, 4, rank), 300, seed=1, block_rows=100)
+        owned.append(np.concatenate([bb.blocks(s) for s in range(bb.steps_per_epoch)]).tolist())
+    assert owned[3] == [] and sorted(sum(owned, [])) == list(range(21))

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpirun import final_params, run_mpi, summary
+from mpirun import run_mpi, summary
 
 
 @pytest.fixture(scope="module")

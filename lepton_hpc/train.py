@@ -57,7 +57,7 @@ def run(args, comm) -> int:
 
     cfg, out = _resolve(args, comm)
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
-        code, summary = run_job(cfg, comm, Path(out), args.resume)
+        code, summary = run_job(cfg, comm, Path(out), args.resume, restore_signals=False)
     if comm.rank == 0:
         write_json(Path(out) / "summary.json", summary)
         print(final_line(summary, code, out), flush=True)

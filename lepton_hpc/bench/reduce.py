@@ -84,6 +84,22 @@ def _time_steps(comm, args, shard, kernel, passes: dict) -> dict:
     return times
 
 
+def _time_reads(comm, shard, reps: int) -> list[float]:
+    """Seconds this rank takes to read its X once (gemv per chunk), all ranks together. Collective."""
+    from .. import comm as C
+
+    w = np.full(shard.n_cols, 0.01)
+    views = [X for _, X, _y, _w in shard.chunks_iter()]
+    out = []
+    for _ in range(reps + 1):
+        C.barrier(comm)
+        t = time.perf_counter()
+        for X in views:
+            X @ w
+        out.append(time.perf_counter() - t)
+    return out[1:]  # the first is a warm-up
+
+
 def worker(args) -> int:
     """Every rank: time gd steps (compute + reduce) of each mode; rank 0 prints the JSON. Collective."""
     from .. import comm as C
@@ -95,7 +111,10 @@ def worker(args) -> int:
         modes = args.modes.split(",")
         passes = {m: FullBatch(comm, shard, kernel, m, PhaseTimer()) for m in modes}
         times = _time_steps(comm, args, shard, kernel, passes)
+        read_s = _time_reads(comm, shard, max(args.steps, 5))
         everyone = C.gather(comm, times)
+        reads = C.gather(comm, read_s)
+        x_bytes = C.gather(comm, sum(X.nbytes for _, X, _y, _w in shard.chunks_iter()))
         if comm.rank == 0:
             out = {}
             for m in modes:  # a step lasts as long as its slowest rank's
@@ -105,7 +124,10 @@ def worker(args) -> int:
                           "compute_s_by_rank": [float(np.median(e[m]["compute_s"])) for e in everyone],
                           "reduce_only_s": worst["reduce_only_s"].tolist(),
                           "bytes_per_reduce": passes[m].reducer.bytes_per_reduce}
+            # every rank reads at once: a round lasts as long as its slowest rank's read
+            read_all = np.max(reads, axis=0)
             print(json.dumps({"data": data_info(shard), "world_size": comm.size, "modes": out,
+                              "read_s": read_all.tolist(), "x_bytes": int(sum(x_bytes)),
                               "blas": blas_summary()}), flush=True)
         return 0
 

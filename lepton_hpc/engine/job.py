@@ -11,13 +11,15 @@ from .registry import problem_class
 from .run import RunContext
 
 
-def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = None) -> tuple[int, dict | None]:
+def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = None,
+            restore_signals: bool = True) -> tuple[int, dict | None]:
     """Run one job to its end; returns (exit code, summary dict on rank 0 / None elsewhere).
 
     ``ctx``: a context built beforehand (its signal handlers are already in place).
+    ``restore_signals``: see :class:`RunContext`.
     """
     cls = C.agree(comm, problem_class, cfg.model.kind)  # imported before the clock starts
-    ctx = ctx or RunContext(cfg, comm, out, resume)
+    ctx = ctx or RunContext(cfg, comm, out, resume, restore_signals)
     problem = None
     try:
         problem = C.agree(comm, cls, ctx)

@@ -16,10 +16,13 @@ from ..metrics import PhaseTimer
 
 class RunContext:
     """Parameters: ``cfg`` (JobConfig), ``comm``, ``out`` (run directory, the same on every rank),
-    ``resume`` (None, "auto" or a checkpoint path)."""
+    ``resume`` (None, "auto" or a checkpoint path), ``restore_signals`` (put the previous
+    SIGUSR1/SIGTERM handlers back at :meth:`close`; the CLI keeps its own until the process
+    exits, so a stop request that lands after the last step cannot kill a finished rank)."""
 
-    def __init__(self, cfg, comm, out, resume: str | None = None):
+    def __init__(self, cfg, comm, out, resume: str | None = None, restore_signals: bool = True):
         self.cfg, self.comm, self.out, self.resume = cfg, comm, Path(out), resume
+        self.restore_signals = restore_signals
         self.rank = comm.rank
         self.timer = PhaseTimer(trace=cfg.metrics.trace, rank=self.rank)
         self.stop_signal = 0
@@ -88,5 +91,6 @@ class RunContext:
         return snap
 
     def close(self) -> None:
-        for sig, old in self._previous.items():
-            signal.signal(sig, old)
+        if self.restore_signals:
+            for sig, old in self._previous.items():
+                signal.signal(sig, old)

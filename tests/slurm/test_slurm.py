@@ -22,6 +22,10 @@ from .conftest import ROOT, SETUP, TRAIN
 
 JOB = ROOT / "jobs" / "default.toml"
 TINY = ["--set", "data.rows=2000", "--set", "data.cols=4"]
+# A run that lasts until it is signalled: a constant step never reaches the eta floor, and with
+# train.tol = 0 only the step budget ends it (the Lepton schedule would end it in ~0.3 s, before
+# a signal sent at the first checkpoint arrives).
+LONG = [*TINY, "--set", "optimizer.name=constant", "--set", "optimizer.learning_rate=0.05", "--set", "train.tol=0"]
 
 
 def _log(tmp_path: Path, job_id: str) -> str:
@@ -161,9 +165,8 @@ def test_pmi_mismatch_is_a_clear_error(slurm, tmp_path):
 def test_usr1_checkpoints_requeues_and_resumes_bitwise(slurm, tmp_path):
     """(c) USR1 to the batch shell -> forwarded to the ranks -> exit 75 -> requeue -> resume;
     the final /model/w equals an uninterrupted run's bit for bit."""
-    n, steps = 4, 150
-    args = [JOB, *TINY, "--set", f"train.steps={steps}", "--set", "train.tol=0",
-            "--set", "checkpoint.every=5"]
+    n, steps = 4, 3000
+    args = [JOB, *LONG, "--set", f"train.steps={steps}", "--set", "checkpoint.every=5"]
     run_dir = tmp_path / "run"
     job_id, _ = slurm.sbatch([f"--ntasks={n}", TRAIN, *args, "--out", run_dir], cwd=tmp_path)
     _wait_for_checkpoint(slurm, job_id, run_dir, tmp_path)
@@ -209,8 +212,8 @@ def test_usr1_checkpoints_requeues_and_resumes_bitwise(slurm, tmp_path):
 def test_requeue_limit_exits_75(slurm, tmp_path):
     """With LEPTON_MAX_REQUEUES=0 a signalled job is not requeued: it fails with exit 75."""
     run_dir = tmp_path / "run"
-    job_id, _ = slurm.sbatch(["--ntasks=2", TRAIN, JOB, *TINY, "--set", "train.steps=100000",
-                              "--set", "train.tol=0", "--set", "checkpoint.every=5", "--out", run_dir],
+    job_id, _ = slurm.sbatch(["--ntasks=2", TRAIN, JOB, *LONG, "--set", "train.steps=100000",
+                              "--set", "checkpoint.every=5", "--out", run_dir],
                              cwd=tmp_path, env={"LEPTON_MAX_REQUEUES": "0"})
     _wait_for_checkpoint(slurm, job_id, run_dir, tmp_path)
     slurm.run(["scancel", "--signal=USR1", "--batch", job_id])
@@ -227,8 +230,8 @@ def test_requeue_limit_exits_75(slurm, tmp_path):
 def test_scancel_is_not_requeued(slurm, tmp_path):
     """A plain scancel (SIGTERM to everything) lets the app checkpoint but does not requeue."""
     run_dir = tmp_path / "run"
-    job_id, _ = slurm.sbatch(["--ntasks=2", TRAIN, JOB, *TINY, "--set", "train.steps=100000",
-                              "--set", "train.tol=0", "--set", "checkpoint.every=5", "--out", run_dir],
+    job_id, _ = slurm.sbatch(["--ntasks=2", TRAIN, JOB, *LONG, "--set", "train.steps=100000",
+                              "--set", "checkpoint.every=5", "--out", run_dir],
                              cwd=tmp_path)
     _wait_for_checkpoint(slurm, job_id, run_dir, tmp_path)
     slurm.run(["scancel", job_id])

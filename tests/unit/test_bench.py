@@ -64,12 +64,16 @@ def test_reduce_reports_exact_over_fast_step_time():
             assert_spread(s)
 
 
-def test_ranks_reports_speedup_of_two_ranks():
+def test_ranks_reports_speedup_over_the_read_bandwidth_ratio():
     res = run_bench("ranks", *SMALL, "--steps", "3")
-    assert_verdict(res, "ranks", 1.6, ">=")
+    assert_verdict(res, "ranks", 0.8, ">=")
     assert_spread(res["step_s_n1"])
     assert_spread(res["step_s_n2"])
     assert len(res["step_s_per_launch"]["n1"]) == len(res["step_s_per_launch"]["n2"]) == 3
+    for n in ("n1", "n2"):
+        assert_spread(res["read_gb_s"][n])
+    # the ratio is the speedup over the bandwidth ratio of the same launches, nothing else
+    assert res["ratio"] == pytest.approx(res["speedup"] / res["read_bandwidth_ratio"])
 
 
 def test_verdict_is_ratio_of_medians():

@@ -165,7 +165,7 @@ def test_pmi_mismatch_is_a_clear_error(slurm, tmp_path):
 def test_usr1_checkpoints_requeues_and_resumes_bitwise(slurm, tmp_path):
     """(c) USR1 to the batch shell -> forwarded to the ranks -> exit 75 -> requeue -> resume;
     the final /model/w equals an uninterrupted run's bit for bit."""
-    n, steps = 4, 3000
+    n, steps = 4, 1200
     args = [JOB, *LONG, "--set", f"train.steps={steps}", "--set", "checkpoint.every=5"]
     run_dir = tmp_path / "run"
     job_id, _ = slurm.sbatch([f"--ntasks={n}", TRAIN, *args, "--out", run_dir], cwd=tmp_path)
@@ -236,7 +236,7 @@ def test_scancel_is_not_requeued(slurm, tmp_path):
     _wait_for_checkpoint(slurm, job_id, run_dir, tmp_path)
     slurm.run(["scancel", job_id])
     info = slurm.wait_done(job_id, timeout=300)
-    time.sleep(8)  # > KillWait: a wrongly issued requeue would show up by now
+    time.sleep(6)  # > KillWait (5 s in slurm/setup-single-node.sh): a wrongly issued requeue shows by now
     info = slurm.show(job_id)
     assert info.get("JobState") == "CANCELLED", f"{info}\n{_log(tmp_path, job_id)}"
     assert info.get("Restarts") == "0", f"{info}\n{_log(tmp_path, job_id)}"

@@ -10,7 +10,7 @@ File contract (HDF5)::
 
 Sharding is by user rows: users are cut into logical chunks of
 ``data.chunk_rows`` users, each rank owns a contiguous balanced range of
-chunks (:func:`lepton_hpc.partition.chunks_of_rank`) and reads only its own
+chunks (:class:`lepton_hpc.layout.Layout`) and reads only its own
 slice ``[lo, hi)`` of the COO arrays, found by binary search on the sorted
 ``/rows`` dataset (a few single-element reads); no rank reads the whole file.
 

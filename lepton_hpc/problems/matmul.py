@@ -3,7 +3,7 @@
     mpirun -n 10 python -m lepton_hpc.train jobs/matmul_seed.toml
 
 Layout: ``A`` (``m x n``) is split by contiguous, balanced row blocks over the
-ranks (:func:`lepton_hpc.partition.block_range`); ``B`` (``n x p``) is
+ranks (:func:`lepton_hpc.layout.block_range`); ``B`` (``n x p``) is
 replicated.  ``A`` is factored once, ``A ~ U diag(S) V^T`` (TSQR thin SVD or
 the randomized SVD, :class:`lepton_hpc.linalg.FactoredMatrix`), and every rank
 computes its rows of ``C`` three ways, interleaved and repeated

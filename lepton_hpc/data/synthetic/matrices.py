@@ -5,7 +5,7 @@
 (``n x r``) is orthonormal, ``L`` (``m x r``) standard normal over
 ``sqrt(m)``, ``sigma`` geometric from 1 down to ``SIGMA_MIN`` and ``E``
 Gaussian with entries of standard deviation ``noise / (sqrt(m) + sqrt(n))``
-(see :mod:`lepton_hpc.matmul_job`).
+(see :mod:`lepton_hpc.problems.matmul`).
 """
 
 from __future__ import annotations

@@ -84,7 +84,9 @@ def _json_attr(snap, name: str):
     if value is None:
         return None
     try:
-        return json.loads(value) if isinstance(value, str) else list(value)
+        if isinstance(value, str):
+            return json.loads(value)
+        return [v.decode() if isinstance(v, bytes) else v for v in value]  # an HDF5 array attribute
     except json.JSONDecodeError:
         raise UserError(f"checkpoint attribute {name!r} of {snap.path} is not a JSON list") from None
 

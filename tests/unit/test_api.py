@@ -304,3 +304,20 @@ def test_loading_does_not_import_mpi(glm_run, mf_run):
     code = (f"import sys, lepton_hpc; m = lepton_hpc.load({str(run)!r}); r = lepton_hpc.load({str(mf_run)!r}); "
             f"r.recommend([0], 2); assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(run.parent))
+
+
+def test_classes_and_feature_names_come_from_the_checkpoint(tmp_path):
+    from mpi4py import MPI
+
+    from lepton_hpc.checkpoint import Part
+
+    cfg = build({"model": {"kind": "softmax", "classes": 3}, "data": {"cols": 2}}, "named")
+    parts = {"model/w": Part(np.arange(6.0).reshape(2, 3)), "model/b": Part(np.array([0.0, 1.0, -1.0]))}
+    attrs = {"config": cfg.to_toml(), "model_kind": "softmax", "classes": json.dumps(["a", "b", "c"]),
+             "feature_names": json.dumps(["x0", "x1"])}
+    checkpoint.save(MPI.COMM_SELF, tmp_path / "checkpoints", 4, parts, attrs, keep=1)
+    model = lepton_hpc.load(tmp_path)
+    assert model.classes_.tolist() == ["a", "b", "c"] and model.feature_names_in_.tolist() == ["x0", "x1"]
+    assert model.predict(np.array([[1.0, 0.0], [0.0, -1.0]])).tolist() == ["b", "a"]  # z = [0, 2, 1], [-3, -3, -6]
+    with pytest.raises(UserError, match=r"2 feature columns \(x0, x1\)"):
+        model.predict(np.zeros((1, 3)))

@@ -282,7 +282,8 @@ def test_recommender_npz_round_trip(mf_run, tmp_path):
     model.save(tmp_path / "rec.npz")
     again = lepton_hpc.load(tmp_path / "rec.npz")
     assert again == model
-    assert all(np.array_equal(a, b) for a, b in zip(again.recommend(np.arange(40), 3), model.recommend(np.arange(40), 3)))
+    users = np.arange(40)
+    assert all(np.array_equal(a, b) for a, b in zip(again.recommend(users, 3), model.recommend(users, 3)))
 
 
 def test_recommender_bad_inputs(mf_run):

@@ -17,8 +17,10 @@ rank has reported its file: a step without a marker, or whose files fail their
 checksums, does not exist. Loading reads each rank's own rows at any rank count.
 The GLM contract stays: ``step-NNNNNNNN.h5`` holds ``/model/w`` (and ``/model/b``).
 
-Everything here is collective over ``comm`` except :func:`list_steps`; MPI is
-reached only through :mod:`lepton_hpc.comm`.
+Everything here is collective over ``comm`` except :func:`list_steps`,
+:func:`open_local`, :func:`latest_local` and :class:`Snapshot`; MPI is reached only
+through :mod:`lepton_hpc.comm`, imported inside the collective functions, so
+reading a checkpoint in one process (``lepton_hpc.load``) never imports mpi4py.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from . import __version__, comm as C
+from . import __version__
 from .data.atomic import atomic_path, write_json
 from .errors import UserError
 
@@ -102,6 +104,8 @@ def save(comm, directory: Path, step: int, parts: dict[str, Part], attrs: dict, 
     ``OSError`` on any rank becomes the same error on every rank, and the step
     is left uncommitted.
     """
+    from . import comm as C
+
     directory = Path(directory)
     sharded = {k: p for k, p in parts.items() if p.rows is not None}
     mine = None
@@ -258,6 +262,8 @@ def _attrs(path: Path) -> dict:
 
 def open_step(comm, directory: Path, step: int) -> Snapshot:
     """Verify one committed step and open it (UserError on every rank if it is bad). Collective."""
+    from . import comm as C
+
     directory = Path(directory)
     marker = C.on_root(comm, _read_marker, directory, step)
     C.agree(comm, verify, directory, marker, comm.rank, comm.size)
@@ -287,6 +293,8 @@ def latest_local(directory: Path, warn=print) -> Snapshot | None:
 
 def open_path(comm, path: Path) -> Snapshot:
     """The step whose main file is ``path`` (``--resume PATH``). Collective."""
+    from . import comm as C
+
     path = Path(path)
     m = re.match(r"^step-(\d{8})\.h5$", path.name)
     if not m or not marker_file(path.parent, int(m.group(1))).is_file():
@@ -301,6 +309,8 @@ def latest(comm, directory: Path, warn=print) -> Snapshot | None:
     None when there is no committed step; a UserError when there are some but
     none is valid (starting over would silently discard the run).
     """
+    from . import comm as C
+
     steps = C.on_root(comm, list_steps, Path(directory))
     for step in reversed(steps):
         try:

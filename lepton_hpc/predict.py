@@ -196,7 +196,7 @@ def predict_rows(model: GLMModel, X, layout) -> dict:
 
 # -- writing -------------------------------------------------------------------------------
 
-def write_output(comm, out_path: str, n_rows: int, row_lo: int, local: dict, specs: dict, attrs: dict) -> None:
+def write_output(comm, out_path: str, row_lo: int, local: dict, specs: dict, attrs: dict) -> None:
     """Write ONE file ``out_path``: every rank its rows ``[row_lo, …)`` of each dataset. Collective."""
     import h5py
 
@@ -233,7 +233,7 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
         f.close()
     attrs = {"model_kind": model.kind, "checkpoint": str(snap.path), "step": snap.step, "data": str(data_path),
              "rows": n}
-    write_output(comm, out_path, n, layout.rows()[0], local, model.outputs(n), attrs)
+    write_output(comm, out_path, layout.rows()[0], local, model.outputs(n), attrs)
     return {"rows": n, "outputs": sorted(local)}
 
 

@@ -81,5 +81,5 @@ def predict_top_k(comm, snap, cfg, k: int | None, data_path: str | None, out_pat
     n = shard.n_users
     specs = {"items": ((n, k), np.int64), "scores": ((n, k), np.float64)}
     attrs = {"model_kind": "mf", "checkpoint": str(snap.path), "step": snap.step, "top_k": k, "users": n}
-    write_output(comm, out_path, n, shard.user_lo, {"items": items, "scores": scores}, specs, attrs)
+    write_output(comm, out_path, shard.user_lo, {"items": items, "scores": scores}, specs, attrs)
     return {"users": n, "top_k": k}

@@ -77,8 +77,8 @@ def test_glm_predictions_match_numpy_and_are_the_same_bits_at_1_and_3_ranks(tmp_
     X = rng.normal(size=(N, D))
     data = _data(tmp_path / "x.h5", X)
     outs = {}
-    for n in (1, 3):
-        proc = _predict(n, run, data, tmp_path / f"p{n}.h5")
+    for n, extra in ((1, []), (3, ["--checkpoint", run / "checkpoints" / "step-00000003.h5"])):
+        proc = _predict(n, run, data, tmp_path / f"p{n}.h5", *extra)
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs[n] = _read(tmp_path / f"p{n}.h5")
     ref = _reference(kind, X, W, b)
@@ -120,6 +120,9 @@ def test_recommender_top_k_matches_brute_force_at_1_and_3_ranks(tmp_path):
     for key in ("items", "scores"):
         assert outs[1][key].dtype == (np.int64 if key == "items" else np.float64)
         assert outs[1][key].tobytes() == outs[3][key].tobytes()
+    bad = run_mpi(2, [run, "--top-k", items + 1, "--out", tmp_path / "bad.h5"], module="lepton_hpc.predict")
+    _one_sentence(bad, "--top-k must be in [1, 17]")
+    assert not (tmp_path / "bad.h5").exists()
 
 
 def _one_sentence(proc, *words):

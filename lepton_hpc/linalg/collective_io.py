@@ -1,13 +1,10 @@
 """Collective reading and writing of factor files (the one-file format of :mod:`.hdf5io`).
 
-Saving: no rank ever holds more than its own rows of ``U``. Rank 0 reserves a
-temporary name next to the final one (:func:`lepton_hpc.data.atomic.reserve_tmp`)
-and creates the file there with ``S``, ``V``, the attributes and an unwritten
-``m × k`` ``/factors/U``; then the ranks take turns in rank order (a token passed
-with :func:`lepton_hpc.comm.send_token`), each opening the file ``'r+'``, writing
-its hyperslab of rows and closing it (serial HDF5 allows one writer at a time);
-then every rank agrees on the outcome and rank 0 fsyncs and renames the file into
-place (:func:`~lepton_hpc.data.atomic.commit_tmp`) or removes it.
+Saving: no rank ever holds more than its own rows of ``U``, through
+:func:`lepton_hpc.data.ordered_write.write_in_rank_order`: rank 0 creates the file
+under a temporary name with ``S``, ``V``, the attributes and an unwritten ``m × k``
+``/factors/U``; then the ranks take turns in rank order, each writing its hyperslab
+of rows; then rank 0 fsyncs and renames the file into place, or removes it.
 
 Loading: every rank reads ``S``, ``V`` and only its own rows of ``U``.
 
@@ -26,8 +23,7 @@ from typing import Optional
 from . import hdf5io
 from .collectives import RowLayout, raise_first_error
 from .. import comm as C
-from ..data.atomic import commit_tmp, discard_tmp, reserve_tmp
-from ..errors import UserError
+from ..data.ordered_write import write_in_rank_order
 
 __all__ = ["check_tiling", "save_factors", "load_factors"]
 
@@ -47,51 +43,6 @@ def check_tiling(ranges: list, n_rows_global: int) -> Optional[str]:
     return None
 
 
-def _user_error(exc: BaseException, what: str) -> UserError:
-    return UserError(f"{what}: {C.sentence(exc)}")
-
-
-def _create_tmp(final: str, fm, what: str) -> str:
-    """On rank 0: reserve a temporary name and create the file without the rows of ``U``."""
-    tmp = None
-    try:
-        tmp = reserve_tmp(final)
-        hdf5io.create_factors_file(tmp, fm.S, fm.V, shape=fm.shape, s_discarded=fm.s_discarded,
-                                   tail_complete=fm.tail_complete)
-        return tmp
-    except BaseException as exc:
-        if tmp is not None:
-            discard_tmp(tmp)
-        if isinstance(exc, OSError):
-            raise _user_error(exc, what) from exc
-        raise
-
-
-def _write_rows_in_turn(comm, tmp: str, fm, what: str) -> Optional[str]:
-    """Write this rank's rows of ``U`` when its turn comes; the message of a failure, or None.
-
-    Point-to-point in a chain over ``comm`` (rank ``q`` waits for ``q - 1``, then hands
-    the turn to ``q + 1``); after a failure the later ranks skip their writes.
-    """
-    ok = True if comm.rank == 0 else C.wait_token(comm, comm.rank - 1)
-    message = None
-    if ok and fm.n_rows_local:
-        try:
-            hdf5io.write_u_rows(tmp, fm.row_range[0], fm.U_local)
-        except C.USER_ERRORS as exc:
-            message = f"{what}: rank {comm.rank} could not write its rows of U: {C.sentence(exc)}"
-    if comm.rank + 1 < comm.size:
-        C.send_token(comm, comm.rank + 1, ok and message is None)
-    return message
-
-
-def _commit(tmp: str, final: str, what: str) -> None:
-    try:
-        commit_tmp(tmp, final)
-    except OSError as exc:
-        raise _user_error(exc, what) from exc
-
-
 def save_factors(fm, path, comm) -> None:
     """Write the :class:`~lepton_hpc.linalg.FactoredMatrix` ``fm`` to one HDF5 file, atomically.
 
@@ -109,15 +60,16 @@ def save_factors(fm, path, comm) -> None:
     tiling = check_tiling(C.allgather(comm, fm.row_range), fm.shape[0])
     if tiling:
         raise C.JobError(f"{what}: {tiling}")
-    tmp = C.on_root(comm, _create_tmp, final, fm, what)
-    message = _write_rows_in_turn(comm, tmp, fm, what)
-    try:
-        C.check(comm, message)
-    except C.JobError:
-        if comm.rank == 0:
-            discard_tmp(tmp)
-        raise
-    C.on_root(comm, _commit, tmp, final, what)
+
+    def create(tmp: str) -> None:
+        hdf5io.create_factors_file(tmp, fm.S, fm.V, shape=fm.shape, s_discarded=fm.s_discarded,
+                                   tail_complete=fm.tail_complete)
+
+    def write_own(tmp: str) -> None:
+        hdf5io.write_u_rows(tmp, fm.row_range[0], fm.U_local)
+
+    write_in_rank_order(comm, final, create, write_own if fm.n_rows_local else None, what,
+                        rows_what="its rows of U")
 
 
 def load_factors(path, comm, row_range=None) -> dict:

@@ -82,3 +82,15 @@ def test_verdict_is_ratio_of_medians():
     assert v["paired_ratio"] == spread([2.0, 2.0, 50.0])
     assert v["pass"] is True
     assert verdict([2.0], [1.0], 1.1, "<=")["pass"] is False
+
+
+def test_predict_reports_both_sub_verdicts():
+    res = run_bench("predict", "--rows", "20000", "--cols", "8", "--reps", "2", "--rounds", "1")
+    assert_verdict(res, "predict", 1.0, ">=")
+    one, two = res["one_rank_vs_numpy"], res["two_rank_speedup_share"]
+    assert one["target"] == 1.0 and two["target"] == 0.85
+    assert res["pass"] == (one["pass"] and two["pass"])
+    assert res["ratio"] == pytest.approx(min(one["ratio"] / 1.0, two["ratio"] / 0.85))
+    assert two["ratio"] == pytest.approx(two["speedup"] / two["read_bandwidth_ratio"])
+    for key in ("baseline_s", "predict_s_n1", "predict_s_n2"):
+        assert_spread(res[key])

@@ -1,0 +1,288 @@
+"""``mpirun -n N python -m lepton_hpc.predict RUN_DIR --data FILE.h5 --out PRED.h5``.
+
+Predicts with the newest committed checkpoint of a run (or ``--checkpoint PATH``),
+distributedly: each rank reads only its own rows of FILE.h5 (whole logical chunks of
+the run's ``data.chunk_rows``, :class:`lepton_hpc.layout.Layout`), predicts them chunk
+by chunk and writes its own rows of ONE output file, in rank order, atomically
+(:func:`lepton_hpc.data.ordered_write.write_in_rank_order`); no rank gathers the
+predictions. The output is the same to the bit at any rank count.
+
+* regression (``linear``): ``/pred`` (n,)
+* classification (``logistic``, ``softmax``): ``/label`` (n,) and ``/proba`` (n×K; K=2
+  for logistic as [1−p, p]); labels are the checkpoint's ``classes`` (JSON list) when
+  it has them, else 0..K−1.
+* recommender (``mf``) with ``--top-k K``: ``/items`` (n_users×K, int64) and ``/scores``
+  (float64), each user's K best items not rated in the run's training data (ties: the
+  lower item index first; −1 and NaN pad a user with fewer unrated items). Each rank
+  handles its own users, from its rows of the sharded ``model/U``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+IMPORT_HINT = ("convert it first with `python -m lepton_hpc.data import csv FILE.csv --target COLUMN --out "
+               "FILE.h5` or `python -m lepton_hpc.data import npy X.npy y.npy --out FILE.h5`")
+
+
+# -- the model ------------------------------------------------------------------------------
+
+def _config(snap, run_dir: Path):
+    """The run's configuration: the checkpoint's ``config`` attr, else RUN_DIR/config.toml."""
+    from .config import build, load, tomllib
+
+    text = snap.attrs.get("config")
+    if not text:
+        if not (run_dir / "config.toml").is_file():
+            raise UserError(f"checkpoint {snap.path} records no config and {run_dir} has no config.toml")
+        return load(str(run_dir / "config.toml"))
+    return build(tomllib.loads(text), "run")
+
+
+def open_model(comm, run_dir: Path, checkpoint_path: str | None):
+    """(snapshot, config) of the checkpoint to predict with. Collective over ``comm``."""
+    from . import checkpoint
+    from . import comm as C
+
+    if checkpoint_path:
+        C.on_root(comm, _check_checkpoint, Path(checkpoint_path))
+        snap = checkpoint.open_path(comm, Path(checkpoint_path))
+    else:
+        C.on_root(comm, _check_run_dir, run_dir)
+        warn = (lambda m: print(m, file=sys.stderr, flush=True)) if comm.rank == 0 else (lambda m: None)
+        snap = checkpoint.latest(comm, run_dir / "checkpoints", warn=warn)
+        if snap is None:
+            raise C.JobError(f"no committed checkpoint in {run_dir / 'checkpoints'}; train the run first "
+                             f"or pass --checkpoint PATH")
+    return snap, C.agree(comm, _config, snap, run_dir)
+
+
+def _check_checkpoint(path: Path) -> None:
+    from .checkpoint import list_steps
+
+    steps = [f"step-{s:08d}.h5" for s in list_steps(path.parent)]
+    if path.name not in steps:
+        have = f"committed there: {', '.join(steps)}" if steps else "no committed step there"
+        raise UserError(f"--checkpoint {path} is not a committed checkpoint ({have}); pass a "
+                        f"RUN_DIR/checkpoints/step-NNNNNNNN.h5 with its .commit marker, or omit --checkpoint")
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise UserError(f"run directory {run_dir} does not exist")
+    if not (run_dir / "checkpoints").is_dir():
+        raise UserError(f"{run_dir} is not a run directory (no checkpoints/); pass the --out of a training run")
+
+
+def _json_attr(snap, key: str):
+    value = snap.attrs.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise UserError(f"checkpoint {snap.path}: attribute {key} is not a JSON list") from None
+    return [v.decode() if isinstance(v, bytes) else v for v in np.asarray(value).tolist()]
+
+
+class GLMModel:
+    """θ, the kernel and the output layout of a linear, logistic or softmax checkpoint."""
+
+    def __init__(self, snap, cfg, arrays: dict):
+        from .models.glm import make_kernel
+
+        self.kind, self.path = cfg.model.kind, snap.path
+        W = np.asarray(arrays["model/w"], dtype=np.float64)
+        self.n_features = W.shape[0]
+        self.n_out = W.shape[1] if W.ndim == 2 else 1
+        fit = "model/b" in arrays
+        parts = [W.ravel()] + ([np.asarray(arrays["model/b"], dtype=np.float64).ravel()] if fit else [])
+        self.theta = np.concatenate(parts)
+        self.chunk_rows, self.dtype = cfg.data.chunk_rows, np.dtype(cfg.data.dtype)
+        self.kernel = make_kernel(self.kind, self.n_features, fit, self.chunk_rows, self.dtype, self.n_out)
+        self.feature_names = _json_attr(snap, "feature_names")
+        self.n_classes = 2 if self.kind == "logistic" else self.n_out
+        self.labels = self._labels(_json_attr(snap, "classes"))
+
+    def _labels(self, classes):
+        if self.kind == "linear":
+            return None
+        if classes is None:
+            return np.arange(self.n_classes, dtype=np.int64)
+        if len(classes) != self.n_classes:
+            raise UserError(f"checkpoint {self.path} lists {len(classes)} classes but the model has "
+                            f"{self.n_classes}")
+        if all(isinstance(c, (int, float)) and float(c).is_integer() for c in classes):
+            return np.asarray(classes, dtype=np.int64)
+        if all(isinstance(c, (int, float)) for c in classes):
+            return np.asarray(classes, dtype=np.float64)
+        return np.asarray([str(c) for c in classes], dtype=object)
+
+    def outputs(self, n: int) -> dict:
+        """Output dataset name → (shape, dtype) for ``n`` rows."""
+        if self.kind == "linear":
+            return {"pred": ((n,), np.float64)}
+        import h5py
+
+        label = h5py.string_dtype() if self.labels.dtype == object else self.labels.dtype
+        return {"label": ((n,), label), "proba": ((n, self.n_classes), np.float64)}
+
+    def predict(self, X: np.ndarray) -> dict:
+        """One chunk's predictions, by output dataset."""
+        if self.kind == "linear":
+            return {"pred": self.kernel.decision(X, self.theta)}
+        p = self.kernel.proba(X, self.theta)
+        if self.kind == "logistic":
+            p = np.column_stack([1.0 - p, p])
+        return {"label": self.labels[np.argmax(p, axis=1)], "proba": p}
+
+
+# -- the data ------------------------------------------------------------------------------
+
+def open_features(path: str, x_dataset: str, model: GLMModel):
+    """The h5py file and its ``/x_dataset`` checked against the model; UserError otherwise. Not collective."""
+    import h5py
+
+    d = model.n_features
+    if not Path(path).is_file():
+        raise UserError(f"data file {path} does not exist; pass an HDF5 file with /{x_dataset} of shape (n, {d})")
+    if not h5py.is_hdf5(path):
+        raise UserError(f"data file {path} is not HDF5; the model expects /{x_dataset} of shape (n, {d}): "
+                        f"{IMPORT_HINT}")
+    f = h5py.File(path, "r")
+    try:
+        X = f.get(x_dataset)
+        if not isinstance(X, h5py.Dataset) or X.ndim != 2 or X.dtype.kind not in "fiu":
+            what = "not found" if X is None else f"of shape {getattr(X, 'shape', None)}"
+            raise UserError(f"/{x_dataset} in {path} is {what}; the model expects a numeric /{x_dataset} of shape "
+                            f"(n, {d}) (set data.x_dataset in the run's config, or {IMPORT_HINT})")
+        if X.shape[1] != d:
+            raise UserError(f"/{x_dataset} in {path} has {X.shape[1]} features but the model in {model.path} "
+                            f"expects shape (n, {d}); give data with the training features in the same order "
+                            f"({IMPORT_HINT})")
+        _check_names(X, f, path, model)
+        return f, X
+    except BaseException:
+        f.close()
+        raise
+
+
+def _check_names(X, f, path: str, model: GLMModel) -> None:
+    names = X.attrs.get("feature_names", f.attrs.get("feature_names"))
+    if names is None or model.feature_names is None:
+        return
+    got = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(names).tolist()]
+    want = [str(n) for n in model.feature_names]
+    if got != want:
+        i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        raise UserError(f"the features of {path} do not match the model's: feature {i} is "
+                        f"{got[i] if i < len(got) else 'missing'!r}, the model expects "
+                        f"{want[i] if i < len(want) else 'none'!r} (expected features: {', '.join(want)})")
+
+
+def predict_rows(model: GLMModel, X, layout) -> dict:
+    """This rank's predictions (one array per output), computed one logical chunk at a time."""
+    from .data.shard import aligned_empty
+
+    lo, hi = layout.rows()
+    out = {name: np.empty((hi - lo, *shape[1:]), dtype=dt if dt is not None and np.dtype(dt) != object else object)
+           for name, (shape, dt) in model.outputs(hi - lo).items()}
+    buf = aligned_empty((model.chunk_rows, model.n_features), model.dtype)
+    for c in layout.chunks():
+        a, b = layout.chunk_rows_range(c)
+        X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+        for name, arr in model.predict(buf[:b - a]).items():
+            out[name][a - lo:b - lo] = arr
+    return out
+
+
+# -- writing -------------------------------------------------------------------------------
+
+def write_output(comm, out_path: str, row_lo: int, local: dict, specs: dict, attrs: dict) -> None:
+    """Write ONE file ``out_path``: every rank its rows ``[row_lo, …)`` of each dataset. Collective."""
+    import h5py
+
+    from .data.ordered_write import write_in_rank_order
+
+    def create(tmp: str) -> None:
+        with h5py.File(tmp, "w") as f:
+            for name, (shape, dtype) in specs.items():
+                f.create_dataset(name, shape, dtype=dtype)
+            f.attrs.update(attrs)
+
+    def write_own(tmp: str) -> None:
+        with h5py.File(tmp, "r+") as f:
+            for name, arr in local.items():
+                f[name][row_lo:row_lo + len(arr)] = arr
+
+    has_rows = any(len(a) for a in local.values())
+    write_in_rank_order(comm, out_path, create, write_own if has_rows else None, f"writing {out_path!r}")
+
+
+def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
+    """Predict every row of ``data_path`` into ``out_path``. Collective over ``comm``."""
+    from . import comm as C
+    from .layout import Layout
+
+    arrays = C.on_root(comm, snap.replicated, "model/")
+    model = C.agree(comm, GLMModel, snap, cfg, arrays)
+    f, X = C.agree(comm, open_features, data_path, cfg.data.x_dataset, model)
+    try:
+        n = X.shape[0]
+        layout = Layout(n, model.chunk_rows, comm.size, comm.rank)
+        local = C.agree(comm, predict_rows, model, X, layout)
+    finally:
+        f.close()
+    attrs = {"model_kind": model.kind, "checkpoint": str(snap.path), "step": snap.step, "data": str(data_path),
+             "rows": n}
+    write_output(comm, out_path, layout.rows()[0], local, model.outputs(n), attrs)
+    return {"rows": n, "outputs": sorted(local)}
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="the --out directory of a training run")
+    p.add_argument("--data", help="HDF5 file whose rows to predict (linear/logistic/softmax); mf: the ratings "
+                                  "whose items are excluded (default: the run's data)")
+    p.add_argument("--out", required=True, help="the output HDF5 file (written atomically)")
+    p.add_argument("--checkpoint", help="a checkpoints/step-NNNNNNNN.h5 (default: the newest committed one)")
+    p.add_argument("--top-k", type=int, help="mf: how many items to recommend per user")
+    args = p.parse_args(argv)
+    from . import comm as C
+
+    def body(comm) -> int:
+        t = time.perf_counter()
+        snap, cfg = open_model(comm, Path(args.run_dir), args.checkpoint)
+        if cfg.model.kind == "mf":
+            from .recommend import predict_top_k
+
+            result = predict_top_k(comm, snap, cfg, args.top_k, args.data, args.out)
+        elif cfg.model.kind in ("linear", "logistic", "softmax"):
+            if not args.data:
+                raise C.JobError(f"--data FILE.h5 is required to predict with a {cfg.model.kind} model")
+            result = predict_glm(comm, snap, cfg, args.data, args.out)
+        else:
+            raise C.JobError(f"predict serves linear, logistic, softmax and mf runs, not model.kind="
+                             f"{cfg.model.kind}")
+        if comm.rank == 0:
+            print(json.dumps({"out": args.out, "model": cfg.model.kind, "checkpoint": str(snap.path),
+                              "world_size": comm.size, **result, "seconds": time.perf_counter() - t}), flush=True)
+        return 0
+
+    return C.run_app(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

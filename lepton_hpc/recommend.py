@@ -1,0 +1,85 @@
+"""Top-K recommendations of a matrix-factorization run, each rank for its own users.
+
+Used by ``python -m lepton_hpc.predict RUN_DIR --top-k K --out REC.h5`` (see
+:mod:`lepton_hpc.predict`). A rank reads its rows of the sharded ``model/U`` and the
+replicated ``model/V`` from the checkpoint, and its users' training ratings
+(:class:`lepton_hpc.data.ratings.RatingsShard`, the run's own ``[data]``), scores
+``U_u · Vᵀ`` one block of users at a time (blocks fixed relative to each logical chunk,
+so the bits do not depend on the rank count), masks the rated items and keeps the K
+best, ties to the lower item index. The output is ONE file written in rank order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .errors import UserError
+
+SCORE_BLOCK_ELEMS = 1 << 21  # users per scoring block × items: 16 MiB of scores
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items, scores) of each row's ``k`` largest finite scores, ties to the lower index.
+
+    ``-inf`` marks an excluded item; a row with fewer than ``k`` candidates is padded
+    with item −1 and score NaN.
+    """
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    best = np.take_along_axis(scores, order, axis=1)
+    items = order.astype(np.int64)
+    missing = ~np.isfinite(best)
+    items[missing] = -1
+    best = np.where(missing, np.nan, best)
+    return items, best
+
+
+def _check_shapes(snap, shard, k: int) -> int:
+    rank = snap.shape("model/V")
+    want = {"model/U": (shard.n_users,), "model/V": (shard.n_items,)}
+    got = {name: tuple(snap.shape(name) or ())[:1] for name in want}
+    if got != want or rank is None:
+        raise UserError(f"checkpoint {snap.path} holds factors {got} but the ratings have {shard.n_users} users "
+                        f"and {shard.n_items} items; pass the run's own ratings (or omit --data)")
+    if not 0 < k <= shard.n_items:
+        raise UserError(f"--top-k must be in [1, {shard.n_items}] (the number of items), got {k}")
+    return rank[1]
+
+
+def recommend_rows(snap, shard, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """This rank's users' (items, scores), each (n_local_users × k). Not collective."""
+    _check_shapes(snap, shard, k)
+    V = np.ascontiguousarray(snap.replicated("model/V")["model/V"], dtype=np.float64)
+    U = snap.rows("model/U", shard.user_lo, shard.user_hi)
+    n_local = shard.user_hi - shard.user_lo
+    items, scores = np.empty((n_local, k), dtype=np.int64), np.empty((n_local, k), dtype=np.float64)
+    step = max(1, SCORE_BLOCK_ELEMS // max(shard.n_items, 1))
+    for blk in shard.blocks:
+        users, rated, _ = blk.train
+        for a in range(0, blk.n_users, step):
+            b = min(a + step, blk.n_users)
+            rows = slice(blk.offset + a, blk.offset + b)
+            S = np.ascontiguousarray(U[rows]) @ V.T
+            sel = (users >= a) & (users < b)
+            S[users[sel] - a, rated[sel]] = -np.inf
+            items[rows], scores[rows] = top_k(S, k)
+    return items, scores
+
+
+def predict_top_k(comm, snap, cfg, k: int | None, data_path: str | None, out_path: str) -> dict:
+    """Write each user's top ``k`` unrated items to ``out_path``. Collective over ``comm``."""
+    from . import comm as C
+    from .data.ratings import RatingsShard
+    from .predict import write_output
+
+    if not k:
+        raise C.JobError("--top-k K is required for a recommender (model.kind=mf) run")
+    data = cfg.data if not data_path else dataclasses.replace(cfg.data, path=data_path)
+    shard = C.agree(comm, RatingsShard, data, comm.size, comm.rank)
+    items, scores = C.agree(comm, recommend_rows, snap, shard, k)
+    n = shard.n_users
+    specs = {"items": ((n, k), np.int64), "scores": ((n, k), np.float64)}
+    attrs = {"model_kind": "mf", "checkpoint": str(snap.path), "step": snap.step, "top_k": k, "users": n}
+    write_output(comm, out_path, shard.user_lo, {"items": items, "scores": scores}, specs, attrs)
+    return {"users": n, "top_k": k}

@@ -10,6 +10,7 @@ from mpi4py import MPI
 
 from lepton_hpc import checkpoint
 from lepton_hpc.config import DataConfig, build
+from lepton_hpc.data.__main__ import main as data_cli
 from lepton_hpc.data.importers import import_csv, import_npy, import_sklearn
 from lepton_hpc.data.shard import Shard
 from lepton_hpc.errors import UserError
@@ -44,8 +45,7 @@ def utf8_vlen(info):
 @pytest.mark.parametrize("name", ["iris", "wine", "digits"])
 def test_sklearn_sets_name_features_and_classes(tmp_path, name):
     out = tmp_path / f"{name}.h5"
-    assert __import__("lepton_hpc.data.__main__", fromlist=["main"]).main(
-        ["import", f"sklearn:{name}", "--out", str(out)]) == 0
+    assert data_cli(["import", f"sklearn:{name}", "--out", str(out)]) == 0  # the `data import` path
     bunch = getattr(sklearn_datasets, f"load_{name}")()
     names, classes, kinds = dataset_attrs(out)
     assert list(names) == list(bunch.feature_names) and len(names) == bunch.data.shape[1]

@@ -6,6 +6,10 @@ and the confusion matrix; multinomial: log-loss, accuracy and the confusion
 matrix. Without --data it scores the run's own data, train and held-out test
 split separately; with --data it scores every row of that file. Prints JSON
 and writes ``RUN_DIR/evaluation.json`` (``evaluation-<file>.json`` with --data).
+
+Classifiers name their classes: ``classes`` (the checkpoint attr, else the data's, else
+null) and the confusion matrix ``{"labels", "counts"[, "weighted"]}`` with integer counts.
+A --data file whose ``classes`` differ from the model's is refused.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ def _setup(run_dir: Path, data_path: str | None, comm):
         state = checkpoint.latest_local(run_dir / "checkpoints", warn=lambda m: None)
         if state is None:
             raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
-        return cfg, state.replicated("model/")
+        classes = state.attrs.get("classes")
+        return cfg, state.replicated("model/"), None if classes is None else json.loads(classes)
 
-    cfg, arrays = C.on_root(comm, read)
+    cfg, arrays, classes = C.on_root(comm, read)
     if cfg.model.kind not in ("linear", "logistic", "softmax"):
         raise C.JobError(f"evaluate scores linear, logistic and softmax runs, not model.kind={cfg.model.kind}", 0)
     data = cfg.data
@@ -54,7 +59,22 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     kernel = make_kernel(cfg.model.kind, shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype,
                          n_classes)
     parts = [W.ravel()] + ([np.asarray(arrays["model/b"]).ravel()] if cfg.model.fit_intercept else [])
-    return cfg, shard, kernel, np.concatenate(parts), n_classes
+    labels = C.agree(comm, _labels, cfg.model.kind, classes, shard, n_classes)
+    return cfg, shard, kernel, np.concatenate(parts), n_classes, labels
+
+
+def _labels(kind: str, classes: list | None, shard, n_classes: int) -> list | None:
+    """The model's class labels (checkpoint attr, else the data's when the count fits); the data's
+    ``classes`` must be the model's."""
+    if kind == "linear":
+        return None
+    k = max(n_classes, 2)
+    if classes is not None and shard.classes is not None and list(shard.classes) != list(classes):
+        raise UserError(f"the data names the classes {shard.classes}, but the model was trained on "
+                        f"{classes}; the class codes in /y would not mean the same")
+    if classes is None and shard.classes is not None and len(shard.classes) == k:
+        classes = list(shard.classes)
+    return classes
 
 
 def main(argv=None) -> int:
@@ -68,12 +88,14 @@ def main(argv=None) -> int:
 
     def score(comm) -> int:
         run_dir = Path(args.run_dir)
-        cfg, shard, kernel, theta, k = _setup(run_dir, args.data, comm)
+        cfg, shard, kernel, theta, k, labels = _setup(run_dir, args.data, comm)
         splits = ["all"] if args.data else ["train"] + (["test"] if cfg.data.test_fraction > 0 else [])
         result = {"run_dir": str(run_dir), "model": cfg.model.kind, "data": shard.describe(),
                   "world_size": comm.size}
+        if cfg.model.kind != "linear":
+            result["classes"] = labels
         for split in splits:
-            result[split] = evaluate(comm, kernel, shard, theta, k, split)
+            result[split] = evaluate(comm, kernel, shard, theta, k, split, labels)
         shard.close()
         if comm.rank == 0:
             name = f"evaluation-{Path(args.data).stem}.json" if args.data else "evaluation.json"

@@ -3,7 +3,7 @@
     synth linear --rows N --cols D --noise S --seed K --out FILE.h5 [--chunk-rows R]
                  [--compression gzip|lzf|none] [--dtype float64|float32]
     synth logistic|softmax --rows N --cols D [--classes K] [--noise S] --seed K --out FILE.h5
-    import sklearn:diabetes|breast_cancer|digits|wine --out FILE.h5
+    import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
     import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
     synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
@@ -56,16 +56,20 @@ def info(path: str) -> str:
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist")
     lines = [f"{path} ({os.path.getsize(path) / 2**20:.1f} MiB)"]
-    with h5py.File(path, "r") as f:
-        for key, value in f.attrs.items():
+    def attr_lines(attrs, indent):
+        for key, value in attrs.items():
             text = np.array2string(np.asarray(value), threshold=8) if np.ndim(value) else repr(value)
-            lines.append(f"  @{key} = {text}")
+            lines.append(f"{indent}@{key} = {text}")
+
+    with h5py.File(path, "r") as f:
+        attr_lines(f.attrs, "  ")
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 extra = f", chunks {obj.chunks}" if obj.chunks else ""
                 extra += f", {obj.compression}" if obj.compression else ""
                 lines.append(f"  /{name}: {obj.shape} {obj.dtype}{extra}")
+                attr_lines(obj.attrs, "    ")
 
         f.visititems(visit)
     return "\n".join(lines)
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
     s.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
     s.add_argument("--out", required=True)
     m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5")
-    m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|wine, csv or npy")
+    m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|iris|wine, csv or npy")
     m.add_argument("paths", nargs="*", help="csv: FILE.csv; npy: X.npy y.npy")
     m.add_argument("--target", help="csv: the target column, by header name or index")
     m.add_argument("--task", choices=list(TASKS), default=None, help="default: inferred from the target")

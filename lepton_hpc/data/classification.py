@@ -27,6 +27,7 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
     """Write /X (rows×cols) and /y (rows, class ids as float64) chunk by chunk, atomically.
 
     ``kind`` is ``logistic`` (``classes`` None or 2) or ``softmax`` (``classes`` >= 2).
+    ``/X`` gets the attr ``feature_names`` (``x0``, ``x1``, ...) and ``/y`` ``classes`` (0..K-1).
     The ground truth is stored as attrs ``true_weights`` (logistic: (cols,), softmax:
     (cols, classes)) and ``true_bias`` (logistic, a float) or ``true_biases`` (softmax, (classes,)).
     """
@@ -67,6 +68,9 @@ def synth_classification(out: str, kind: str, rows: int, cols: int, classes: int
         for c in range(n_chunks(rows, chunk_rows)):
             lo, hi = chunk_range(rows, chunk_rows, c)
             X[lo:hi], y[lo:hi] = gen(c, hi - lo)
+        # the importers' contract (lepton_hpc.data.importers): names per column, the label of each code
+        X.attrs["feature_names"] = np.asarray([f"x{j}" for j in range(cols)], dtype=h5py.string_dtype("utf-8"))
+        y.attrs["classes"] = np.arange(n_classes, dtype=np.int64)
         f.attrs.update({"kind": kind, "source": f"synth:{kind}", "n_classes": n_classes,
                         "target_names": [str(k) for k in range(n_classes)], "noise": noise,
                         "seed": seed, "chunk_rows": chunk_rows, "features": features,

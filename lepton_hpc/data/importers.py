@@ -1,14 +1,21 @@
 """Bring outside data into the HDF5 layout the trainer reads: /X (rows×cols float64), /y (rows float64).
 
 * :func:`import_sklearn` — scikit-learn's bundled data sets (no download):
-  ``diabetes`` (regression), ``breast_cancer`` (binary), ``digits`` and ``wine`` (multiclass).
+  ``diabetes`` (regression), ``breast_cancer`` (binary), ``digits``, ``iris`` and ``wine`` (multiclass).
 * :func:`import_csv` — a CSV file with a header row, streamed in chunks of rows.
 * :func:`import_npy` — a pair of ``.npy`` files (X 2-D, y 1-D), read memory-mapped.
 
-Every file gets the attrs ``source``, ``task`` (``regression``, ``binary`` or
-``multiclass``), ``n_classes`` (0 for regression), ``target_names`` and, when
-known, ``feature_names``. Class labels are stored in /y as 0..K-1; ``classes``
-holds the original label of each class id (numbers or strings). Files are
+The contract every importer keeps (what the shard reader, checkpoints and evaluate read):
+
+* ``/X`` attr ``feature_names``: one variable-length UTF-8 string per column (the header,
+  scikit-learn's names, or ``x0``, ``x1``, ... where the source has none);
+* ``/y`` attr ``classes`` (classification only): the original label of each integer
+  code 0..K-1 stored in /y, in code order; strings as variable-length UTF-8, numbers as
+  int64 (integer-valued) or float64. scikit-learn sets give their ``target_names``.
+
+For compatibility the root also keeps ``source``, ``task`` (``regression``, ``binary`` or
+``multiclass``), ``n_classes`` (0 for regression), ``target_names``, ``feature_names`` and
+``classes`` (numeric root ``classes`` are float64, sklearn's are the codes). Files are
 written atomically (:mod:`lepton_hpc.data.atomic`), so a failed import leaves no
 file behind. Every problem is a ``ValueError`` with one sentence that names the
 file and, for a bad row, its line (CSV) or row (npy).
@@ -29,8 +36,9 @@ from .csv_rows import CsvRows, as_number, parse_features, read_header
 from ..errors import UserError
 
 TASKS = ("regression", "binary", "multiclass")
-SKLEARN_SETS = ("diabetes", "breast_cancer", "digits", "wine")
+SKLEARN_SETS = ("diabetes", "breast_cancer", "digits", "iris", "wine")
 MAX_INFERRED_CLASSES = 20  # integer-valued targets with at most this many values are inferred as classes
+UTF8 = h5py.string_dtype("utf-8")  # variable-length UTF-8 strings
 MISSING = frozenset({"", "na", "n/a", "nan", "null"})  # target tokens read as "missing"
 
 
@@ -74,7 +82,16 @@ class _Writer:
         self.X[lo:hi], self.y[lo:hi] = X, y
         self.n_rows = hi
 
-    def finish(self, attrs: dict) -> None:
+    def finish(self, attrs: dict, feature_names: list | None = None, classes: list | None = None) -> None:
+        """Write the root ``attrs`` (None and empty values skipped) and the dataset attrs of the contract:
+        ``/X`` ``feature_names`` (``x0``, ``x1``, ... when None) and ``/y`` ``classes`` (when not None)."""
+        n_cols = self.X.shape[1]
+        names = [f"x{j}" for j in range(n_cols)] if not feature_names else _str_list(feature_names)
+        if len(names) != n_cols:
+            raise UserError(f"{self.out}: {len(names)} feature names for {n_cols} columns")
+        self.X.attrs["feature_names"] = np.asarray(names, dtype=UTF8)
+        if classes is not None:
+            self.y.attrs["classes"] = classes_attr(classes)
         for key, value in attrs.items():
             if value is None:
                 continue
@@ -120,8 +137,25 @@ def _class_task(n_classes: int, task: str | None, where: str) -> str:
     return task or ("binary" if n_classes == 2 else "multiclass")
 
 
+def _numeric(labels) -> bool:
+    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+               for v in labels)
+
+
+def classes_attr(labels) -> np.ndarray:
+    """The ``/y`` attr ``classes``: int64 if every label is an integer-valued number, float64 if
+    numeric, else variable-length UTF-8 strings."""
+    labels = list(labels)
+    if _numeric(labels):
+        values = np.asarray(labels, dtype=np.float64)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return values.astype(np.int64)
+        return values
+    return np.asarray(_str_list(labels), dtype=UTF8)
+
+
 def _label_attr(labels: list) -> np.ndarray:
-    """Original class labels as an attr: float64 if all numeric, else strings."""
+    """Original class labels as a root attr (kept for compatibility): float64 if all numeric, else strings."""
     if all(isinstance(v, (int, float, np.integer, np.floating)) for v in labels):
         return np.asarray(labels, dtype=np.float64)
     return np.asarray(_str_list(labels), dtype=h5py.string_dtype())
@@ -150,19 +184,20 @@ def import_sklearn(name: str, out: str, chunk_rows: int = 4096) -> dict:
     if name == "diabetes":
         task, y, n_classes = "regression", y_raw.astype(np.float64), 0
         target_names = ["disease_progression"]
-        classes = None
+        classes = class_names = None
     else:
         classes, codes = np.unique(y_raw, return_inverse=True)
         y, n_classes = codes.astype(np.float64), len(classes)
         task = "binary" if n_classes == 2 else "multiclass"
         target_names = _str_list(bunch.target_names)
+        class_names = [bunch.target_names[int(c)] for c in classes]  # the name of each code 0..K-1
     attrs = {"source": f"sklearn:{name}", "task": task, "n_classes": n_classes,
              "feature_names": _str_list(feature_names),
              "target_names": target_names, "classes": None if classes is None else _label_attr(list(classes))}
     with _Writer(out, X.shape[1], chunk_rows, n_rows=len(y)) as w:
         for lo in range(0, len(y), chunk_rows):
             w.append(X[lo:lo + chunk_rows], y[lo:lo + chunk_rows])
-        w.finish(attrs)
+        w.finish(attrs, attrs["feature_names"], class_names)
     return attrs
 
 
@@ -285,7 +320,7 @@ def import_csv(path: str, target, out: str, task: str | None = None, delimiter: 
                      "feature_names": [names[i] for i in range(len(names)) if i != t], "target": target_name,
                      "target_names": [target_name] if classes is None else _label_text(classes),
                      "classes": None if classes is None else _label_attr(classes)}
-            w.finish(attrs)
+            w.finish(attrs, attrs["feature_names"], classes)
     return attrs
 
 
@@ -414,7 +449,7 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
                  "n_classes": 0 if classes is None else len(classes),
                  "target_names": ["target"] if classes is None else _label_text(classes),
                  "classes": None if classes is None else _label_attr(classes)}
-        w.finish(attrs)
+        w.finish(attrs, None, classes)
     return attrs
 
 

@@ -36,6 +36,14 @@ def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     return raw[offset:offset + n_bytes].view(dtype).reshape(shape)
 
 
+def _attr_list(value) -> list:
+    """An HDF5 attr as a list of plain values: str (bytes decoded as UTF-8), int or float."""
+    out = []
+    for v in np.atleast_1d(np.asarray(value)).ravel().tolist():
+        out.append(v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+    return out
+
+
 def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
     """Rows per chunk slot: at least chunk_rows, and a whole number of 64-byte lines."""
     q = np.lcm(ALIGN_BYTES // np.gcd(ALIGN_BYTES, row_bytes), ALIGN_BYTES // 8)
@@ -61,6 +69,11 @@ class Shard:
     generator : callable, optional
         ``generator(chunk, n_rows) -> (X, y)`` for synthetic data (data.path
         empty); defaults to the linear-regression generator.
+
+    ``feature_names`` (list of str) and ``classes`` (the original label of each class code
+    0..K-1: str, int or float) come from the attrs ``feature_names`` of the X dataset and
+    ``classes`` of the y dataset (:mod:`lepton_hpc.data.importers`); None when the file has
+    none, and always None for synthetic data. Every rank reads the same attrs.
     """
 
     def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
@@ -68,6 +81,8 @@ class Shard:
         self.dtype = np.dtype(cfg.dtype)
         self._file = None
         self._W = None
+        self.feature_names: list[str] | None = None
+        self.classes: list | None = None
         if cfg.path:
             self._open_file(cfg)
             self._generate = None
@@ -183,9 +198,25 @@ class Shard:
                 raise UserError(f"/{cfg.w_dataset} in {cfg.path} has shape {self._W.shape}, expected "
                                  f"({X.shape[0]},): one weight per row")
         self.n_rows, self.n_cols = X.shape
+        self._read_labels(cfg, X, y)
         w = X.attrs.get("true_weights", f.attrs.get("true_weights"))
         self.w_true = None if w is None else np.asarray(w, dtype=np.float64)
         self.b_true = None  # only synthetic data is generated from the truth
+
+    def _read_labels(self, cfg: DataConfig, X, y) -> None:
+        """``feature_names`` from X's attr, ``classes`` from y's (None where absent)."""
+        names = X.attrs.get("feature_names")
+        if names is not None:
+            self.feature_names = [str(v) for v in _attr_list(names)]
+            if len(self.feature_names) != self.n_cols:
+                raise UserError(f"/{cfg.x_dataset} in {cfg.path} has {len(self.feature_names)} feature_names "
+                                 f"for {self.n_cols} columns; re-import the file")
+        classes = y.attrs.get("classes")
+        if classes is not None:
+            self.classes = _attr_list(classes)
+            if len(set(map(repr, self.classes))) != len(self.classes):
+                raise UserError(f"/{cfg.y_dataset} in {cfg.path} has repeated classes {self.classes}; "
+                                 f"re-import the file")
 
     # -- reading -----------------------------------------------------------
     def _read_chunk(self, chunk: int, X_out: np.ndarray, y_out: np.ndarray) -> None:

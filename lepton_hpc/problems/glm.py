@@ -5,9 +5,14 @@ rank (:mod:`.glm_solvers` picks how the gradient is formed). The weights are
 replicated; a checkpoint holds ``/model/w`` (d or d x K) and ``/model/b`` in the
 original feature units, plus the exact coordinates the optimizer steps in when
 those differ (standardised θ, whitened φ), so a resume continues bit for bit.
+When the data file names them (:attr:`Shard.feature_names`, :attr:`Shard.classes`), the
+checkpoint attrs ``feature_names`` and ``classes`` hold them as JSON lists, and summary.json's
+``data`` section lists them (null when unknown).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 
@@ -38,6 +43,7 @@ class GLMProblem(Problem):
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty
+        self.classes = C.agree(comm, self._check_classes)
         self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
         self.direct = cfg.train.solver == "svd"
         self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg.optimizer))
@@ -82,6 +88,27 @@ class GLMProblem(Problem):
                             f"model.penalty=none (or use solver gd/gram)")
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
+
+    def _check_classes(self) -> list | None:
+        """The data's class labels for a logistic/softmax model (None: unknown, or linear);
+        a UserError when the data names another number of classes than the model has."""
+        kind, classes = self.cfg.model.kind, self.shard.classes
+        if kind == "linear" or classes is None:
+            return None
+        k = 2 if kind == "logistic" else self.n_classes
+        if len(classes) != k:
+            shown = ", ".join(map(repr, classes[:6])) + (", ..." if len(classes) > 6 else "")
+            hint = ("use model.kind=softmax" if kind == "logistic" else
+                    f"set model.classes={len(classes)} or 0 (the data's count)" if len(classes) > 1 else
+                    "a classifier needs at least 2 classes")
+            raise UserError(f"{self.cfg.data.path} names {len(classes)} classes ({shown}) in the attr classes "
+                            f"of /{self.cfg.data.y_dataset}, but model.kind={kind} has {k}; {hint}")
+        return list(classes)
+
+    def label_attrs(self) -> dict:
+        """The checkpoint attrs ``feature_names`` and ``classes`` as JSON lists, where known."""
+        named = {"feature_names": self.shard.feature_names, "classes": self.classes}
+        return {k: json.dumps(v) for k, v in named.items() if v is not None}
 
     def _check_prox(self) -> None:
         """The L1 part is a proximal step after the update: exact for plain gradient steps only."""
@@ -170,7 +197,7 @@ class GLMProblem(Problem):
         parts = {k: Part(np.asarray(v)) for k, v in self.param_arrays().items()}
         opt_parts, opt_attrs = optimizer_parts("optimizer", self.opt)
         return {**parts, **opt_parts}, {**opt_attrs, "model_kind": self.cfg.model.kind,
-                                        "standardized": self.std.active}
+                                        "standardized": self.std.active, **self.label_attrs()}
 
     def load_state(self, snap) -> None:
         C.agree(self.comm, self._load, snap)
@@ -201,9 +228,10 @@ class GLMProblem(Problem):
         strategy = self.solver if self.batches is None else make_full(self)
         loss = strategy.gradient(self.theta, self.grad, 0) + self.penalty.add_smooth(self.theta, self.grad)
         theta = self.model_theta()
-        metrics = {"train": evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "train")}
+        args = (self.comm, self.kernel, self.shard, theta, self.n_classes)
+        metrics = {"train": evaluate(*args, "train", self.classes)}
         if self.cfg.data.test_fraction > 0:
-            metrics["test"] = evaluate(self.comm, self.kernel, self.shard, theta, self.n_classes, "test")
+            metrics["test"] = evaluate(*args, "test", self.classes)
         return {"final_loss": loss, "final_grad_norm": float(np.linalg.norm(self.grad)), "metrics": metrics}
 
     def rank_figures(self) -> dict:
@@ -248,7 +276,8 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
         "normal_equations_rel_error": None if fac is None or normal_eq is None else float(
             np.linalg.norm(normal_eq - exact) / np.linalg.norm(exact)),
         "data": {"source": sh.describe(), "rows": sh.n_rows, "cols": d,
-                 "classes": k if cfg.model.kind == "softmax" else None,
+                 "n_classes": {"softmax": k, "logistic": 2}.get(cfg.model.kind),
+                 "classes": pb.classes, "feature_names": sh.feature_names,
                  "fingerprint": pb.fingerprint, "dtype": sh.dtype.name,
                  "in_memory": sh.in_memory, "test_fraction": cfg.data.test_fraction},
         "bytes_reduced_per_step": pb.solver.bytes_reduced_per_step if cfg.train.solver == "gd" else 0,

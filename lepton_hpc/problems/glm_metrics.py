@@ -3,6 +3,11 @@
 Sums are reduced per chunk with :class:`~lepton_hpc.reduce.ChunkReducer`, so
 metrics are the same bits on any rank count. ROC AUC needs a ranking: the
 (score, label, weight) triples of the split are gathered to rank 0.
+
+The confusion matrix is ``{"labels": [...], "counts": [[...]]}``: ``labels`` names class
+code i (the data's ``classes``, else 0..K-1), ``counts[i][j]`` is the integer number of rows
+of true class i predicted as j (rows of weight 0 in the split do not count). When some row's
+weight is not 1, ``weighted`` holds the same matrix of summed weights (floats).
 """
 
 from __future__ import annotations
@@ -24,12 +29,16 @@ def _weights(shard, i: int, sw, split: str, n: int) -> np.ndarray:
     return train if test is None else train + test
 
 
-def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str = "train") -> dict:
-    """Metrics of ``theta`` on ``split`` (train, test or all). Collective over ``comm``."""
+def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str = "train",
+             class_labels: list | None = None) -> dict:
+    """Metrics of ``theta`` on ``split`` (train, test or all). Collective over ``comm``.
+
+    ``class_labels``: the name of each class code for the confusion matrix (default 0..K-1)."""
     kind = kernel.kind
     k = max(n_classes, 2) if kind != "linear" else 0
-    # row: [Σs, Σs·loss, Σs·y, Σs·y², Σs·(y−ŷ)², Σs·correct, confusion (k×k)]
-    width = 6 + k * k
+    # row: [Σs, Σs·loss, Σs·y, Σs·y², Σs·(y−ŷ)², Σs·correct, #rows with s∉{0,1},
+    #       weighted confusion (k×k), counted confusion (k×k)]
+    width = 7 + 2 * k * k
     red = ChunkReducer(comm, shard.layout, width, "exact")
     scores, labels, weights = [], [], []
     for i, X, y, sw in shard.chunks_iter():
@@ -46,7 +55,9 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
         pred = (z > 0).astype(np.intp) if kind == "logistic" else z.argmax(axis=1)
         truth = y.astype(np.intp)
         row[5] = s @ (pred == truth)
-        np.add.at(row[6:].reshape(k, k), (truth, pred), s)
+        row[6] = np.count_nonzero((s != 0) & (s != 1))
+        np.add.at(row[7:7 + k * k].reshape(k, k), (truth, pred), s)
+        np.add.at(row[7 + k * k:].reshape(k, k), (truth, pred), (s > 0).astype(np.float64))
         if kind == "logistic":
             keep = s > 0
             scores.append(z[keep])
@@ -64,7 +75,7 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
         return out
     out["log_loss"] = out["loss"]
     out["accuracy"] = float(total[5] / n)
-    out["confusion"] = total[6:].reshape(k, k).tolist()
+    out["confusion"] = _confusion(total, k, class_labels)
     if kind == "logistic":
         gathered = C.gather(comm, (np.concatenate(scores or [np.zeros(0)]),
                                 np.concatenate(labels or [np.zeros(0, np.intp)]),
@@ -74,6 +85,18 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
             sc, lab, wt = (np.concatenate(parts) for parts in zip(*gathered))
             auc = roc_auc(sc, lab, wt)
         out["roc_auc"] = C.bcast(comm, auc)
+    return out
+
+
+def _confusion(total: np.ndarray, k: int, labels: list | None) -> dict:
+    """The labelled confusion matrix of the reduced row ``total`` (see the module doc)."""
+    labels = list(range(k)) if labels is None else list(labels)
+    if len(labels) != k:
+        raise ValueError(f"{len(labels)} class labels for a {k}-class confusion matrix")
+    counts = np.rint(total[7 + k * k:]).astype(np.int64).reshape(k, k)
+    out = {"labels": labels, "counts": counts.tolist()}
+    if total[6] > 0:
+        out["weighted"] = total[7:7 + k * k].reshape(k, k).tolist()
     return out
 
 

@@ -435,8 +435,9 @@ def sklearn_metrics(kind, z, y):
 
 def _check_metrics(got: dict, want: dict) -> None:
     for key, value in want.items():
-        if key == "confusion":
-            assert got[key] == value
+        if key == "confusion":  # labelled, integer counts (unit weights: no "weighted" matrix)
+            assert got[key]["counts"] == value and "weighted" not in got[key]
+            assert len(got[key]["labels"]) == len(value)
         else:
             assert got[key] == pytest.approx(value, rel=1e-7, abs=1e-12), key
 
@@ -451,6 +452,11 @@ def test_evaluate_equals_sklearn_metrics(runs, name, n):
     X, y, _ = read_h5(runs["files"][name])
     W, b = checkpoint_params(run)
     z = X @ W + b
+    if kind != "linear":  # the classes are named: scikit-learn's target_names
+        from sklearn import datasets
+
+        names = getattr(datasets, f"load_{name}")().target_names.tolist()
+        assert ev["classes"] == names and ev["train"]["confusion"]["labels"] == names
     test = test_mask(len(y), chunk)
     for split, rows in (("train", ~test), ("test", test)):
         assert ev[split]["weight"] == rows.sum()

@@ -39,6 +39,7 @@ def names(value):
     ("diabetes", (442, 10), "regression", 0),
     ("breast_cancer", (569, 30), "binary", 2),
     ("digits", (1797, 64), "multiclass", 10),
+    ("iris", (150, 4), "multiclass", 3),
     ("wine", (178, 13), "multiclass", 3),
 ])
 def test_sklearn_sets(tmp_path, name, shape, task, n_classes):
@@ -369,4 +370,6 @@ def test_many_columns_fit_in_the_attrs(tmp_path):
     import_csv(path, "t", out)
     X, _, attrs = read(out)
     assert X.shape == (2, cols) and len(attrs["feature_names"]) == cols
+    with h5py.File(out, "r") as f:
+        assert len(f["X"].attrs["feature_names"]) == cols  # the dataset attr too
     loadable(out)

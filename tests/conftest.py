@@ -3,6 +3,10 @@ slow lanes are marked by where they live, so ``-m "not e2e and not slurm"`` is t
 
 * ``e2e``: everything in tests/e2e and tests/test_mpi_suite.py (they launch mpiexec);
 * ``slurm``: everything in tests/slurm (and any test that marks itself).
+
+Two xdist workers (``-n 2 --dist loadgroup`` in setup.cfg): one runs the Slurm tests, which
+mostly wait for the batch system, the other everything else in order. Nothing else runs
+beside the CPU-bound tests, so their timings (the scaling study's model check) stay honest.
 """
 
 import sys
@@ -22,6 +26,7 @@ def _under(path: Path, places) -> bool:
     return any(path == place or place in path.parents for place in places)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = Path(str(item.fspath)).resolve()
@@ -29,3 +34,4 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.e2e)
         if _under(path, SLURM):
             item.add_marker(pytest.mark.slurm)
+        item.add_marker(pytest.mark.xdist_group("slurm" if item.get_closest_marker("slurm") else "main"))

@@ -1,0 +1,322 @@
+"""scikit-learn estimators on the lepton_hpc engine: :class:`LinearRegression`, :class:`LogisticRegression`.
+
+``fit`` runs the same job as the CLI (:func:`lepton_hpc.engine.job.run_job` on a config
+built from the parameters, :meth:`job_config`) on one process (``MPI.COMM_SELF``): the
+data go to a temporary HDF5 file (``/X``, ``/y``, ``/w``; chunked by ``chunk_rows``) in a
+temporary run directory, and the fitted weights are read back from the run's checkpoint
+with :func:`lepton_hpc.load`; both are removed afterwards.
+
+Penalties use the engine's objective (mean loss, weighted by ``sample_weight``)::
+
+    mean_i(loss_i) + reg * (l1_ratio * |w|_1 + (1 - l1_ratio) / 2 * |w|_2^2)
+
+``LinearRegression(alpha=a)`` sets ``model.reg = a``: the loss is ½ (y − ŷ)², so
+``penalty="l1"`` is ``sklearn.linear_model.Lasso(alpha=a)``, ``"elasticnet"`` is
+``ElasticNet(alpha=a, l1_ratio=...)`` and ``"l2"`` is ``Ridge(alpha=a * n)`` (n: the
+number of rows, or the sum of the sample weights). ``LogisticRegression(C=c)`` sets
+``model.reg = 1 / (c * n)`` (same n), which is scikit-learn's ``LogisticRegression(C=c)``
+objective divided by ``c * n`` (the same optimum) for l2, l1 and elasticnet.
+
+"auto" parameters are chosen from the data (see :meth:`_Engine._auto`): the step size
+from the largest curvature of the problem, heavy-ball momentum from its condition
+number, and ``standardize`` is on exactly when there is no penalty (then it changes the
+conditioning, not the optimum; with a penalty the engine would penalise the
+standardised weights, unlike scikit-learn).
+
+Distributed fitting (``fit(..., comm=world)`` under ``mpirun``) is not available yet:
+use the CLI (``python -m lepton_hpc.train``) for data that needs more than one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from .errors import UserError
+
+#: check_estimator checks that are expected to fail, with the reason (name → {check: reason}).
+EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
+    "LinearRegression": {},
+    "LogisticRegression": {},
+}
+
+_CURVATURE = {"linear": 1.0, "logistic": 0.25, "softmax": 0.5}  # Hessian bound per unit of E[z zᵀ]
+
+
+def _has_l1(penalty: str, reg: float, l1_ratio: float) -> bool:
+    return reg > 0 and (penalty == "l1" or (penalty == "elasticnet" and l1_ratio > 0))
+
+
+def _curvature(X, sw, fit_intercept: bool, standardize: bool, kind: str, l2: float, k: int):
+    """(smallest, largest) eigenvalue bound of the Hessian of the job's objective (numpy, one process)."""
+    w = np.ones(X.shape[0]) if sw is None else sw
+    total = w.sum()
+    Z = X
+    if standardize:
+        mean = w @ X / total
+        std = np.sqrt(np.maximum(w @ (X * X) / total - mean * mean, 0.0))
+        std[std <= 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0
+        Z = (X - mean) / std
+    if fit_intercept:
+        Z = np.hstack([Z, np.ones((X.shape[0], 1))])
+    M = _CURVATURE[kind] * ((Z * w[:, None]).T @ Z) / total
+    M[np.arange(X.shape[1]), np.arange(X.shape[1])] += l2
+    eig = np.linalg.eigvalsh(M)
+    lam_max = max(float(eig[-1]), 1e-12)
+    lam_min = max(float(eig[0]), l2, lam_max * 1e-8)
+    return lam_min, lam_max
+
+
+class _Engine(BaseEstimator):
+    """What both estimators share: the job config, the temporary run, the fitted arrays."""
+
+    _kind_default = "linear"
+
+    # -- the job -----------------------------------------------------------------------
+    def _reg(self, n_weight: float) -> float:
+        raise NotImplementedError
+
+    def _standardize(self, reg: float) -> bool:
+        if self.standardize == "auto":
+            return reg == 0 or self.penalty == "none"
+        if not isinstance(self.standardize, (bool, np.bool_)):
+            raise UserError(f"standardize must be True, False or 'auto', got {self.standardize!r}")
+        return bool(self.standardize)
+
+    def _auto(self, X, sw, kind: str, reg: float, standardize: bool, k: int) -> dict:
+        """The optimizer section: the given knobs, "auto" ones chosen from the Hessian's eigenvalues."""
+        l1 = _has_l1(self.penalty, reg, self.l1_ratio)
+        name = self.optimizer
+        if name == "auto":
+            name = "constant" if l1 else "momentum"
+        opt = {"name": name, "alpha": float(self.alpha_decay)}
+        if self.learning_rate != "auto":
+            opt["learning_rate"] = float(self.learning_rate)
+            return opt
+        l2 = 0.0 if self.penalty == "none" else reg * {"l2": 1.0, "l1": 0.0}.get(self.penalty, 1 - self.l1_ratio)
+        lam_min, lam_max = _curvature(X, sw, self.fit_intercept, standardize, kind, l2, k)
+        if name == "momentum":  # heavy ball tuned for a quadratic with these extreme curvatures
+            root_max, root_min = np.sqrt(lam_max), np.sqrt(lam_min)
+            opt["learning_rate"] = float(4.0 / (root_max + root_min) ** 2)
+            opt["momentum"] = float(min(((root_max - root_min) / (root_max + root_min)) ** 2, 0.999))
+        elif name == "adam":
+            opt["learning_rate"] = 0.01
+        else:
+            opt["learning_rate"] = float(1.0 / lam_max)
+        return opt
+
+    def job_config(self, X, y, sample_weight=None, kind: str | None = None, n_classes: int = 0):
+        """The :class:`~lepton_hpc.config.JobConfig` that :meth:`fit` runs for these (validated) data.
+
+        ``y`` holds the engine's targets (class codes 0..K-1 for a classifier).
+        """
+        from .config import build
+
+        kind = kind or self._kind_default
+        n_weight = float(X.shape[0] if sample_weight is None else np.sum(sample_weight))
+        reg = self._reg(n_weight)
+        standardize = self._standardize(reg)
+        solver = self.solver
+        if solver == "auto":
+            solver = "gram" if kind == "linear" else "gd"
+        raw = {
+            "data": {"path": "data.h5", "chunk_rows": int(self.chunk_rows),
+                     "w_dataset": "" if sample_weight is None else "w"},
+            "model": {"kind": kind, "fit_intercept": bool(self.fit_intercept), "penalty": self.penalty,
+                      "reg": reg, "l1_ratio": float(self.l1_ratio), "standardize": standardize,
+                      "classes": int(n_classes) if kind == "softmax" else 0},
+            "optimizer": self._auto(X, sample_weight, kind, reg, standardize, n_classes),
+            "train": {"steps": int(self.max_iter), "solver": solver, "tol": float(self.tol),
+                      "log_every": max(int(self.max_iter), 1), "threads": 1},
+            "checkpoint": {"every": 0, "keep": 1},
+            "comm": {"reduction": self.reduction},
+        }
+        return build(raw, type(self).__name__)
+
+    def _run(self, cfg, X, y, sample_weight):
+        """Write the data, run the job on MPI.COMM_SELF in a temporary directory, load the model."""
+        from . import comm as C
+        from .api import load
+        from .engine.job import run_job
+
+        with tempfile.TemporaryDirectory(prefix="lepton_fit_") as tmp:
+            path = Path(tmp) / "data.h5"
+            write_h5(path, X, y, sample_weight, cfg.data.chunk_rows)
+            cfg = _with_path(cfg, str(path))
+            out = Path(tmp) / "run"
+            sink = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
+            with sink:
+                code, summary = run_job(cfg, C.self_comm(), out)
+            if code != 0:
+                raise UserError(f"the fit stopped early (exit code {code}, {summary and summary.get('stop_reason')})")
+            if summary and summary.get("stop_reason") == "steps" and cfg.train.steps > 0:
+                warnings.warn(f"{type(self).__name__} did not converge in max_iter={cfg.train.steps} steps "
+                              f"(train.tol={cfg.train.tol:g}); raise max_iter or scale the features "
+                              f"(StandardScaler)", ConvergenceWarning, stacklevel=3)
+            return load(out), summary
+
+    def _fit_arrays(self, X, y, sample_weight, comm):
+        if comm is not None and comm.Get_size() > 1:
+            raise UserError("fit(comm=...) is not available yet; use the CLI for distributed training "
+                            "(python -m lepton_hpc.train)")
+        sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
+        return X, sw
+
+    def _decision(self, X):
+        check_is_fitted(self, "coef_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        return X @ self.coef_.T + self.intercept_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _with_path(cfg, path: str):
+    import dataclasses
+
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=path))
+
+
+def write_h5(path, X, y, sample_weight=None, chunk_rows: int = 4096) -> None:
+    """The layout ``data.path`` expects: ``/X`` (n × d), ``/y`` (n), ``/w`` (n, when weights are given)."""
+    n = X.shape[0]
+    rows = max(1, min(int(chunk_rows), n))
+    with h5py.File(path, "w") as f:
+        f.create_dataset("X", data=X, chunks=(rows, max(1, X.shape[1])))
+        f.create_dataset("y", data=np.asarray(y, dtype=np.float64), chunks=(rows,))
+        if sample_weight is not None:
+            f.create_dataset("w", data=np.asarray(sample_weight, dtype=np.float64), chunks=(rows,))
+
+
+class LinearRegression(RegressorMixin, _Engine):
+    """Least squares (optionally l2/l1/elasticnet penalised) fitted by the lepton_hpc engine.
+
+    Parameters (job keys in brackets): ``penalty`` [model.penalty], ``alpha`` [model.reg],
+    ``l1_ratio`` [model.l1_ratio], ``fit_intercept`` [model.fit_intercept], ``solver``
+    [train.solver; "auto": gram], ``optimizer`` [optimizer.name; "auto": momentum, constant
+    with an L1 part], ``learning_rate`` [optimizer.learning_rate; "auto": from the curvature],
+    ``alpha_decay`` [optimizer.alpha], ``max_iter`` [train.steps], ``tol`` [train.tol],
+    ``reduction`` [comm.reduction], ``chunk_rows`` [data.chunk_rows], ``standardize``
+    [model.standardize; "auto": on without a penalty], ``verbose`` (print the run's log).
+    """
+
+    _kind_default = "linear"
+
+    def __init__(self, *, penalty="none", alpha=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
+                 optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=5000, tol=1e-10,
+                 reduction="exact", chunk_rows=4096, standardize="auto", verbose=False):
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha_decay = alpha_decay
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reduction = reduction
+        self.chunk_rows = chunk_rows
+        self.standardize = standardize
+        self.verbose = verbose
+
+    def _reg(self, n_weight: float) -> float:
+        return 0.0 if self.penalty == "none" else float(self.alpha)
+
+    def fit(self, X, y, sample_weight=None, *, comm=None):
+        X, y = validate_data(self, X, y, dtype=np.float64, order="C", y_numeric=True, reset=True)
+        X, sw = self._fit_arrays(X, y, sample_weight, comm)
+        cfg = self.job_config(X, y, sw)
+        model, _ = self._run(cfg, X, y, sw)
+        self.coef_ = np.asarray(model.coef_, dtype=np.float64)
+        self.intercept_ = np.float64(model.intercept_)
+        self.n_iter_ = int(model.n_iter_)
+        return self
+
+    def predict(self, X):
+        return self._decision(X)
+
+
+class LogisticRegression(ClassifierMixin, _Engine):
+    """Logistic regression fitted by the lepton_hpc engine: binary (``model.kind = "logistic"``)
+    for two classes, multinomial (``"softmax"``) for more, taken from the labels.
+
+    ``C`` is scikit-learn's inverse strength: ``model.reg = 1 / (C * n)`` (n: rows, or the
+    sum of the sample weights). The other parameters are :class:`LinearRegression`'s
+    (``solver`` "auto": gd).
+    """
+
+    def __init__(self, *, penalty="l2", C=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
+                 optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=2000, tol=1e-10,
+                 reduction="exact", chunk_rows=4096, standardize="auto", verbose=False):
+        self.penalty = penalty
+        self.C = C
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.solver = solver
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.alpha_decay = alpha_decay
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reduction = reduction
+        self.chunk_rows = chunk_rows
+        self.standardize = standardize
+        self.verbose = verbose
+
+    def _reg(self, n_weight: float) -> float:
+        if self.penalty == "none":
+            return 0.0
+        if not (isinstance(self.C, (int, float, np.number)) and self.C > 0):
+            raise UserError(f"C must be a positive number, got {self.C!r}")
+        return 1.0 / (float(self.C) * n_weight)
+
+    def fit(self, X, y, sample_weight=None, *, comm=None):
+        X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
+        check_classification_targets(y)
+        self.classes_, codes = np.unique(y, return_inverse=True)
+        k = len(self.classes_)
+        if k < 2:
+            raise UserError(f"LogisticRegression needs samples of at least 2 classes in the data, but the "
+                            f"data contain only one class: {self.classes_[0]!r}")
+        X, sw = self._fit_arrays(X, y, sample_weight, comm)
+        kind = "logistic" if k == 2 else "softmax"
+        cfg = self.job_config(X, codes.astype(np.float64), sw, kind, k)
+        model, _ = self._run(cfg, X, codes.astype(np.float64), sw)
+        self.coef_ = np.asarray(model.coef_, dtype=np.float64)
+        self.intercept_ = np.asarray(model.intercept_, dtype=np.float64)
+        self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)
+        return self
+
+    def decision_function(self, X):
+        z = self._decision(X)
+        return z.ravel() if z.shape[1] == 1 else z
+
+    def predict_proba(self, X):
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            p = 1.0 / (1.0 + np.exp(-z))
+            return np.vstack([1 - p, p]).T
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict_log_proba(self, X):
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        z = self.decision_function(X)
+        idx = (z > 0).astype(np.intp) if z.ndim == 1 else z.argmax(axis=1)
+        return self.classes_[idx]

@@ -1,0 +1,181 @@
+"""lepton_hpc.estimators: scikit-learn's estimator checks, the CLI's bits, scikit-learn's accuracy."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import sklearn.linear_model as sk  # noqa: E402
+
+from lepton_hpc.errors import UserError  # noqa: E402
+from lepton_hpc.estimators import EXPECTED_FAILED_CHECKS, LinearRegression, LogisticRegression, write_h5  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "data"
+
+
+def _data(name):
+    with h5py.File(DATA / f"{name}.h5") as f:
+        return f["X"][()], f["y"][()]
+
+
+def _split(name, scale=True, stratify=True):
+    X, y = _data(name)
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y if stratify else None)
+    if scale:
+        sc = StandardScaler().fit(Xtr)
+        Xtr, Xte = sc.transform(Xtr), sc.transform(Xte)
+    return Xtr, Xte, ytr, yte
+
+
+# -- scikit-learn's own checks ------------------------------------------------------------------
+
+@parametrize_with_checks([LinearRegression(max_iter=300), LogisticRegression(max_iter=300)],
+                         expected_failed_checks=lambda est: EXPECTED_FAILED_CHECKS[type(est).__name__])
+def test_sklearn_checks(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning on the checks' tiny data sets
+        check(estimator)
+
+
+def test_expected_failures_are_few_and_explained():
+    for name in ("LinearRegression", "LogisticRegression"):
+        assert len(EXPECTED_FAILED_CHECKS[name]) <= 3
+        assert all(isinstance(r, str) and r for r in EXPECTED_FAILED_CHECKS[name].values())
+
+
+# -- the same engine as the CLI: same bits -------------------------------------------------------
+
+def _run_job_coef(tmp_path, est, X, y_codes, sw=None, kind=None, k=0):
+    """Fit through a TOML job file and run_job, as `python -m lepton_hpc.train` does."""
+    from mpi4py import MPI
+
+    import lepton_hpc
+    from lepton_hpc import config
+    from lepton_hpc.engine.job import run_job
+
+    cfg = est.job_config(X, y_codes, sw, kind, k)
+    write_h5(tmp_path / "data.h5", X, y_codes, sw, cfg.data.chunk_rows)
+    job = tmp_path / "job.toml"
+    job.write_text(cfg.to_toml().replace('path = "data.h5"', f'path = "{tmp_path / "data.h5"}"'))
+    code, _ = run_job(config.load(str(job)), MPI.COMM_SELF, str(tmp_path / "run"))
+    assert code == 0
+    return lepton_hpc.load(tmp_path / "run")
+
+
+def test_linear_same_bits_as_run_job(tmp_path, capsys):
+    Xtr, _, ytr, _ = _split("diabetes", scale=False, stratify=False)
+    sw = np.linspace(0.5, 2.0, len(ytr))
+    est = LinearRegression(penalty="l2", alpha=0.01, chunk_rows=64).fit(Xtr, ytr, sample_weight=sw)
+    model = _run_job_coef(tmp_path, est, Xtr, ytr, sw)
+    assert np.array_equal(est.coef_, model.coef_) and est.intercept_ == model.intercept_
+    assert est.n_iter_ == model.n_iter_
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "digits"])
+def test_classifier_same_bits_as_run_job(tmp_path, capsys, name):
+    Xtr, _, ytr, _ = _split(name)
+    Xtr, ytr = Xtr[:300], ytr[:300]
+    est = LogisticRegression(max_iter=150).fit(Xtr, ytr)
+    classes, codes = np.unique(ytr, return_inverse=True)
+    k = len(classes)
+    model = _run_job_coef(tmp_path, est, Xtr, codes.astype(float), None, "logistic" if k == 2 else "softmax", k)
+    assert np.array_equal(est.coef_, model.coef_) and np.array_equal(est.intercept_, model.intercept_)
+    assert est.coef_.shape == (1 if k == 2 else k, Xtr.shape[1])
+    assert np.array_equal(est.classes_, classes)
+
+
+# -- against scikit-learn on the same penalty -------------------------------------------------------
+
+@pytest.mark.parametrize("penalty,kw", [("none", {}), ("l2", {"alpha": 0.05}), ("l1", {"alpha": 0.5}),
+                                        ("elasticnet", {"alpha": 0.1, "l1_ratio": 0.5})])
+def test_regression_r2_matches_sklearn(penalty, kw):
+    Xtr, Xte, ytr, yte = _split("diabetes", stratify=False)
+    ours = LinearRegression(penalty=penalty, max_iter=20000, **kw).fit(Xtr, ytr)
+    ref = {"none": sk.LinearRegression(), "l2": sk.Ridge(alpha=kw.get("alpha", 0) * len(ytr)),
+           "l1": sk.Lasso(alpha=kw.get("alpha")),
+           "elasticnet": sk.ElasticNet(alpha=kw.get("alpha", 0), l1_ratio=0.5)}[penalty].fit(Xtr, ytr)
+    assert abs(ours.score(Xte, yte) - ref.score(Xte, yte)) < 0.01
+    if penalty in ("none", "l2"):
+        np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-5, atol=1e-6 * np.abs(ref.coef_).max())
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "digits"])
+def test_classification_accuracy_matches_sklearn(name):
+    Xtr, Xte, ytr, yte = _split(name)
+    ours = LogisticRegression(C=1.0).fit(Xtr, ytr)
+    ref = sk.LogisticRegression(C=1.0, max_iter=5000, tol=1e-8).fit(Xtr, ytr)  # both converged tightly
+    assert abs(ours.score(Xte, yte) - ref.score(Xte, yte)) <= 0.01
+    np.testing.assert_allclose(ours.predict_proba(Xte), ref.predict_proba(Xte), atol=1e-3)
+
+
+def test_l1_logistic_accuracy_matches_sklearn():
+    Xtr, Xte, ytr, yte = _split("breast_cancer")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = LogisticRegression(penalty="l1", C=0.5, max_iter=3000).fit(Xtr, ytr)
+        ref = sk.LogisticRegression(C=0.5, l1_ratio=1.0, solver="saga", max_iter=5000).fit(Xtr, ytr)
+    assert abs(ours.score(Xte, yte) - ref.score(Xte, yte)) <= 0.01
+    assert (ours.coef_ == 0).sum() > 0
+
+
+# -- scikit-learn tooling and labels -----------------------------------------------------------------
+
+def test_clone_pipeline_gridsearch():
+    X, y = _data("diabetes")
+    est = LinearRegression(penalty="l2", alpha=0.1)
+    assert clone(est).get_params() == est.get_params()
+    pipe = make_pipeline(StandardScaler(), est).fit(X, y)
+    assert pipe.score(X, y) > 0.4
+    grid = GridSearchCV(make_pipeline(StandardScaler(), LinearRegression(penalty="l2")),
+                        {"linearregression__alpha": [0.001, 1.0]}, cv=2).fit(X, y)
+    assert grid.best_params_["linearregression__alpha"] == 0.001
+
+
+def test_string_labels_and_dataframe_names():
+    pd = pytest.importorskip("pandas")
+    Xtr, Xte, ytr, yte = _split("digits")
+    keep = ytr < 3
+    names = np.array(["zero", "one", "two"], dtype=object)
+    frame = pd.DataFrame(Xtr[keep], columns=[f"p{i}" for i in range(Xtr.shape[1])])
+    est = LogisticRegression(max_iter=300).fit(frame, names[ytr[keep].astype(int)])
+    assert list(est.classes_) == ["one", "two", "zero"]
+    assert list(est.feature_names_in_) == list(frame.columns) and est.n_features_in_ == 64
+    assert set(est.predict(frame)) <= set(names) and est.predict_proba(frame).shape == (keep.sum(), 3)
+    assert est.score(frame, names[ytr[keep].astype(int)]) > 0.95
+    assert est.decision_function(frame).shape == (keep.sum(), 3)
+
+
+def test_parameter_mapping():
+    X, y = _data("breast_cancer")
+    cfg = LogisticRegression(C=2.0).job_config(X, y, None, "logistic", 2)
+    assert cfg.model.reg == 1.0 / (2.0 * len(y)) and cfg.model.penalty == "l2"
+    assert cfg.train.solver == "gd" and cfg.optimizer.name == "momentum"
+    cfg = LinearRegression(penalty="elasticnet", alpha=0.3, l1_ratio=0.2, max_iter=7, tol=1e-5, chunk_rows=32,
+                           reduction="fast", optimizer="adam", learning_rate=0.05, alpha_decay=0.01,
+                           solver="gd", standardize=True).job_config(X, y)
+    assert (cfg.model.reg, cfg.model.l1_ratio, cfg.train.steps, cfg.train.tol, cfg.data.chunk_rows) == \
+        (0.3, 0.2, 7, 1e-5, 32)
+    assert (cfg.comm.reduction, cfg.optimizer.name, cfg.optimizer.learning_rate, cfg.optimizer.alpha,
+            cfg.train.solver, cfg.model.standardize) == ("fast", "adam", 0.05, 0.01, "gd", True)
+
+
+def test_distributed_fit_is_a_user_error():
+    class TwoRanks:
+        def Get_size(self):
+            return 2
+
+    X, y = _data("diabetes")
+    with pytest.raises(UserError, match="not available yet"):
+        LinearRegression().fit(X, y, comm=TwoRanks())

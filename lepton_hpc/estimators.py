@@ -23,8 +23,13 @@ number, and ``standardize`` is on exactly when there is no penalty (then it chan
 conditioning, not the optimum; with a penalty the engine would penalise the
 standardised weights, unlike scikit-learn).
 
-Distributed fitting (``fit(..., comm=world)`` under ``mpirun``) is not available yet:
-use the CLI (``python -m lepton_hpc.train``) for data that needs more than one process.
+Under ``mpirun``, ``fit(X_local, y_local, sample_weight_local, comm=comm, work_dir=None)``
+is collective over ``comm``: each rank passes its own rows (rank 0's first, then rank 1's,
+…; zero rows on a rank is fine), the ranks agree on the columns and labels, write one
+HDF5 file in a temporary directory under ``work_dir`` (default: the current directory,
+which must be on a filesystem every rank sees; ``/tmp`` is node-local on clusters) and run
+the job on ``comm``; every rank gets the same fitted arrays, bitwise equal to the
+one-process fit of all the rows and to the CLI's (see :mod:`lepton_hpc.estimator_data`).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from . import estimator_data as D
 from .errors import UserError
 
 #: check_estimator checks that are expected to fail, with the reason (name → {check: reason}).
@@ -147,28 +153,32 @@ class _Engine(BaseEstimator):
         """Write the data, run the job on MPI.COMM_SELF in a temporary directory, load the model."""
         from . import comm as C
         from .api import load
-        from .engine.job import run_job
 
         with tempfile.TemporaryDirectory(prefix="lepton_fit_") as tmp:
             path = Path(tmp) / "data.h5"
             write_h5(path, X, y, sample_weight, cfg.data.chunk_rows)
             cfg = _with_path(cfg, str(path))
             out = Path(tmp) / "run"
-            sink = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
-            with sink:
-                code, summary = run_job(cfg, C.self_comm(), out)
-            if code != 0:
-                raise UserError(f"the fit stopped early (exit code {code}, {summary and summary.get('stop_reason')})")
-            if summary and summary.get("stop_reason") == "steps" and cfg.train.steps > 0:
-                warnings.warn(f"{type(self).__name__} did not converge in max_iter={cfg.train.steps} steps "
-                              f"(train.tol={cfg.train.tol:g}); raise max_iter or scale the features "
-                              f"(StandardScaler)", ConvergenceWarning, stacklevel=3)
-            return load(out), summary
+            self._execute(cfg, C.self_comm(), out)
+            return load(out)
 
-    def _fit_arrays(self, X, y, sample_weight, comm):
-        if comm is not None and comm.Get_size() > 1:
-            raise UserError("fit(comm=...) is not available yet; use the CLI for distributed training "
-                            "(python -m lepton_hpc.train)")
+    def _execute(self, cfg, comm, out) -> None:
+        """run_job on ``comm`` (collective): a UserError if it stops early, a warning if it did not converge."""
+        from . import comm as C
+        from .engine.job import run_job
+
+        sink = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
+        with sink:
+            code, summary = run_job(cfg, comm, out)
+        reason = C.bcast(comm, summary and summary.get("stop_reason"))
+        if code != 0:
+            raise UserError(f"the fit stopped early (exit code {code}, {reason})")
+        if reason == "steps" and cfg.train.steps > 0:
+            warnings.warn(f"{type(self).__name__} did not converge in max_iter={cfg.train.steps} steps "
+                          f"(train.tol={cfg.train.tol:g}); raise max_iter or scale the features "
+                          f"(StandardScaler)", ConvergenceWarning, stacklevel=4)
+
+    def _fit_arrays(self, X, y, sample_weight):
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
         return X, sw
 
@@ -235,11 +245,16 @@ class LinearRegression(RegressorMixin, _Engine):
     def _reg(self, n_weight: float) -> float:
         return 0.0 if self.penalty == "none" else float(self.alpha)
 
-    def fit(self, X, y, sample_weight=None, *, comm=None):
-        X, y = validate_data(self, X, y, dtype=np.float64, order="C", y_numeric=True, reset=True)
-        X, sw = self._fit_arrays(X, y, sample_weight, comm)
-        cfg = self.job_config(X, y, sw)
-        model, _ = self._run(cfg, X, y, sw)
+    def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
+        """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
+        if comm is None:
+            X, y = validate_data(self, X, y, dtype=np.float64, order="C", y_numeric=True, reset=True)
+            X, sw = self._fit_arrays(X, y, sample_weight)
+            model = self._run(self.job_config(X, y, sw), X, y, sw)
+        else:
+            X, y, sw = D.validate_local(self, comm, X, y, sample_weight, classifier=False)
+            layout = D.agree_shape(comm, X, sw)
+            model = D.fit_distributed(self, comm, X, y, sw, *layout, work_dir=work_dir)
         self.coef_ = np.asarray(model.coef_, dtype=np.float64)
         self.intercept_ = np.float64(model.intercept_)
         self.n_iter_ = int(model.n_iter_)
@@ -283,18 +298,27 @@ class LogisticRegression(ClassifierMixin, _Engine):
             raise UserError(f"C must be a positive number, got {self.C!r}")
         return 1.0 / (float(self.C) * n_weight)
 
-    def fit(self, X, y, sample_weight=None, *, comm=None):
-        X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
-        check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+    def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
+        """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
+        if comm is None:
+            X, y = validate_data(self, X, y, dtype=np.float64, order="C", reset=True)
+            check_classification_targets(y)
+            self.classes_, codes = np.unique(y, return_inverse=True)
+            codes = codes.astype(np.float64)
+        else:
+            X, y, sw = D.validate_local(self, comm, X, y, sample_weight, classifier=True)
+            layout = D.agree_shape(comm, X, sw)
+            self.classes_, codes = D.agree_classes(comm, y)
         k = len(self.classes_)
         if k < 2:
             raise UserError(f"LogisticRegression needs samples of at least 2 classes in the data, but the "
                             f"data contain only one class: {self.classes_[0]!r}")
-        X, sw = self._fit_arrays(X, y, sample_weight, comm)
         kind = "logistic" if k == 2 else "softmax"
-        cfg = self.job_config(X, codes.astype(np.float64), sw, kind, k)
-        model, _ = self._run(cfg, X, codes.astype(np.float64), sw)
+        if comm is None:
+            X, sw = self._fit_arrays(X, y, sample_weight)
+            model = self._run(self.job_config(X, codes, sw, kind, k), X, codes, sw)
+        else:
+            model = D.fit_distributed(self, comm, X, codes, sw, *layout, kind, k, work_dir=work_dir)
         self.coef_ = np.asarray(model.coef_, dtype=np.float64)
         self.intercept_ = np.asarray(model.intercept_, dtype=np.float64)
         self.n_iter_ = np.array([model.n_iter_], dtype=np.int32)

@@ -171,11 +171,32 @@ def test_parameter_mapping():
             cfg.train.solver, cfg.model.standardize) == ("fast", "adam", 0.05, 0.01, "gd", True)
 
 
-def test_distributed_fit_is_a_user_error():
-    class TwoRanks:
-        def Get_size(self):
-            return 2
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_comm_fit_on_one_rank_is_the_one_process_fit(tmp_path):
+    """fit(comm=COMM_SELF): the distributed path at one rank; same bits, temporary directory removed."""
+    from mpi4py import MPI
 
+    Xtr, _, ytr, _ = _split("breast_cancer")
+    Xtr, ytr = Xtr[:200], ytr[:200]
+    ref = LogisticRegression(max_iter=50).fit(Xtr, ytr)
+    est = LogisticRegression(max_iter=50).fit(Xtr, ytr, comm=MPI.COMM_SELF, work_dir=tmp_path)
+    assert est.coef_.tobytes() == ref.coef_.tobytes() and est.intercept_.tobytes() == ref.intercept_.tobytes()
+    assert np.array_equal(est.classes_, ref.classes_) and list(tmp_path.iterdir()) == []
     X, y = _data("diabetes")
-    with pytest.raises(UserError, match="not available yet"):
-        LinearRegression().fit(X, y, comm=TwoRanks())
+    sw = np.linspace(0.5, 2.0, len(y))
+    ref = LinearRegression(penalty="l2", alpha=0.01, max_iter=50).fit(X, y, sample_weight=sw)
+    est = LinearRegression(penalty="l2", alpha=0.01, max_iter=50).fit(X, y, sw, comm=MPI.COMM_SELF,
+                                                                       work_dir=tmp_path)
+    assert est.coef_.tobytes() == ref.coef_.tobytes() and est.intercept_ == ref.intercept_
+
+
+def test_comm_fit_user_errors(tmp_path):
+    from mpi4py import MPI
+
+    with pytest.raises(UserError, match="no rows"):
+        LinearRegression().fit(np.zeros((0, 3)), np.zeros(0), comm=MPI.COMM_SELF, work_dir=tmp_path)
+    with pytest.raises(UserError, match="only one class"):
+        LogisticRegression().fit(np.ones((4, 2)), np.ones(4), comm=MPI.COMM_SELF, work_dir=tmp_path)
+    with pytest.raises(UserError, match="rank 0"):
+        LinearRegression().fit(np.ones((4, 2)), np.ones(3), comm=MPI.COMM_SELF, work_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []

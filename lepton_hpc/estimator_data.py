@@ -94,7 +94,7 @@ def agree_classes(comm, y) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _make_dir(work_dir) -> str:
-    base = Path(os.getcwd() if work_dir is None else work_dir)
+    base = os.path.abspath(os.getcwd() if work_dir is None else os.fspath(work_dir))
     return tempfile.mkdtemp(prefix="lepton_fit_", dir=base)
 
 

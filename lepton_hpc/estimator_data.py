@@ -14,9 +14,10 @@ may pass no rows (an ``(0, d)`` array). The steps, each collective:
 3. one HDF5 data file (``/X``, ``/y``: the targets or class codes, ``/w`` with weights)
    is written there by every rank in turn at its global row offset
    (:func:`lepton_hpc.data.ordered_write.write_in_rank_order`; rank 0 creates the datasets);
-4. rank 0 builds the job config from that file (:meth:`job_config`, the same call on the
-   same arrays as the one-process fit: with ``learning_rate="auto"`` rank 0 reads the
-   whole ``/X`` once for the curvature, otherwise only ``/y`` and ``/w``) and broadcasts it;
+4. with ``learning_rate="auto"``, every rank reads its own chunks of the file (the engine's
+   layout) and forms their moments, which one exact chunk reduction sums in the same tree
+   as the one-process fit; rank 0 then builds the job config (:meth:`job_config`, reading
+   only ``/y``, ``/w`` and the shape of ``/X``) and broadcasts it;
 5. :func:`lepton_hpc.engine.job.run_job` runs on ``comm`` (the engine's data layout gives
    each rank its chunks of the file), every rank loads the fitted model from the committed
    checkpoint, and after a barrier rank 0 removes the temporary directory.
@@ -120,13 +121,33 @@ def _write(comm, path: Path, X, y, sw, offset: int, total: int, weighted: bool, 
     write_in_rank_order(comm, path, create, write_own if n else None, f"writing the fit's data {path}")
 
 
-def _root_config(est, path: Path, kind, k: int):
-    """On rank 0: the one-process job config, from the whole data file."""
+def _moments(comm, est, path: Path):
+    """The data's moments for the automatic step size, each rank over its own chunks. Collective."""
+    from .estimators import chunk_moments
+    from .layout import Layout
+    from .reduce import ChunkReducer
+
+    def local():
+        with h5py.File(path, "r") as f:
+            X, w = f["X"], (f["w"] if "w" in f else None)
+            layout = Layout(X.shape[0], int(est.chunk_rows), comm.size, comm.rank)
+            lo, hi = layout.rows()
+            part = chunk_moments(X[lo:hi], None if w is None else w[lo:hi], layout.chunk_rows,
+                                 n_chunks=len(layout.chunks()))
+            return layout, part, X.shape[1]
+
+    layout, part, d = C.agree(comm, local)
+    red = ChunkReducer(comm, layout, 1 + 2 * d + d * d, "exact")
+    red.partials[:] = part
+    return red.reduce().copy()
+
+
+def _root_config(est, path: Path, kind, k: int, sums):
+    """On rank 0: the job config from the data file's targets, weights and shape (and the moments)."""
     with h5py.File(path, "r") as f:
         y = f["y"][()]
         w = f["w"][()] if "w" in f else None
-        X = f["X"][()] if est.learning_rate == "auto" else f["X"]  # only X.shape is used then
-        cfg = est.job_config(X, y, w, kind, k)
+        cfg = est.job_config(f["X"], y, w, kind, k, sums=sums)  # only X.shape is read
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(path)))
 
 
@@ -148,7 +169,8 @@ def fit_distributed(est, comm, X, y, sw, offset: int, total: int, weighted: bool
     try:
         path = Path(tmp) / "data.h5"
         _write(comm, path, X, y, sw, offset, total, weighted, est.chunk_rows)
-        cfg = C.on_root(comm, _root_config, est, path, kind, k)
+        sums = _moments(comm, est, path) if est.learning_rate == "auto" else None
+        cfg = C.on_root(comm, _root_config, est, path, kind, k, sums)
         est._execute(cfg, comm, Path(tmp) / "run")
         model = C.agree(comm, load, Path(tmp) / "run")
         failed = False

@@ -63,24 +63,53 @@ def _has_l1(penalty: str, reg: float, l1_ratio: float) -> bool:
     return reg > 0 and (penalty == "l1" or (penalty == "elasticnet" and l1_ratio > 0))
 
 
-def _curvature(X, sw, fit_intercept: bool, standardize: bool, kind: str, l2: float, k: int):
-    """(smallest, largest) eigenvalue bound of the Hessian of the job's objective (numpy, one process)."""
-    w = np.ones(X.shape[0]) if sw is None else sw
-    total = w.sum()
-    Z = X
+def chunk_moments(X, sw, chunk_rows: int, n_chunks: int | None = None) -> np.ndarray:
+    """Per logical chunk of ``chunk_rows`` rows: [Σw, Σw·x, Σw·x², Σw·x xᵀ] (one row per chunk).
+
+    ``X``/``sw`` hold whole chunks from a chunk boundary on (an array or an h5py dataset).
+    Summed over chunks along :func:`lepton_hpc.reduce.pairwise_sum`'s tree, these give the
+    same bits on one process and, through the exact chunk reduction, on any rank count.
+    """
+    n, d = X.shape
+    count = -(-n // chunk_rows) if n_chunks is None else n_chunks
+    out = np.zeros((count, 1 + 2 * d + d * d))
+    for c in range(count):
+        lo, hi = c * chunk_rows, min((c + 1) * chunk_rows, n)
+        Xc = np.asarray(X[lo:hi], dtype=np.float64)
+        wc = np.ones(hi - lo) if sw is None else np.asarray(sw[lo:hi], dtype=np.float64)
+        out[c, 0] = wc.sum()
+        out[c, 1:1 + d] = wc @ Xc
+        out[c, 1 + d:1 + 2 * d] = wc @ (Xc * Xc)
+        out[c, 1 + 2 * d:] = ((Xc * wc[:, None]).T @ Xc).ravel()
+    return out
+
+
+def curvature_from_sums(sums: np.ndarray, d: int, fit_intercept: bool, standardize: bool, kind: str, l2: float):
+    """(smallest, largest) eigenvalue bound of the Hessian of the job's objective, from the moments."""
+    total = sums[0]
+    s1, s2, G = sums[1:1 + d], sums[1 + d:1 + 2 * d], sums[1 + 2 * d:].reshape(d, d)
+    mean = s1 / total if standardize else np.zeros(d)
+    std = np.ones(d)
     if standardize:
-        mean = w @ X / total
-        std = np.sqrt(np.maximum(w @ (X * X) / total - mean * mean, 0.0))
+        std = np.sqrt(np.maximum(s2 / total - mean * mean, 0.0))
         std[std <= 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0
-        Z = (X - mean) / std
+    ZZ = (G / total - np.outer(mean, mean)) / np.outer(std, std)
     if fit_intercept:
-        Z = np.hstack([Z, np.ones((X.shape[0], 1))])
-    M = _CURVATURE[kind] * ((Z * w[:, None]).T @ Z) / total
-    M[np.arange(X.shape[1]), np.arange(X.shape[1])] += l2
+        z1 = (s1 / total - mean) / std
+        ZZ = np.block([[ZZ, z1[:, None]], [z1[None, :], np.ones((1, 1))]])
+    M = _CURVATURE[kind] * ZZ
+    M[np.arange(d), np.arange(d)] += l2
     eig = np.linalg.eigvalsh(M)
     lam_max = max(float(eig[-1]), 1e-12)
     lam_min = max(float(eig[0]), l2, lam_max * 1e-8)
     return lam_min, lam_max
+
+
+def all_moments(X, sw, chunk_rows: int) -> np.ndarray:
+    """:func:`chunk_moments` of every chunk, summed along the fixed tree (one process)."""
+    from .reduce import pairwise_sum
+
+    return pairwise_sum(chunk_moments(X, sw, chunk_rows)) if X.shape[0] else np.zeros(1 + 2 * X.shape[1] + X.shape[1] ** 2)
 
 
 class _Engine(BaseEstimator):
@@ -99,7 +128,7 @@ class _Engine(BaseEstimator):
             raise UserError(f"standardize must be True, False or 'auto', got {self.standardize!r}")
         return bool(self.standardize)
 
-    def _auto(self, X, sw, kind: str, reg: float, standardize: bool, k: int) -> dict:
+    def _auto(self, X, sw, kind: str, reg: float, standardize: bool, k: int, sums=None) -> dict:
         """The optimizer section: the given knobs, "auto" ones chosen from the Hessian's eigenvalues."""
         l1 = _has_l1(self.penalty, reg, self.l1_ratio)
         name = self.optimizer
@@ -110,7 +139,9 @@ class _Engine(BaseEstimator):
             opt["learning_rate"] = float(self.learning_rate)
             return opt
         l2 = 0.0 if self.penalty == "none" else reg * {"l2": 1.0, "l1": 0.0}.get(self.penalty, 1 - self.l1_ratio)
-        lam_min, lam_max = _curvature(X, sw, self.fit_intercept, standardize, kind, l2, k)
+        if sums is None:
+            sums = all_moments(X, sw, int(self.chunk_rows))
+        lam_min, lam_max = curvature_from_sums(sums, X.shape[1], self.fit_intercept, standardize, kind, l2)
         if name == "momentum":  # heavy ball tuned for a quadratic with these extreme curvatures
             root_max, root_min = np.sqrt(lam_max), np.sqrt(lam_min)
             opt["learning_rate"] = float(4.0 / (root_max + root_min) ** 2)
@@ -121,10 +152,12 @@ class _Engine(BaseEstimator):
             opt["learning_rate"] = float(1.0 / lam_max)
         return opt
 
-    def job_config(self, X, y, sample_weight=None, kind: str | None = None, n_classes: int = 0):
+    def job_config(self, X, y, sample_weight=None, kind: str | None = None, n_classes: int = 0, sums=None):
         """The :class:`~lepton_hpc.config.JobConfig` that :meth:`fit` runs for these (validated) data.
 
-        ``y`` holds the engine's targets (class codes 0..K-1 for a classifier).
+        ``y`` holds the engine's targets (class codes 0..K-1 for a classifier). ``sums``: the
+        data's moments (:func:`all_moments`) when already reduced over the ranks; only
+        ``X.shape`` is read then.
         """
         from .config import build
 
@@ -141,7 +174,7 @@ class _Engine(BaseEstimator):
             "model": {"kind": kind, "fit_intercept": bool(self.fit_intercept), "penalty": self.penalty,
                       "reg": reg, "l1_ratio": float(self.l1_ratio), "standardize": standardize,
                       "classes": int(n_classes) if kind == "softmax" else 0},
-            "optimizer": self._auto(X, sample_weight, kind, reg, standardize, n_classes),
+            "optimizer": self._auto(X, sample_weight, kind, reg, standardize, n_classes, sums),
             "train": {"steps": int(self.max_iter), "solver": solver, "tol": float(self.tol),
                       "log_every": max(int(self.max_iter), 1), "threads": 1},
             "checkpoint": {"every": 0, "keep": 1},

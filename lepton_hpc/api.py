@@ -67,7 +67,8 @@ def _from_npz(path: Path):
     raise UserError(f"{path} holds a model of kind {kind!r}, which this version cannot load")
 
 
-def _config(snap):
+def run_config(snap):
+    """The run's resolved :class:`~lepton_hpc.config.JobConfig`, from the checkpoint's ``config`` attribute."""
     from .config import build, tomllib
 
     text = snap.attrs.get("config")
@@ -93,7 +94,7 @@ def _json_attr(snap, name: str):
 
 def from_snapshot(snap):
     """The fitted model of one opened checkpoint step (:class:`lepton_hpc.checkpoint.Snapshot`)."""
-    cfg = _config(snap)
+    cfg = run_config(snap)
     kind = snap.attrs.get("model_kind", cfg.model.kind)
     source = str(snap.path)
     if kind == "mf":

@@ -37,14 +37,14 @@ IMPORT_HINT = ("convert it first with `python -m lepton_hpc.data import csv FILE
 
 def _config(snap, run_dir: Path):
     """The run's configuration: the checkpoint's ``config`` attr, else RUN_DIR/config.toml."""
-    from .config import build, load, tomllib
+    from .api import run_config
+    from .config import load
 
-    text = snap.attrs.get("config")
-    if not text:
+    if not snap.attrs.get("config"):
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"checkpoint {snap.path} records no config and {run_dir} has no config.toml")
         return load(str(run_dir / "config.toml"))
-    return build(tomllib.loads(text), "run")
+    return run_config(snap)
 
 
 def open_model(comm, run_dir: Path, checkpoint_path: str | None):
@@ -82,50 +82,20 @@ def _check_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} is not a run directory (no checkpoints/); pass the --out of a training run")
 
 
-def _json_attr(snap, key: str):
-    value = snap.attrs.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise UserError(f"checkpoint {snap.path}: attribute {key} is not a JSON list") from None
-    return [v.decode() if isinstance(v, bytes) else v for v in np.asarray(value).tolist()]
-
-
 class GLMModel:
-    """θ, the kernel and the output layout of a linear, logistic or softmax checkpoint."""
+    """The fitted model of a linear, logistic or softmax checkpoint (:func:`lepton_hpc.api.from_snapshot`)
+    with what the output file needs: its datasets, their dtypes and one chunk's predictions."""
 
-    def __init__(self, snap, cfg, arrays: dict):
-        from .models.glm import make_kernel
+    def __init__(self, snap, cfg):
+        from .api import from_snapshot
 
+        self.fitted = from_snapshot(snap)
         self.kind, self.path = cfg.model.kind, snap.path
-        W = np.asarray(arrays["model/w"], dtype=np.float64)
-        self.n_features = W.shape[0]
-        self.n_out = W.shape[1] if W.ndim == 2 else 1
-        fit = "model/b" in arrays
-        parts = [W.ravel()] + ([np.asarray(arrays["model/b"], dtype=np.float64).ravel()] if fit else [])
-        self.theta = np.concatenate(parts)
+        self.n_features = self.fitted.n_features_in_
+        names = getattr(self.fitted, "feature_names_in_", None)
+        self.feature_names = None if names is None else list(names)
         self.chunk_rows, self.dtype = cfg.data.chunk_rows, np.dtype(cfg.data.dtype)
-        self.kernel = make_kernel(self.kind, self.n_features, fit, self.chunk_rows, self.dtype, self.n_out)
-        self.feature_names = _json_attr(snap, "feature_names")
-        self.n_classes = 2 if self.kind == "logistic" else self.n_out
-        self.labels = self._labels(_json_attr(snap, "classes"))
-
-    def _labels(self, classes):
-        if self.kind == "linear":
-            return None
-        if classes is None:
-            return np.arange(self.n_classes, dtype=np.int64)
-        if len(classes) != self.n_classes:
-            raise UserError(f"checkpoint {self.path} lists {len(classes)} classes but the model has "
-                            f"{self.n_classes}")
-        if all(isinstance(c, (int, float)) and float(c).is_integer() for c in classes):
-            return np.asarray(classes, dtype=np.int64)
-        if all(isinstance(c, (int, float)) for c in classes):
-            return np.asarray(classes, dtype=np.float64)
-        return np.asarray([str(c) for c in classes], dtype=object)
+        self.labels = None if self.kind == "linear" else _label_array(self.fitted.classes_)
 
     def outputs(self, n: int) -> dict:
         """Output dataset name → (shape, dtype) for ``n`` rows."""
@@ -134,16 +104,24 @@ class GLMModel:
         import h5py
 
         label = h5py.string_dtype() if self.labels.dtype == object else self.labels.dtype
-        return {"label": ((n,), label), "proba": ((n, self.n_classes), np.float64)}
+        return {"label": ((n,), label), "proba": ((n, len(self.labels)), np.float64)}
 
     def predict(self, X: np.ndarray) -> dict:
         """One chunk's predictions, by output dataset."""
         if self.kind == "linear":
-            return {"pred": self.kernel.decision(X, self.theta)}
-        p = self.kernel.proba(X, self.theta)
-        if self.kind == "logistic":
-            p = np.column_stack([1.0 - p, p])
+            return {"pred": self.fitted.predict(X)}
+        p = self.fitted.predict_proba(X)
         return {"label": self.labels[np.argmax(p, axis=1)], "proba": p}
+
+
+def _label_array(classes) -> np.ndarray:
+    """Class labels as HDF5 stores them: int64, float64 or (strings) an object array."""
+    values = list(np.asarray(classes).tolist())
+    if all(isinstance(c, (int, float)) and float(c).is_integer() for c in values):
+        return np.asarray(values, dtype=np.int64)
+    if all(isinstance(c, (int, float)) for c in values):
+        return np.asarray(values, dtype=np.float64)
+    return np.asarray([str(c) for c in values], dtype=object)
 
 
 # -- the data ------------------------------------------------------------------------------
@@ -233,8 +211,7 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
     from . import comm as C
     from .layout import Layout
 
-    arrays = C.on_root(comm, snap.replicated, "model/")
-    model = C.agree(comm, GLMModel, snap, cfg, arrays)
+    model = C.agree(comm, GLMModel, snap, cfg)
     f, X = C.agree(comm, open_features, data_path, cfg.data.x_dataset, model)
     try:
         n = X.shape[0]

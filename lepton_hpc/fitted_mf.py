@@ -129,18 +129,17 @@ class RecommenderModel:
             raise UserError(f"k must be an integer in [1, {self.n_items}] (the number of items), got {k!r}")
         if exclude_seen and self.seen is None:
             raise UserError("this model has no training ratings to exclude; pass exclude_seen=False")
+        from .recommend import top_k
+
         items = np.empty((len(u), k), dtype=np.int64)
         scores = np.empty((len(u), k))
         step = max(1, SCORE_BLOCK // self.n_items)
-        order = np.arange(self.n_items)
         for lo in range(0, len(u), step):
             S = self.U[u[lo:lo + step]] @ self.V.T
-            for j, row in enumerate(S):
-                if exclude_seen:
-                    row[self.seen.items_of(int(u[lo + j]))] = -np.inf
-                top = np.lexsort((order, -row))[:k]
-                items[lo + j], scores[lo + j] = top, row[top]
-        items[np.isneginf(scores)] = -1
+            if exclude_seen:
+                for j in range(S.shape[0]):
+                    S[j, self.seen.items_of(int(u[lo + j]))] = -np.inf
+            items[lo:lo + step], scores[lo:lo + step] = top_k(S, k)
         return items, scores
 
     def save(self, path) -> None:

@@ -13,7 +13,7 @@ predictions. The output is the same to the bit at any rank count.
   it has them, else 0..K−1.
 * recommender (``mf``) with ``--top-k K``: ``/items`` (n_users×K, int64) and ``/scores``
   (float64), each user's K best items not rated in the run's training data (ties: the
-  lower item index first; −1 and NaN pad a user with fewer unrated items). Each rank
+  lower item index first; −1 and −inf pad a user with fewer unrated items). Each rank
   handles its own users, from its rows of the sharded ``model/U``.
 """
 

@@ -24,14 +24,13 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(items, scores) of each row's ``k`` largest finite scores, ties to the lower index.
 
     ``-inf`` marks an excluded item; a row with fewer than ``k`` candidates is padded
-    with item −1 and score NaN.
+    with item −1 and score −inf. Used by the CLI and by
+    :meth:`lepton_hpc.fitted_mf.RecommenderModel.recommend` alike.
     """
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     best = np.take_along_axis(scores, order, axis=1)
     items = order.astype(np.int64)
-    missing = ~np.isfinite(best)
-    items[missing] = -1
-    best = np.where(missing, np.nan, best)
+    items[np.isneginf(best)] = -1
     return items, best
 
 

@@ -11,7 +11,6 @@ give :class:`~lepton_hpc.fitted_mf.RecommenderModel`.
 from __future__ import annotations
 
 import json
-import re
 import warnings
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from . import checkpoint
 from .errors import UserError
 from .fitted import GLM_CLASSES, glm_from_npz, read_npz
 
-STEP_FILE = re.compile(r"^step-(\d{8})\.h5$")
 WHAT = "pass a run directory, a checkpoints/step-NNNNNNNN.h5 file or a model .npz"
 
 
@@ -32,14 +30,9 @@ def load(path):
         return from_snapshot(_latest(p))
     if p.suffix == ".npz":
         return _from_npz(p)
-    m = STEP_FILE.match(p.name)
-    if not m:
+    if not checkpoint.STEP_FILE.match(p.name):
         raise UserError(f"{p} is neither a run directory, a checkpoint step file nor a .npz; {WHAT}")
-    step = int(m.group(1))
-    if not checkpoint.marker_file(p.parent, step).is_file():
-        raise UserError(f"{p} is not a committed checkpoint (no {checkpoint.marker_file(p.parent, step).name} "
-                        f"beside it); pass a step whose write finished, or the run directory")
-    return from_snapshot(checkpoint.open_local(p.parent, step))
+    return from_snapshot(checkpoint.open_local_path(p))
 
 
 def _latest(directory: Path):

@@ -270,6 +270,12 @@ def open_step(comm, directory: Path, step: int) -> Snapshot:
     return Snapshot(directory, step, marker, C.on_root(comm, _attrs, main_file(directory, step)))
 
 
+def open_local_path(path: Path) -> Snapshot:
+    """:func:`open_path` in one process, without MPI."""
+    path = Path(path)
+    return open_local(path.parent, committed_step(path))
+
+
 def open_local(directory: Path, step: int) -> Snapshot:
     """:func:`open_step` in one process, without MPI (loading a model in Python, tests)."""
     directory = Path(directory)
@@ -291,16 +297,28 @@ def latest_local(directory: Path, warn=print) -> Snapshot | None:
     return None
 
 
+STEP_FILE = re.compile(r"^step-(\d{8})\.h5$")
+
+
+def committed_step(path: Path) -> int:
+    """The step of ``checkpoints/step-NNNNNNNN.h5`` if its commit marker exists; UserError otherwise,
+    naming the committed steps beside it (not collective)."""
+    path = Path(path)
+    m = STEP_FILE.match(path.name)
+    if m and marker_file(path.parent, int(m.group(1))).is_file():
+        return int(m.group(1))
+    steps = [main_file(path.parent, s).name for s in list_steps(path.parent)]
+    have = f"committed there: {', '.join(steps)}" if steps else "no committed step there"
+    raise UserError(f"{path} is not a committed checkpoint ({have}); pass a checkpoints/step-NNNNNNNN.h5 "
+                    f"with its step-NNNNNNNN.commit marker (a finished write), or the run directory")
+
+
 def open_path(comm, path: Path) -> Snapshot:
-    """The step whose main file is ``path`` (``--resume PATH``). Collective."""
+    """The step whose main file is ``path`` (``--resume PATH``, ``--checkpoint PATH``). Collective."""
     from . import comm as C
 
     path = Path(path)
-    m = re.match(r"^step-(\d{8})\.h5$", path.name)
-    if not m or not marker_file(path.parent, int(m.group(1))).is_file():
-        raise C.JobError(f"{path} is not a committed checkpoint (no step-NNNNNNNN.commit beside it); "
-                         f"pass a checkpoints/step-NNNNNNNN.h5 of a finished write or use --resume auto")
-    return open_step(comm, path.parent, int(m.group(1)))
+    return open_step(comm, path.parent, C.on_root(comm, committed_step, path))
 
 
 def latest(comm, directory: Path, warn=print) -> Snapshot | None:

@@ -53,7 +53,6 @@ def open_model(comm, run_dir: Path, checkpoint_path: str | None):
     from . import comm as C
 
     if checkpoint_path:
-        C.on_root(comm, _check_checkpoint, Path(checkpoint_path))
         snap = checkpoint.open_path(comm, Path(checkpoint_path))
     else:
         C.on_root(comm, _check_run_dir, run_dir)
@@ -63,16 +62,6 @@ def open_model(comm, run_dir: Path, checkpoint_path: str | None):
             raise C.JobError(f"no committed checkpoint in {run_dir / 'checkpoints'}; train the run first "
                              f"or pass --checkpoint PATH")
     return snap, C.agree(comm, _config, snap, run_dir)
-
-
-def _check_checkpoint(path: Path) -> None:
-    from .checkpoint import list_steps
-
-    steps = [f"step-{s:08d}.h5" for s in list_steps(path.parent)]
-    if path.name not in steps:
-        have = f"committed there: {', '.join(steps)}" if steps else "no committed step there"
-        raise UserError(f"--checkpoint {path} is not a committed checkpoint ({have}); pass a "
-                        f"RUN_DIR/checkpoints/step-NNNNNNNN.h5 with its .commit marker, or omit --checkpoint")
 
 
 def _check_run_dir(run_dir: Path) -> None:

@@ -96,9 +96,12 @@ class ModelConfig:
 class OptimizerConfig:
     name: str = _key("adaptive", "adaptive (Lepton rule), inverse_time, constant, momentum, adagrad, adam, "
                                  "or 'package.module:Class' for your own Optimizer subclass")
-    learning_rate: float = _key(0.1, "initial step size eta_0")
-    alpha: float = _key(0.1, "decay: adaptive eta_t = eta_{t-1}/(1+alpha*t); inverse_time eta_0/(1+alpha*t); "
-                             "momentum/adagrad/adam decay eta_0/(1+alpha*t) when > 0")
+    learning_rate: float | str = _key("auto", "initial step size eta_0; auto: 1/L from the curvature the "
+                                              "reference pass measures (adagrad/adam: 0.01)")
+    alpha: float | str = _key("auto", "decay: adaptive eta_t = eta_{t-1}/(1+alpha*t); inverse_time "
+                                      "eta_0/(1+alpha*t); momentum/adagrad/adam decay eta_0/(1+alpha*t) when "
+                                      "> 0; auto: the largest alpha whose steps still reach train.tol on the "
+                                      "measured curvature (0 for the constant-step rules)")
     momentum: float = _key(0.9, "momentum: heavy-ball coefficient")
     beta1: float = _key(0.9, "adam: first-moment decay")
     beta2: float = _key(0.999, "adam: second-moment decay")
@@ -106,9 +109,12 @@ class OptimizerConfig:
 
     def __post_init__(self):
         s = "optimizer"
-        _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, s, "learning_rate",
-               "finite and > 0", self.learning_rate)
-        _check(math.isfinite(self.alpha) and self.alpha >= 0, s, "alpha", "finite and >= 0", self.alpha)
+        if self.learning_rate != "auto":
+            _check(math.isfinite(self.learning_rate) and self.learning_rate > 0, s, "learning_rate",
+                   '"auto" or finite and > 0', self.learning_rate)
+        if self.alpha != "auto":
+            _check(math.isfinite(self.alpha) and self.alpha >= 0, s, "alpha", '"auto" or finite and >= 0',
+                   self.alpha)
         _check(0 <= self.momentum < 1, s, "momentum", "in [0, 1)", self.momentum)
         _check(0 <= self.beta1 < 1, s, "beta1", "in [0, 1)", self.beta1)
         _check(0 <= self.beta2 < 1, s, "beta2", "in [0, 1)", self.beta2)
@@ -132,6 +138,9 @@ class TrainConfig:
     tol: float = _key(1e-9, "stop when ||grad|| <= tol * ||grad_0||, or when the relative loss change is <= tol "
                             "with ||grad||^2 <= tol * loss (mini-batch: per epoch); 0 disables")
     eta_floor: float = _key(1e-14, "stop once the step size falls below this (the Lepton schedule decays to 0)")
+    require_convergence: bool = _key(False, "exit with code 3 when the run stops short of train.tol (eta floor "
+                                            "or step budget): for pipelines that must not go on with an "
+                                            "unconverged model")
     log_every: int = _key(10, "rank 0 prints and records metrics every this many steps")
     threads: int = _key(0, "BLAS threads per rank; 0 means $SLURM_CPUS_PER_TASK or 1")
 
@@ -250,6 +259,12 @@ def _coerce(section: str, f: dataclasses.Field, value):
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    elif kind == "float | str":  # a number or "auto"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f'{where} must be a number or "auto", got {value!r}')
         return float(value)
     elif kind == "str":
         if not isinstance(value, str):

@@ -70,7 +70,9 @@ def peak_rss_bytes() -> int:
 
 def progress_line(rec: dict, unit: str | None = "samples") -> str:
     """One progress line from a metrics record: the figures it has, in a fixed order."""
-    parts = [f"step {rec['step']:>7d}", f"loss {rec['loss']:.6e}"]
+    total = rec.get("steps_total")
+    width = len(str(total)) if total else 7
+    parts = [f"step {rec['step']:>{width}d}" + (f"/{total}" if total else ""), f"loss {rec['loss']:.6e}"]
     if rec.get("train_rmse") is not None:
         parts.append(f"rmse train {rec['train_rmse']:.4f} test {rec.get('test_rmse', float('nan')):.4f}")
     if rec.get("eta") is not None:
@@ -80,7 +82,19 @@ def progress_line(rec: dict, unit: str | None = "samples") -> str:
     if unit and f"{unit}_per_s" in rec:
         parts.append(f"{rec[f'{unit}_per_s']:.3e} {unit}/s")
     parts.append(f"comm {100.0 * rec['comm_share']:.1f}%")
+    if rec.get("eta_s") is not None:
+        parts.append(f"ETA {duration(rec['eta_s'])}")
     return "  ".join(parts)
+
+
+def duration(seconds: float) -> str:
+    """12s, 3m05s or 2h07m: a time left that reads at a glance."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class MetricsWriter:

@@ -37,9 +37,7 @@ saved by :meth:`Optimizer.state_dict` and restored by
             return gradient / (np.sqrt(self.mean_sq) + self.eps)
 
 Put it in an importable module and select it with
-``[optimizer] name = "mypkg.rmsprop:RMSProp"``.
-
-The total step size of the Lepton rule (how far its schedule can go) is
+``[optimizer] name = "mypkg.rmsprop:RMSProp"``. The Lepton rule's total step:
 :func:`lepton_hpc.schedules.lepton_total_step`.
 """
 
@@ -53,11 +51,8 @@ from functools import reduce
 import numpy as np
 from .errors import UserError
 
-__all__ = [
-    "Optimizer", "AdaptiveOptimizer", "InverseTimeOptimizer", "ConstantOptimizer",
-    "MomentumOptimizer", "AdaGradOptimizer", "AdamOptimizer",
-    "OPTIMIZERS", "GENERIC_HYPERPARAMETERS", "make_optimizer",
-]
+__all__ = ["Optimizer", "AdaptiveOptimizer", "InverseTimeOptimizer", "ConstantOptimizer", "MomentumOptimizer",
+           "AdaGradOptimizer", "AdamOptimizer", "OPTIMIZERS", "GENERIC_HYPERPARAMETERS", "make_optimizer"]
 
 #: Hyperparameter keys of the ``[optimizer]`` config section that every
 #: registry optimizer accepts (and ignores when it does not use them).
@@ -455,9 +450,14 @@ def _resolve(name: str) -> type:
     return obj
 
 
+AUTO_FALLBACK = {"learning_rate": 0.1, "alpha": 0.1}  # "auto" without a measured curvature (mf)
+
+
 def optimizer_kwargs(section) -> dict:
-    """The ``[optimizer]`` config section as keyword arguments of :func:`make_optimizer`."""
-    return {"learning_rate": section.learning_rate, "alpha": section.alpha, "momentum": section.momentum,
+    """The ``[optimizer]`` section as :func:`make_optimizer` keywords ("auto": :data:`AUTO_FALLBACK`)."""
+    lr, alpha = (AUTO_FALLBACK[k] if getattr(section, k) == "auto" else getattr(section, k)
+                 for k in ("learning_rate", "alpha"))
+    return {"learning_rate": lr, "alpha": alpha, "momentum": section.momentum,
             "beta1": section.beta1, "beta2": section.beta2, "eps": section.eps}
 
 

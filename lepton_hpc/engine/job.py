@@ -66,7 +66,11 @@ def summarize(ctx, problem, loop, code: int) -> dict | None:
     cfg = ctx.cfg
     rss = [e["peak_rss_bytes"] for e in every]
     head = {"job": cfg.name, "model": cfg.model.kind, "exit_code": code, "stop_reason": loop.stop_reason,
-            "steps": loop.s.step}
+            "converged": loop.converged, "steps": loop.s.step, "steps_budget": cfg.train.steps,
+            "tol": cfg.train.tol}
+    if not loop.converged:
+        head["not_converged_hint"] = problem.not_converged_hint(loop.stop_reason)
+        head["grad_norm_target"] = cfg.train.tol * loop.s.g0_norm if loop.s.g0_norm else None
     tail = {"world_size": ctx.comm.size, "reduction": cfg.comm.reduction,
             "wall_s": time.perf_counter() - ctx.t_start,
             "phases_s": {p: spread([e["phases"].get(p, 0.0) for e in every]) for p in ctx.timer.total},
@@ -75,10 +79,29 @@ def summarize(ctx, problem, loop, code: int) -> dict | None:
     return {**head, **problem.summary(final, every), **tail}
 
 
+def held_out(summary: dict) -> str | None:
+    """The held-out metric for the final line: accuracy, R² or RMSE (None without a test split)."""
+    test = (summary.get("metrics") or {}).get("test") or {}
+    if test.get("accuracy") is not None:
+        return f"test accuracy {test['accuracy']:.4f}"
+    if test.get("r2") is not None:
+        return f"test R² {test['r2']:.4f}"
+    if summary.get("test_rmse") is not None:
+        return f"test RMSE {summary['test_rmse']:.4f}"
+    return None
+
+
 def final_line(summary: dict, code: int, out) -> str:
+    """The last line a run prints: its verdict, the figures that matter, where the run lives."""
     parts = [f"{summary['steps']} steps ({summary.get('stop_reason')})"]
+    metric = held_out(summary)
+    parts += [metric] if metric else []
     parts += [f"{label} {summary[k]:.6e}" for k, label in (("final_loss", "loss"),
               ("rel_error_to_exact", "relative error to the exact solution")) if summary.get(k) is not None]
     parts += [f"{summary.get('wall_s', 0.0):.1f} s", f"run directory {out}"]
+    if code in (0, 3) and summary.get("converged") is False:
+        grad, target = summary.get("final_grad_norm"), summary.get("grad_norm_target")
+        why = f"|grad| {grad:.3e} > train.tol·|grad_0| = {target:.3e}; " if grad is not None and target else ""
+        return (f"NOT CONVERGED: {', '.join(parts[:1])} stopped short of train.tol={summary.get('tol', 0):g}; "
+                f"{why}{summary.get('not_converged_hint', '')}; " + ", ".join(parts[1:]))
     return f"{'done' if code == 0 else 'stopped'}: " + ", ".join(parts)
-

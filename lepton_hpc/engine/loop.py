@@ -29,7 +29,9 @@ import numpy as np
 from .. import comm as C
 from ..metrics import MetricsWriter, progress_line
 
-EXIT_OK, EXIT_ERROR, EXIT_REQUEUE = 0, 1, 75  # 75: checkpointed on a signal, needs more time
+EXIT_OK, EXIT_ERROR, EXIT_NOT_CONVERGED, EXIT_REQUEUE = 0, 1, 3, 75
+# 3: stopped short of train.tol with train.require_convergence; 75: checkpointed on a signal
+CONVERGED = ("tol", "plateau", "direct")
 
 
 @dataclass
@@ -51,6 +53,11 @@ class Loop:
         self.s = LoopState()
         self.stop_reason = "steps"
         self.flag = C.StopFlag(ctx.comm)
+
+    @property
+    def converged(self) -> bool:
+        """Whether the run met its convergence test (tol, plateau) or was solved directly."""
+        return self.stop_reason in CONVERGED
 
     # -- convergence --------------------------------------------------------------------
     def _converged(self, loss: float, grad_norm: float | None) -> str | None:
@@ -147,6 +154,8 @@ class Loop:
             ctx.log(f"signal received: checkpointed step {self.s.step}; exiting with {EXIT_REQUEUE} "
                     f"(resume with --resume auto)")
             return EXIT_REQUEUE
+        if not self.converged and self.tc.require_convergence:
+            return EXIT_NOT_CONVERGED
         return EXIT_OK
 
     def _record(self, metrics, window, fig: dict):
@@ -158,12 +167,15 @@ class Loop:
         now, snap = time.perf_counter(), self.ctx.timer.snapshot()
         per = {k: (snap[k] - phase0[k]) / steps for k in ("compute", "reduce", "update")}
         step_s = (now - t0) / steps
-        rec = {"step": s, **fig, **self.problem.log_metrics(s), "t_compute_s": per["compute"],
+        rec = {"step": s, "steps_total": tc.steps, **fig, **self.problem.log_metrics(s),
+               "t_compute_s": per["compute"],
                "t_comm_s": per["reduce"], "t_update_s": per["update"], "t_step_s": step_s,
                "comm_share": per["reduce"] / step_s if step_s > 0 else 0.0}
         unit = self.problem.work_unit
         if unit:
             rec[f"{unit}_per_s"] = self.problem.work_per_step() / step_s if step_s > 0 else 0.0
+        # the time left if the run takes its whole step budget (it stops earlier once converged)
+        rec["eta_s"] = (tc.steps - s) * step_s
         metrics.write(rec)
         self.ctx.log(progress_line(rec, unit))
         return time.perf_counter(), 0, self.ctx.timer.snapshot()

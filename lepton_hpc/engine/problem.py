@@ -103,6 +103,13 @@ class Problem:
         """Rank 0: the problem's part of summary.json from :meth:`final` and every rank's figures."""
         return dict(final)
 
+    def not_converged_hint(self, stop_reason: str) -> str:
+        """What to change when the run stopped short of train.tol (eta floor, step budget)."""
+        if stop_reason == "eta_floor":
+            return ("the step size decayed to train.eta_floor first: lower optimizer.alpha, raise "
+                    "optimizer.learning_rate, or set both to \"auto\"")
+        return "raise train.steps, or loosen train.tol"
+
     def final_line(self, summary: dict) -> list[str]:
         """Pieces of the last printed line (after "done: N steps (reason)")."""
         return []

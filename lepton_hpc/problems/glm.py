@@ -26,6 +26,7 @@ from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass
 from .glm_solvers import make_strategy
+from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
 
@@ -46,14 +47,39 @@ class GLMProblem(Problem):
         self.classes = C.agree(comm, self._check_classes)
         self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
         self.direct = cfg.train.solver == "svd"
-        self.opt = C.agree(comm, make_optimizer, cfg.optimizer.name, **optimizer_kwargs(cfg.optimizer))
+        self.opt = C.agree(comm, self._make_optimizer)
         C.agree(comm, self._check_prox)
         self.batches = self._batches()
         self.steps_per_epoch = self.batches.steps_per_epoch if self.batches else None
         self.solver = make_strategy(self)
+        if cfg.train.solver in ("gram", "svd_gd"):
+            self.work_unit = None  # a step is d x d work: samples/s would mean nothing
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
         self.grad = np.zeros(self.solver.n_coords)
+
+    def _make_optimizer(self):
+        """The optimizer, with "auto" learning_rate/alpha resolved from the curvature (:mod:`.glm_step`)."""
+        o, tc = self.cfg.optimizer, self.cfg.train
+        kw = optimizer_kwargs(o)
+        mu, lam_max = self.ref.curvature or (None, None)
+        said = []
+        if o.learning_rate == "auto":
+            kw["learning_rate"] = auto_learning_rate(o.name, lam_max)
+            said.append(f"learning_rate auto = {kw['learning_rate']:.4g}"
+                        + (f" (1/L, L = {lam_max:.4g})" if o.name not in SCALE_FREE else ""))
+        if o.alpha == "auto":
+            kw["alpha"] = auto_alpha(lambda a: make_optimizer(o.name, **{**kw, "alpha": a}), o.name, mu,
+                                     tc.steps, tc.tol)
+            if o.name in DECAYING:
+                said.append(f"alpha auto = {kw['alpha']:.4g}" + (
+                    f" (its steps reach train.tol={tc.tol:g} on curvature {mu:.4g} in train.steps={tc.steps})"
+                    if kw["alpha"] > 0 else " (a constant step: no decay reaches train.tol in train.steps)"
+                    if mu else f" (a constant step: the slowest curvature at the optimum of model.kind="
+                               f"{self.cfg.model.kind} is not known before training)"))
+        if said and not self.direct and self.comm.rank == 0:
+            self.ctx.log(f"optimizer {o.name}: " + "; ".join(said))
+        return make_optimizer(o.name, **kw)
 
     def _batches(self):
         tc, sh = self.cfg.train, self.shard
@@ -138,7 +164,7 @@ class GLMProblem(Problem):
         name, tol, curv = self.opt.name, self.cfg.train.tol, self.ref.curvature
         remaining = self.cfg.train.steps - step
         if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.comm.rank != 0
-                or curv is None or self.direct):
+                or curv is None or curv[0] is None or self.direct):
             return
         etas = self.opt.schedule(remaining)
         # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
@@ -149,8 +175,34 @@ class GLMProblem(Problem):
             self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "
                          f"steps, which shrinks the slowest error mode (curvature {lam_min:.3g}) only to "
                          f"{shrink:.2e} of its start (the loss gap to {shrink ** 2:.2e}), short of "
-                         f"train.tol={tol:g}; raise optimizer.learning_rate (stable up to {2 / lam_max:.3g}), "
-                         f"lower optimizer.alpha or add train.steps")
+                         f"train.tol={tol:g}; {self._schedule_hint(lam_max)}")
+
+    def _schedule_hint(self, lam_max: float) -> str:
+        """What would reach train.tol: the knobs the user set by hand, more steps, another solver."""
+        o = self.cfg.optimizer
+        tips = [] if o.learning_rate == "auto" else [f"raise optimizer.learning_rate (stable up to "
+                                                     f"{2 / lam_max:.3g}) or set it to \"auto\""]
+        if o.alpha != "auto" and self.opt.name in ("adaptive", "inverse_time"):
+            tips.append("lower optimizer.alpha or set it to \"auto\"")
+        return ", ".join(tips + [f"add train.steps{self._steps_needed()}"]) + self._solver_tip()
+
+    def _steps_needed(self) -> str:
+        """ " (about N at this step size)" from the curvature: ln(1/tol) / (eta_0 mu)."""
+        mu, tol, eta0 = (self.ref.curvature or (None, None))[0], self.cfg.train.tol, self.opt.learning_rate
+        if not mu or tol <= 0:
+            return ""
+        return f" (about {int(np.ceil(np.log(1.0 / tol) / (eta0 * mu))):,} at eta_0 = {eta0:.3g})"
+
+    def _solver_tip(self) -> str:
+        if self.batches is not None or self.cfg.train.solver != "gd":
+            return ""
+        return ", or use a solver that needs few passes (train.solver = \"gram\" for least squares)" \
+            if self.cfg.model.kind == "linear" else ""
+
+    def not_converged_hint(self, stop_reason: str) -> str:
+        if stop_reason == "eta_floor" or self.ref.curvature is None:
+            return super().not_converged_hint(stop_reason)
+        return self._schedule_hint(self.ref.curvature[1])
 
     def solve(self) -> None:
         self.theta[:] = self.ref.theta_exact

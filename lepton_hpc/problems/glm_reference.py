@@ -17,7 +17,8 @@ from .. import comm as C
 from ..models.glm import make_kernel, solve_normal, split_gram
 from ..models.penalty import Penalty
 from ..models.standardize import Standardizer
-from ..reduce import ChunkReducer
+from ..reduce import REDUCE_BUDGET_BYTES, ChunkReducer
+from .glm_step import curvature, trace_bound
 
 
 @dataclass
@@ -35,12 +36,24 @@ class Reference:
     yty: float = 0.0
 
 
+def wants_gram(cfg, shard) -> bool:
+    """Least squares needs its normal equations; logistic/softmax gradient descent with an "auto"
+    step size or decay needs the design's Gram matrix for its curvature, when it fits the budget."""
+    if cfg.model.kind == "linear":
+        return True
+    o = cfg.optimizer
+    if cfg.train.solver != "gd" or "auto" not in (o.learning_rate, o.alpha):
+        return False
+    p = shard.n_cols + 1
+    return shard.layout.max_local_chunks * (p * p + p + 1) * 8 <= REDUCE_BUDGET_BYTES
+
+
 def _scan(comm, cfg, shard, kind: str):
     """This rank's part of the pass; UserError on bad weights (the caller agrees)."""
     sh, n_cols = shard, shard.n_cols
     stats_w = 2 + 2 * n_cols
     gram = make_kernel("linear", n_cols, cfg.model.fit_intercept, sh.chunk_rows, sh.dtype) \
-        if kind == "linear" else None
+        if wants_gram(cfg, sh) else None
     red = ChunkReducer(comm, sh.layout, stats_w + (gram.gram_width if gram else 0), cfg.comm.reduction)
     bad_row, bad_label, max_label, digest = sh.n_rows, sh.n_rows, -1, 0
     for i, X, y, sw in sh.chunks_iter():
@@ -115,4 +128,19 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
             ref.theta_exact = std.to_original(solve_normal(H, ref.c / weight_sum))
         eig = np.linalg.eigvalsh(H)
         ref.curvature = (float(eig[0]), float(eig[-1]))
+    else:
+        ref.curvature = _glm_curvature(kind, total, d, weight_sum, std, penalty, m.fit_intercept)
     return ref
+
+
+def _glm_curvature(kind, total, d, weight_sum, std, penalty, fit_intercept):
+    """(mu, L) of logistic/softmax (:mod:`.glm_step`): mu is None; L from the Gram matrix or its trace."""
+    P = np.zeros(d + int(fit_intercept))
+    P[:d] = penalty.l2
+    if len(total) > 2 + 2 * d:
+        G, _, _ = split_gram(total[2 + 2 * d:], len(P))
+        return curvature(kind, std.transform_gram(G) / weight_sum, np.diag(P))
+    mean, second = total[1:1 + d] / weight_sum, total[1 + d:1 + 2 * d] / weight_sum
+    scale = std.scale if std.active else np.ones(d)
+    diag = (second - (mean * mean if std.active else 0.0)) / (scale * scale)
+    return None, trace_bound(kind, np.append(diag, 1.0) if fit_intercept else diag, P)

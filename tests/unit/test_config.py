@@ -36,9 +36,9 @@ def test_unknown_section_lists_valid_ones():
 
 
 @pytest.mark.parametrize("override,match", [
-    ("optimizer.alpha=-0.1", r"optimizer\.alpha must be finite and >= 0, got -0\.1"),
-    ("optimizer.learning_rate=-1", r"optimizer\.learning_rate must be finite and > 0"),
-    ("optimizer.learning_rate=nan", r"optimizer\.learning_rate must be finite and > 0"),
+    ("optimizer.alpha=-0.1", r"optimizer\.alpha must be .auto. or finite and >= 0, got -0\.1"),
+    ("optimizer.learning_rate=-1", r"optimizer\.learning_rate must be .auto. or finite and > 0"),
+    ("optimizer.learning_rate=nan", r"optimizer\.learning_rate must be .auto. or finite and > 0"),
     ("data.chunk_rows=0", r"data\.chunk_rows must be > 0, got 0"),
     ("data.dtype=float16", r"data\.dtype must be one of float64, float32"),
     ("train.steps=1.5", r"train\.steps must be an integer"),

@@ -16,7 +16,7 @@ SMALL = ["--set", "data.rows=30011", "--set", "data.cols=6", "--set", "data.chun
 
 def test_default_job_at_three_ranks(tmp_path):
     out = tmp_path / "run"
-    proc = run_mpi(3, ["--out", out])
+    proc = run_mpi(3, ["--out", out, "--set", "train.log_every=1"])
     assert proc.returncode == 0, proc.stderr
     s = summary(out)
     assert s["rel_error_to_exact"] <= 1e-6

@@ -80,7 +80,7 @@ def test_signal_checkpoints_exits_75_and_resumes_exactly(tmp_path):
                             env=rank_env(), cwd=ROOT)
     try:
         for line in proc.stdout:  # wait until the loop runs
-            if line.startswith("step       3"):
+            if line.split()[:2] == ["step", "3/100000"]:
                 break
         ranks = subprocess.run(["pgrep", "-f", f"lepton_hpc.train --out {run}"], capture_output=True,
                                text=True).stdout.split()

@@ -174,7 +174,7 @@ def _suptitle(study, report: dict) -> str:
     lines = [
         f"{study.mode} scaling of {job}: {report['rows']:,} rows × {report['cols']} cols, {report['steps']} steps, "
         f"{report['reduction']} reduction",
-        f"model: {m['per_row_s'] * 1e9:.3g} ns/row, fixed {m['fixed_s']:.2f} s, α = {net['alpha_s'] * 1e6:.3g} µs, "
+        f"model: {m['per_row_s'] * 1e6:.3g} µs/row, fixed {m['fixed_s']:.2f} s, α = {net['alpha_s'] * 1e6:.3g} µs, "
         f"β = {net['beta_s_per_byte'] * 1e9:.3g} ns/B; error at ranks {c['ranks_checked']}: "
         f"max {c['max_abs_error']:.1%} (limit {c['limit']:.0%})"]
     note = _contention_note(report).strip()

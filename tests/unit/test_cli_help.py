@@ -127,3 +127,13 @@ def test_python_dash_m_lepton_hpc_is_the_same_command():
     proc = subprocess.run([sys.executable, "-m", "lepton_hpc.train", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m lepton_hpc.train")
+
+
+def test_train_job_given_twice_differently_is_a_usage_error(capsys):
+    from lepton_hpc.train import parse_args
+
+    assert parse_args(["--job", "a.toml"]).job == "a.toml"
+    assert parse_args(["a.toml", "--job", "a.toml"]).job == "a.toml"
+    with pytest.raises(SystemExit) as e:
+        parse_args(["a.toml", "--job", "b.toml"])
+    assert e.value.code == 2 and "two job files given" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Builds the optional one-pass gradient kernel; everything else is in setup.cfg.
+"""Builds the optional one-pass gradient kernel; everything else is in pyproject.toml.
 
 The kernel is a plain C shared library loaded with ctypes
 (lepton_hpc/models/fused.py). If no C compiler is available the build goes on

@@ -221,26 +221,37 @@ class JobConfig:
     matmul: MatmulConfig
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {s: dataclasses.asdict(getattr(self, s)) for s in SECTIONS}
+        """The sections that apply to this job's ``model.kind`` (:func:`sections_for`), key by key."""
+        return {s: dataclasses.asdict(getattr(self, s)) for s in sections_for(self.model.kind)}
 
     def to_toml(self) -> str:
-        lines = [f"# resolved config of job {self.name!r}"]
-        for section, values in self.to_dict().items():
-            lines.append(f"\n[{section}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
-        return "\n".join(lines) + "\n"
+        """The resolved config as TOML (tomli-w), only the sections that apply to ``model.kind``."""
+        import tomli_w
+
+        return f"# resolved config of job {self.name!r} (model.kind = {self.model.kind!r})\n\n" + \
+            tomli_w.dumps(self.to_dict())
+
+
+def sections_for(kind: str) -> tuple[str, ...]:
+    """The config sections a ``model.kind`` reads: all but its problem's ``config_unused``.
+
+    Derived from the registry (:mod:`lepton_hpc.engine.registry`): each problem class
+    names the sections it ignores, so a new section shows everywhere until a kind says
+    it does not use it. An unknown kind keeps every section (the error comes later).
+    """
+    from .engine.registry import PROBLEMS, problem_class
+
+    if kind not in PROBLEMS:
+        return tuple(SECTIONS)
+    unused = set(getattr(problem_class(kind), "config_unused", ()))
+    return tuple(s for s in SECTIONS if s not in unused)
 
 
 def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v) if math.isfinite(v) else ("nan" if v != v else ("inf" if v > 0 else "-inf"))
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+    """A value as it appears in a TOML file (for --help)."""
+    import tomli_w
+
+    return tomli_w.dumps({"v": v}).split("=", 1)[1].strip()
 
 
 def _coerce(section: str, f: dataclasses.Field, value):
@@ -333,12 +344,24 @@ def load(path: str | None, overrides: list[str] = ()) -> JobConfig:
     return build(raw, name, overrides)
 
 
-def help_text() -> str:
-    """Every config key with its default and one-line meaning (for --help)."""
-    lines = ["config keys (set in the job file or with --set section.key=value):"]
-    for section, cls in SECTIONS.items():
+def help_text(cfg: JobConfig | None = None) -> str:
+    """Every config key that applies to ``cfg`` (default: the packaged default job) with the
+    value this job uses and its one-line meaning (for ``train --help``)."""
+    job = cfg.name if cfg is not None else "the default job"
+    cfg = cfg if cfg is not None else load(None)
+    shown = sections_for(cfg.model.kind)
+    lines = [f"config keys of {job} (model.kind = {cfg.model.kind!r}; set in the job file or with "
+             f"--set section.key=value; [default: X] where the job differs from the default):"]
+    for section in shown:
+        cls = SECTIONS[section]
         lines.append(f"  [{section}]")
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-            lines.append(f"    {f.name} = {_toml_value(default)}  -- {f.metadata['doc']}")
+            value = getattr(getattr(cfg, section), f.name)
+            note = "" if value == default else f" [default: {_toml_value(default)}]"
+            lines.append(f"    {f.name} = {_toml_value(value)}  -- {f.metadata['doc']}{note}")
+    hidden = [s for s in SECTIONS if s not in shown]
+    if hidden:
+        lines.append(f"  (not used by model.kind = {cfg.model.kind!r}, hidden: "
+                     + ", ".join(f"[{s}]" for s in hidden) + ")")
     return "\n".join(lines)

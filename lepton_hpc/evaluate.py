@@ -78,9 +78,11 @@ def _labels(kind: str, classes: list | None, shard, n_classes: int) -> list | No
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.evaluate", description=__doc__,
+    from .cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("evaluate"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the --out directory of a training run (its newest committed checkpoint)")
     p.add_argument("--data", help="score this HDF5 file (all rows) instead of the run's own data")
     args = p.parse_args(argv)
     from . import comm as C

@@ -217,7 +217,9 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
 # -- the CLI -------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.predict", description=__doc__,
+    from .cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("predict"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="the --out directory of a training run")
     p.add_argument("--data", help="HDF5 file whose rows to predict (linear/logistic/softmax); mf: the ratings "

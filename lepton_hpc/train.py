@@ -16,21 +16,63 @@ from pathlib import Path
 from .errors import UserError
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    from .config import help_text
+def _job_for_help(argv) -> tuple[str | None, list[str]]:
+    """The job file and --set items of a command line, read before --help is printed."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("job", nargs="?")
+    pre.add_argument("--job", dest="job_option")
+    pre.add_argument("--set", dest="overrides", action="append", default=[])
+    known, _ = pre.parse_known_args(argv)
+    return known.job_option or known.job, known.overrides
 
+
+def help_epilog(argv) -> str:
+    """The config keys of the job this command line names (the default job if none), with its values."""
+    from .config import help_text, load
+
+    job, overrides = _job_for_help(argv)
+    try:
+        return help_text(load(job, overrides))
+    except UserError as exc:
+        return f"({exc}: showing the default job's keys)\n" + help_text()
+
+
+def parser(argv=()) -> argparse.ArgumentParser:
+    """The train command line; with -h/--help in ``argv`` its epilog lists the named job's keys."""
+    from .cli import prog
+
+    wants_help = any(a in ("-h", "--help") for a in argv)
     p = argparse.ArgumentParser(
-        prog="python -m lepton_hpc.train",
-        description="Train a model with MPI ranks (run under mpirun/srun). Exit codes: 0 done, "
-                    "1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time.",
-        epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog=prog("train"),
+        description="Train a model with MPI ranks (run under mpirun/srun).\n"
+                    "Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time.\n"
+                    "--help after a job file (or --job FILE) shows that job's values; the sections\n"
+                    "its model.kind does not read are hidden.",
+        epilog=help_epilog(argv) if wants_help else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", nargs="?", help="job TOML file (default: the packaged jobs/default.toml)")
+    p.add_argument("--job", dest="job_option", metavar="JOB", help="the job file, as an option (same as JOB)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
     p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>)")
     p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh); "
                                     "or a checkpoint file")
-    return p.parse_args(argv)
+    p.add_argument("-q", "--quiet", action="count", default=0,
+                   help="less output: -q only the final line, warnings and errors; -qq no final line")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="more output: debug records, each line with its time and rank")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser(argv)
+    args = p.parse_args(argv)
+    if args.job_option:
+        if args.job and args.job != args.job_option:
+            p.error(f"two job files given: {args.job} and --job {args.job_option}")
+        args.job = args.job_option
+    return args
 
 
 def _resolve(args, comm):
@@ -52,15 +94,23 @@ def run(args, comm) -> int:
     """Parse → build → run → close. Collective."""
     from threadpoolctl import threadpool_limits
 
+    from . import log
     from .data.atomic import write_json
     from .engine.job import final_line, run_job
 
+    log.configure(comm.rank, getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     cfg, out = _resolve(args, comm)
+    if comm.size == 1 and comm.rank == 0:
+        from .info import launcher
+
+        if launcher() is None:
+            log.emit("note: running on 1 rank (not started by mpirun or srun); `mpirun -n N` spreads the "
+                     "work over N ranks")
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
         code, summary = run_job(cfg, comm, Path(out), args.resume, restore_signals=False)
     if comm.rank == 0:
         write_json(Path(out) / "summary.json", summary)
-        print(final_line(summary, code, out), flush=True)
+        log.emit(final_line(summary, code, out), log.RESULT)
     return code
 
 

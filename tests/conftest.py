@@ -4,7 +4,7 @@ slow lanes are marked by where they live, so ``-m "not e2e and not slurm"`` is t
 * ``e2e``: everything in tests/e2e and tests/test_mpi_suite.py (they launch mpiexec);
 * ``slurm``: everything in tests/slurm (and any test that marks itself).
 
-Two xdist workers (``-n 2 --dist loadgroup`` in setup.cfg): one runs the Slurm tests, which
+Two xdist workers (``-n 2 --dist loadgroup`` in pyproject.toml): one runs the Slurm tests, which
 mostly wait for the batch system, the other everything else in order. Nothing else runs
 beside the CPU-bound tests, so their timings (the scaling study's model check) stay honest.
 """

@@ -174,3 +174,18 @@ CLONES void lepton_partials(int kind, const double *const *X, const double *cons
         row[k + 1] = scratch[d + 2];
     }
 }
+
+/* Which clone of the kernels above this CPU runs (what the target_clones
+ * resolver picks, highest first): "avx512f", "avx2" or "default" (also when
+ * the compiler made no clones). For `lepton-hpc info` and summary.json. */
+const char *lepton_isa(void)
+{
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return "avx512f";
+    if (__builtin_cpu_supports("avx2")) return "avx2";
+    return "default";
+#else
+    return "default (no clones: not GCC on x86)";
+#endif
+}

@@ -10,11 +10,13 @@ from . import BENCHES, __doc__ as DOC
 
 
 def usage() -> str:
+    from ..cli import prog
+
     width = max(map(len, BENCHES))
-    lines = [f"usage: python -m lepton_hpc.bench {{{','.join(BENCHES)}}} [options]", "",
+    lines = [f"usage: {prog('bench')} {{{','.join(BENCHES)}}} [options]", "",
              DOC.split("\n\n")[0], "", "benchmarks:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in BENCHES.items()]
-    lines += ["", "python -m lepton_hpc.bench NAME --help shows a benchmark's options."]
+    lines += ["", f"{prog('bench')} NAME --help shows a benchmark's options."]
     return "\n".join(lines)
 
 
@@ -26,7 +28,9 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in BENCHES:
-        print(f"{usage()}\n\npython -m lepton_hpc.bench: error: unknown benchmark {name!r}", file=sys.stderr)
+        from ..cli import prog
+
+        print(f"{usage()}\n\n{prog('bench')}: error: unknown benchmark {name!r}", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHES[name][0])
     try:

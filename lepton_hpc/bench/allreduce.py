@@ -147,7 +147,7 @@ def parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ranks", type=int, default=2, help="ranks of the Allreduce (>= 2; default 2)")
-    p.add_argument("--min-bytes", type=int, default=8)
+    p.add_argument("--min-bytes", type=int, default=8, help="smallest message in bytes (default 8)")
     p.add_argument("--max-bytes", type=int, default=8 << 20, help="largest message (default 8 MiB)")
     p.add_argument("--reps", type=int, default=15, help="timed repetitions per size (median kept)")
     p.add_argument("--batch-s", type=float, default=0.002,

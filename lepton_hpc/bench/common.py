@@ -94,8 +94,8 @@ def data_info(shard) -> dict:
 
 def add_job_args(p: argparse.ArgumentParser, steps: bool) -> None:
     """The options of the benches on the default job (``steps``: those that launch gd steps)."""
-    p.add_argument("--rows", type=int, default=2_000_000)
-    p.add_argument("--cols", type=int, default=32)
+    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the default job's data (default 2000000)")
+    p.add_argument("--cols", type=int, default=32, help="feature columns (default 32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the default job (repeatable)")
     if steps:
@@ -111,7 +111,9 @@ def job_cli(name: str, text: str, run: Callable[[argparse.Namespace], dict], arg
 
     Returns the exit code: 3 when ``--strict`` and the target is missed, else 0.
     """
-    p = argparse.ArgumentParser(prog=f"python -m lepton_hpc.bench {name}", description=text)
+    from ..cli import prog
+
+    p = argparse.ArgumentParser(prog=f"{prog('bench')} {name}", description=text)
     add_job_args(p, steps)
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     extra(p)

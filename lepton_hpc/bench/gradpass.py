@@ -70,4 +70,5 @@ def bench_gradpass(args) -> dict:
 
 def cli(argv) -> int:
     return job_cli("gradpass", HELP, bench_gradpass, argv,
-                   lambda p: p.add_argument("--repeats", type=int, default=7), steps=False)
+                   lambda p: p.add_argument("--repeats", type=int, default=7,
+                                                help="timed passes of each side (default 7)"), steps=False)

@@ -63,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="comma-separated further ranks to time ('auto': n/80, n/40, n/10; 'none': no sweep)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions of each product")
     p.add_argument("--threads", type=int, default=1, help="BLAS threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of A and B (default 0)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
     for name in ("m", "n", "p", "repeats", "threads"):

@@ -118,9 +118,10 @@ def bench_epoch(args, workdir: Path) -> dict:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench models", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--what", choices=("steps2v1", "epoch", "both"), default="both")
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--cols", type=int, default=64)
+    p.add_argument("--what", choices=("steps2v1", "epoch", "both"), default="both",
+                   help="steps2v1: full-batch step -n 1 / -n 2; epoch: block mini-batch epoch / full pass; both")
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the logistic data (default 1000000)")
+    p.add_argument("--cols", type=int, default=64, help="feature columns (default 64)")
     p.add_argument("--steps", type=int, default=20, help="timed full-batch steps per launch")
     p.add_argument("--rounds", type=int, default=3, help="launches of each side (alternating order)")
     p.add_argument("--batch-size", type=int, default=65536, help="epoch: the global mini-batch size")

@@ -187,8 +187,8 @@ def bench_predict(args) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench predict", description=HELP)
-    p.add_argument("--rows", type=int, default=2_000_000)
-    p.add_argument("--cols", type=int, default=32)
+    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the data to predict (default 2000000)")
+    p.add_argument("--cols", type=int, default=32, help="feature columns (default 32)")
     p.add_argument("--reps", type=int, default=3, help="timed predictions per launch")
     p.add_argument("--rounds", type=int, default=2, help="pairs of -n 1 / -n 2 launches")
     p.add_argument("--timeout", type=int, default=600, help="seconds per mpiexec launch")

@@ -45,8 +45,9 @@ def bench_ranks(args) -> dict:
 
 
 def _extra(p) -> None:
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--reduction", default="exact", choices=("exact", "fast"))
+    p.add_argument("--rounds", type=int, default=3, help="pairs of -n 1 / -n 2 launches (default 3)")
+    p.add_argument("--reduction", default="exact", choices=("exact", "fast"),
+                   help="comm.reduction of both launches (default exact)")
 
 
 def cli(argv) -> int:

@@ -145,4 +145,5 @@ def cli(argv) -> int:
     if argv[:1] == ["_worker"]:  # launched by reduce and ranks under mpiexec
         return worker_cli(argv[1:])
     return job_cli("reduce", HELP, bench_reduce, argv,
-                   lambda p: p.add_argument("--ranks", type=int, default=2), steps=True)
+                   lambda p: p.add_argument("--ranks", type=int, default=2,
+                                                help="ranks of both launches (default 2)"), steps=True)

@@ -75,53 +75,100 @@ def info(path: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:2] == ["synth", "mf"]:  # ratings for model.kind=mf: their own options
-        from .ratings import synth_mf_main
-        return synth_mf_main(argv[2:], info)
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.data", description=__doc__,
+COMPRESSION_HELP = "HDF5 filter of every dataset: none (fastest to read), gzip (smallest) or lzf"
+
+
+def _synth_common(q: argparse.ArgumentParser, seed_help: str) -> None:
+    q.add_argument("--seed", type=int, default=0, help=seed_help)
+    q.add_argument("--chunk-rows", type=int, default=4096,
+                   help="rows per HDF5 chunk and per generation chunk; the same as the job's data.chunk_rows "
+                        "gives the job's bits (default 4096)")
+    q.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none", help=COMPRESSION_HELP)
+    q.add_argument("--out", required=True, help="output HDF5 file (written atomically: a failed run leaves none)")
+
+
+def _synth_parsers(sub) -> None:
+    s = sub.add_parser("synth", help="write synthetic data from known weights (or factors)",
+                       description="Write synthetic data: the same rows (ratings) a job with data.path empty, the "
+                                   "same data.seed and data.chunk_rows generates in-process.")
+    kinds = s.add_subparsers(dest="kind", required=True, metavar="{linear,logistic,softmax,mf}")
+    for kind, text in (("linear", "y = X w + b + noise (least squares)"),
+                       ("logistic", "binary labels from a logistic model"),
+                       ("softmax", "K-class labels from a multinomial model")):
+        q = kinds.add_parser(kind, help=text, description=f"Synthetic {kind} data: {text}.")
+        q.add_argument("--rows", type=int, required=True, help="number of rows")
+        q.add_argument("--cols", type=int, required=True, help="number of feature columns")
+        q.add_argument("--noise", type=float, default=0.1,
+                       help="linear: standard deviation of the target noise; logistic/softmax: of the noise "
+                            "added to the logits (default 0.1)")
+        if kind == "linear":
+            q.add_argument("--bias", type=float, default=0.0, help="true intercept b (default 0)")
+        q.add_argument("--features", choices=["normal", "uniform"], default="normal",
+                       help="features standard normal or uniform on [0, 1) (default normal)")
+        if kind != "linear":
+            q.add_argument("--classes", type=int, default=None,
+                           help="softmax: number of classes K (required); logistic: 2 or omitted")
+        q.add_argument("--dtype", choices=["float64", "float32"], default="float64",
+                       help="storage dtype of /X (default float64)")
+        _synth_common(q, "seed of the weights and of every chunk (chunk c is drawn from (seed, c))")
+    m = kinds.add_parser("mf", help="ratings (COO /rows, /cols, /vals) for model.kind=mf",
+                         description="Write synthetic ratings (COO /rows, /cols, /vals sorted by user, attribute "
+                                     "shape) for model.kind=mf: rank-R ground truth u*.v* plus noise sigma, each "
+                                     "user-item entry observed with probability --density. A job with data.path "
+                                     "empty, the same data.seed and data.chunk_rows generates exactly these "
+                                     "ratings in-process.")
+    m.add_argument("--users", type=int, required=True, help="number of users (rows)")
+    m.add_argument("--items", type=int, required=True, help="number of items (columns)")
+    m.add_argument("--rank", type=int, required=True, help="rank of the ground-truth factors")
+    m.add_argument("--density", type=float, required=True, help="share of observed user-item entries, in (0, 1]")
+    m.add_argument("--noise", type=float, required=True, help="standard deviation sigma of the rating noise")
+    _synth_common(m, "seed of the factors and of every user chunk")
+
+
+def parser() -> argparse.ArgumentParser:
+    from ..cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("data"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("synth", help="write synthetic data")
-    s.add_argument("kind", choices=["linear", "logistic", "softmax"])
-    s.add_argument("--rows", type=int, required=True)
-    s.add_argument("--cols", type=int, required=True)
-    s.add_argument("--noise", type=float, default=0.1)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--bias", type=float, default=0.0)
-    s.add_argument("--features", choices=["normal", "uniform"], default="normal")
-    s.add_argument("--classes", type=int, default=None, help="softmax: number of classes K (logistic: 2)")
-    s.add_argument("--chunk-rows", type=int, default=4096)
-    s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    s.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
-    s.add_argument("--out", required=True)
-    m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,info}")
+    _synth_parsers(sub)
+    m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5",
+                       description="Convert a data set to the HDF5 layout the trainer reads (/X, /y, "
+                                   "feature_names, classes).")
     m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|iris|wine, csv or npy")
     m.add_argument("paths", nargs="*", help="csv: FILE.csv; npy: X.npy y.npy")
     m.add_argument("--target", help="csv: the target column, by header name or index")
     m.add_argument("--task", choices=list(TASKS), default=None, help="default: inferred from the target")
-    m.add_argument("--delimiter", default=",")
-    m.add_argument("--chunk-rows", type=int, default=4096)
-    m.add_argument("--out", required=True)
-    i = sub.add_parser("info", help="describe a data file")
-    i.add_argument("file")
-    args = p.parse_args(argv)
+    m.add_argument("--delimiter", default=",", help="csv: the field separator (default ,)")
+    m.add_argument("--chunk-rows", type=int, default=4096, help="rows per HDF5 chunk (default 4096)")
+    m.add_argument("--out", required=True, help="output HDF5 file (written atomically)")
+    i = sub.add_parser("info", help="describe a data file", description="Every dataset and attribute of a file.")
+    i.add_argument("file", help="an HDF5 file")
+    return p
+
+
+def _run(args) -> None:
+    if args.cmd == "synth" and args.kind == "mf":
+        from .ratings import synth_mf
+
+        synth_mf(args.out, args.users, args.items, args.rank, args.density, args.noise, args.seed,
+                 args.chunk_rows, args.compression)
+    elif args.cmd == "synth" and args.kind in ("logistic", "softmax"):
+        synth_classification(args.out, args.kind, args.rows, args.cols, getattr(args, "classes", None),
+                             args.noise, args.seed, args.chunk_rows, args.compression, args.dtype, args.features)
+    elif args.cmd == "synth":
+        synth_linear(args.out, args.rows, args.cols, args.noise, args.seed, args.chunk_rows,
+                     args.compression, args.dtype, args.bias, args.features)
+    elif args.cmd == "import":
+        run_import(args.source, args.paths, args.out, args.target, args.task, args.delimiter,
+                   args.chunk_rows)
+    print(info(args.file if args.cmd == "info" else args.out))
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
-        if args.cmd == "synth" and args.kind in ("logistic", "softmax"):
-            synth_classification(args.out, args.kind, args.rows, args.cols, args.classes, args.noise,
-                                 args.seed, args.chunk_rows, args.compression, args.dtype, args.features)
-            print(info(args.out))
-        elif args.cmd == "import":
-            run_import(args.source, args.paths, args.out, args.target, args.task, args.delimiter,
-                       args.chunk_rows)
-            print(info(args.out))
-        elif args.cmd == "synth":
-            synth_linear(args.out, args.rows, args.cols, args.noise, args.seed, args.chunk_rows,
-                         args.compression, args.dtype, args.bias, args.features)
-            print(info(args.out))
-        else:
-            print(info(args.file))
+        _run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

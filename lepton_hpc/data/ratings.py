@@ -311,32 +311,8 @@ class RatingsShard:
             self._file = None
 
 
-def synth_mf_main(argv, info) -> int:
-    """``python -m lepton_hpc.data synth mf ...``; ``info`` describes the written file."""
-    import argparse
-    import sys
+def synth_mf_main(argv, info=None) -> int:
+    """``python -m lepton_hpc.data synth mf ...`` (kept for callers; the options live in the data CLI)."""
+    from .__main__ import main
 
-    p = argparse.ArgumentParser(
-        prog="python -m lepton_hpc.data synth mf",
-        description="Write synthetic ratings (COO /rows, /cols, /vals sorted by user, attribute shape) for "
-                    "model.kind=mf: rank-R ground truth u*.v* plus noise sigma, each user-item entry observed "
-                    "with probability --density. A job with data.path empty, the same data.seed and "
-                    "data.chunk_rows generates exactly these ratings in-process.")
-    p.add_argument("--users", type=int, required=True, help="number of users (rows)")
-    p.add_argument("--items", type=int, required=True, help="number of items (columns)")
-    p.add_argument("--rank", type=int, required=True, help="rank of the ground-truth factors")
-    p.add_argument("--density", type=float, required=True, help="share of observed user-item entries, in (0, 1]")
-    p.add_argument("--noise", type=float, required=True, help="standard deviation sigma of the rating noise")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chunk-rows", type=int, default=4096, help="users per generation chunk (= data.chunk_rows)")
-    p.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
-    p.add_argument("--out", default="ratings.h5", help="output file (default ratings.h5)")
-    args = p.parse_args(argv)
-    try:
-        synth_mf(args.out, args.users, args.items, args.rank, args.density, args.noise, args.seed,
-                 args.chunk_rows, args.compression)
-        print(info(args.out))
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return main(["synth", "mf", *argv])

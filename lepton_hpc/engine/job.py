@@ -6,6 +6,7 @@ import time
 
 from .. import comm as C
 from ..metrics import peak_rss_bytes, provenance, spread
+from ..models import fused
 from .loop import Loop
 from .registry import problem_class
 from .run import RunContext
@@ -20,6 +21,7 @@ def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = 
     """
     cls = C.agree(comm, problem_class, cfg.model.kind)  # imported before the clock starts
     ctx = ctx or RunContext(cfg, comm, out, resume, restore_signals)
+    ctx.kernel_calls0 = fused.calls
     problem = None
     try:
         problem = C.agree(comm, cls, ctx)
@@ -75,6 +77,7 @@ def summarize(ctx, problem, loop, code: int) -> dict | None:
             "wall_s": time.perf_counter() - ctx.t_start,
             "phases_s": {p: spread([e["phases"].get(p, 0.0) for e in every]) for p in ctx.timer.total},
             "peak_rss_bytes": {"per_rank": rss, **spread(rss)},
+            "gradient_kernel": fused.ran(getattr(ctx, "kernel_calls0", 0)),
             "provenance": provenance(C.library_version(), ctx.comm.size)}
     return {**head, **problem.summary(final, every), **tail}
 

@@ -29,6 +29,9 @@ class Problem:
     direct: bool = False
     #: writes checkpoints (the matmul job does not)
     checkpoints: bool = True
+    #: config sections this problem never reads: hidden from ``train --help`` and left out of
+    #: config.toml (:func:`lepton_hpc.config.sections_for`)
+    config_unused: tuple = ()
     #: mini-batch problems judge convergence per epoch of this many steps (None: full batch)
     steps_per_epoch: int | None = None
 

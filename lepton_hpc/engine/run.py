@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import checkpoint, comm as C
 from ..data.atomic import write_text
 from ..errors import UserError
+from ..log import emit
 from ..metrics import PhaseTimer
 
 
@@ -36,8 +37,9 @@ class RunContext:
         self.stop_signal = 1
 
     def log(self, text: str) -> None:
+        """One line of the run log, from rank 0 (through :mod:`lepton_hpc.log`)."""
         if self.rank == 0:
-            print(text, flush=True)
+            emit(text)
 
     @property
     def ckpt_dir(self) -> Path:

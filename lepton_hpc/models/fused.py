@@ -15,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 _lib = None
-if not os.environ.get("LEPTON_NO_C_KERNEL"):
+_path = None
+_disabled = bool(os.environ.get("LEPTON_NO_C_KERNEL"))
+if not _disabled:
     for candidate in glob.glob(str(Path(__file__).resolve().parent.parent / "_ext" / "fused*.so")):
         try:
             _lib = ctypes.CDLL(candidate)
+            _path = candidate
             break
         except OSError:
             continue
@@ -39,6 +42,34 @@ if available:
                                                                ctypes.c_void_p, ctypes.c_void_p]
     _many.restype = None
 _KIND_CODE = {"linear": 0, "logistic": 1}
+#: C kernel calls made by this process (summary.json's gradient_kernel.ran).
+calls = 0
+
+
+def isa() -> str | None:
+    """The ISA clone of the C kernel this CPU runs (avx512f, avx2, default); None without the kernel."""
+    if _lib is None:
+        return None
+    fn = getattr(_lib, "lepton_isa", None)
+    if fn is None:  # a library built before lepton_isa existed
+        return "unknown (rebuild: pip install -e .)"
+    fn.restype = ctypes.c_char_p
+    return fn().decode()
+
+
+def describe() -> str:
+    """One line: which gradient kernel is built and would run."""
+    if _lib is not None:
+        return f"C one-pass kernel, {isa()} clone ({Path(_path).name})"
+    if _disabled:
+        return "numpy/BLAS fallback (LEPTON_NO_C_KERNEL is set; the C kernel is not loaded)"
+    return "numpy/BLAS fallback (the C kernel was not built: no C compiler at install time)"
+
+
+def ran(since: int = 0) -> dict:
+    """summary.json's record: what is built, and whether the C kernel ran (calls after ``since``)."""
+    n = calls - since
+    return {"built": describe(), "ran": f"c ({isa()})" if n else "numpy", "c_calls": n}
 
 
 def supports(kind: str) -> bool:
@@ -48,6 +79,8 @@ def supports(kind: str) -> bool:
 def partial(kind: str, X: np.ndarray, y: np.ndarray, sw: np.ndarray | None, w: np.ndarray, b: float,
             out: np.ndarray) -> None:
     """``out`` = [Σ s r x, Σ s r, Σ s ℓ, Σ s] in one pass over C-contiguous float64 ``X``."""
+    global calls
+    calls += 1
     n, d = X.shape
     _FUNCS[kind](X.ctypes.data, y.ctypes.data, None if sw is None else sw.ctypes.data, w.ctypes.data,
                  float(b), n, d, out.ctypes.data)
@@ -77,6 +110,8 @@ class ChunkPlan:
 
     def run(self, kind: str, theta: np.ndarray, intercept: bool, out: np.ndarray) -> None:
         """Partial rows of every chunk into ``out`` (n_chunks × width, C-contiguous)."""
+        global calls
+        calls += 1
         d = self.d
         b = float(theta[d]) if intercept else 0.0
         _many(_KIND_CODE[kind], *self._args, theta.ctypes.data, b, d, int(intercept), out.shape[1],

@@ -34,6 +34,8 @@ SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
 class GLMProblem(Problem):
     """One generalised linear model (see the module doc)."""
 
+    config_unused = ("matmul",)
+
     # -- setup -----------------------------------------------------------------------
     def setup(self) -> None:
         """Open the data, make the reference pass, build the solver and optimizer. Collective."""

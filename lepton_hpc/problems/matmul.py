@@ -97,6 +97,7 @@ class MatmulProblem(Problem):
 
     direct = True
     checkpoints = False
+    config_unused = ("optimizer", "checkpoint")
     work_unit = None
 
     def __init__(self, ctx):

@@ -54,6 +54,7 @@ class MFProblem(Problem):
     """One training run of the matrix-factorization recommender (see the module doc)."""
 
     work_unit = "ratings"
+    config_unused = ("matmul",)
 
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> None:

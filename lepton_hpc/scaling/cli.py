@@ -9,10 +9,10 @@ from pathlib import Path
 from ..errors import UserError
 
 USAGE = """\
-  python -m lepton_hpc.scaling strong JOB.toml --ranks 1,2,4,8 --repeats 3 [--launcher mpiexec|slurm]
-                                [--out DIR] [--set section.key=value ...] [--alpha S --beta S/B | --network FILE]
-  python -m lepton_hpc.scaling weak   JOB.toml ...   (data.rows is the size per rank: run p gets rows*p)
-  python -m lepton_hpc.scaling analyze DIR [--alpha S --beta S/B | --network FILE] [--cores N]
+  {prog} strong JOB.toml --ranks 1,2,4,8 --repeats 3 [--launcher mpiexec|slurm]
+         [--out DIR] [--set section.key=value ...] [--alpha S --beta S/B | --network FILE]
+  {prog} weak   JOB.toml ...   (data.rows is the size per rank: run p gets rows*p)
+  {prog} analyze DIR [--alpha S --beta S/B | --network FILE] [--cores N]
 """
 
 EPILOG = """\
@@ -75,17 +75,23 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.scaling", usage=USAGE,
+    from ..cli import prog
+
+    name = prog("scaling")
+    p = argparse.ArgumentParser(prog=name, usage="\n" + USAGE.format(prog=name),
                                 description="Strong and weak scaling studies with a cost-model projection.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{strong,weak,analyze}")
+    # prog given: otherwise argparse builds the subcommands' usage line out of the whole USAGE text
+    sub = p.add_subparsers(dest="command", required=True, metavar="{strong,weak,analyze}", prog=name)
     for mode in ("strong", "weak"):
         q = sub.add_parser(mode, help=f"run a {mode} scaling sweep, then analyze it",
+                           description=f"Run a {mode} scaling sweep of JOB.toml, then analyze it.",
                            epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
         q.add_argument("job", help="job TOML file")
         q.add_argument("--ranks", type=_ranks, default=[1, 2, 4, 8], help="rank counts, e.g. 1,2,4,8")
         q.add_argument("--repeats", type=int, default=3, help="runs per rank count (default 3)")
-        q.add_argument("--launcher", default="mpiexec", choices=("mpiexec", "slurm"))
+        q.add_argument("--launcher", default="mpiexec", choices=("mpiexec", "slurm"),
+                       help="mpiexec: run here, one launch per run; slurm: one batch job per rank count")
         q.add_argument("--out", help="study directory (default runs/scaling-<mode>-<job>-<time>)")
         q.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="passed to every run (repeatable)")
@@ -101,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
                        help="extra sbatch option for every job, e.g. --sbatch-arg=--time=1:00:00 (repeatable)")
         _model_args(q)
     a = sub.add_parser("analyze", help="(re)analyze a study directory",
+                       description="Redo results.csv, projection.csv/json and scaling.png from DIR/study.json "
+                                   "and DIR/runs/*/summary.json (no training is run).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("dir", help="study directory")
     _model_args(a)

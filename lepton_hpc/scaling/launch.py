@@ -73,6 +73,8 @@ class Study:
                              f"`python -m lepton_hpc.scaling strong|weak JOB.toml --out {out}` first")
         raw = json.loads(path.read_text())
         raw["slurm_job_ids"] = {str(k): v for k, v in raw.get("slurm_job_ids", {}).items()}
+        # where the study is now, not where it was made: a committed or copied study analyzes in place
+        raw["out"] = str(Path(out).resolve())
         return cls(**raw)
 
 

@@ -62,7 +62,10 @@ def test_missing_and_malformed_job_files(tmp_path):
 
 def test_help_lists_every_key_with_default_and_doc():
     import dataclasses
-    text = help_text()
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    # the default job (linear) and the matmul job between them read every section
+    text = help_text() + "\n" + help_text(load(str(root / "jobs/matmul_seed.toml")))
     for section, cls in SECTIONS.items():
         assert f"[{section}]" in text
         for f in dataclasses.fields(cls):

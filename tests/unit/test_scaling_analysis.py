@@ -171,3 +171,32 @@ def test_contended_runs_are_flagged_and_left_out_where_clean_ones_exist(tmp_path
     two = [p for p in kept["measured_points"] if p["ranks"] == 2][0]
     assert two["measured_wall_s_median"] > [p for p in report["measured_points"] if p["ranks"] == 2][0][
         "measured_wall_s_median"]
+
+
+def test_figure_is_readable_at_readme_width_with_the_projection_apart(tmp_path, monkeypatch):
+    """Every text >= 9 pt on a figure as wide as the README shows it; measured and projected in
+    their own panels; both vertical markers named in a legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    from lepton_hpc.scaling import plot
+    seen = {}
+    real = plot.plot_study
+    monkeypatch.setattr(plot, "plot_study", lambda path, *args: seen.setdefault("args", args) and real(path, *args))
+    out = make_study(tmp_path, ranks=(1, 2, 4), repeats=2)
+    analyze(out, alpha=ALPHA, beta=BETA, cores=2, plot=True, log=lambda *_: None)
+    fig = plot.figure(*seen["args"])
+    try:
+        assert tuple(fig.get_size_inches()) == (plot.WIDTH_IN, plot.HEIGHT_IN) and plot.WIDTH_IN <= 8.8
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9
+        measured, projected = fig.axes[1], fig.axes[3]
+        assert measured.get_xlim()[1] < 16 <= 4096 <= projected.get_xlim()[1]
+        labels = " | ".join(t.get_text() for t in projected.get_legend().get_texts())
+        assert "2 cores here" in labels and "chunks" in labels, labels
+    finally:
+        plt.close(fig)
+    import struct
+    with open(out / "scaling.png", "rb") as f:
+        width, height = struct.unpack(">II", f.read(24)[16:24])
+    assert (width, height) == (round(plot.WIDTH_IN * plot.DPI), round(plot.HEIGHT_IN * plot.DPI))

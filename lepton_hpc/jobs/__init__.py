@@ -1,0 +1,103 @@
+"""The example jobs shipped in the package: ``lepton-hpc jobs list`` and ``jobs copy NAME [DIR]``.
+
+The job files here are the repository's ``jobs/*.toml`` (symbolic links in the source
+tree, real files in the wheel), so an installed package carries every example job.
+A job whose data is one of scikit-learn's bundled sets names the import command that
+makes its data file; the data sets themselves are not in the wheel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _files() -> dict[str, object]:
+    root = resources.files(__name__)
+    return {p.name[:-5]: p for p in sorted(root.iterdir(), key=lambda p: p.name) if p.name.endswith(".toml")}
+
+
+def names() -> list[str]:
+    """The names of the packaged jobs (file names without ``.toml``)."""
+    return list(_files())
+
+
+def text(name: str) -> str:
+    """A packaged job file's text."""
+    files = _files()
+    key = name[:-5] if name.endswith(".toml") else name
+    if key not in files:
+        raise UserError(f"no packaged job named {name!r}; the jobs are: {', '.join(files)}")
+    return files[key].read_text()
+
+
+def summary(name: str) -> str:
+    """The job's first comment line (what it is)."""
+    for line in text(name).splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def data_command(name: str, directory: str = ".") -> str | None:
+    """The import command that makes the data file of the job (copied into ``directory``), when it
+    is one of scikit-learn's bundled sets; a relative ``data.path`` is taken from the job file's directory."""
+    import os
+
+    from ..config import tomllib
+    from ..data.importers import SKLEARN_SETS
+
+    path = tomllib.loads(text(name)).get("data", {}).get("path", "")
+    stem = Path(path).stem if path else ""
+    if stem not in SKLEARN_SETS:
+        return None
+    return f"lepton-hpc data import sklearn:{stem} --out {os.path.normpath(Path(directory) / path)}"
+
+
+def copy(name: str, directory: str = ".") -> Path:
+    """Write the packaged job ``name`` into ``directory`` (made if missing); never overwrites."""
+    body = text(name)
+    key = name[:-5] if name.endswith(".toml") else name
+    target = Path(directory) / f"{key}.toml"
+    if target.exists():
+        raise UserError(f"{target} already exists; remove it or copy into another directory")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(body)
+    tmp.replace(target)
+    return target
+
+
+def main(argv=None) -> int:
+    from ..cli import prog
+
+    p = argparse.ArgumentParser(prog=prog("jobs"), description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{list,copy}")
+    sub.add_parser("list", help="list the packaged jobs with what each one is",
+                   description="List the packaged example jobs.")
+    c = sub.add_parser("copy", help="copy a packaged job into a directory to edit and run it",
+                       description="Copy a packaged job file into DIR (default: the current directory).")
+    c.add_argument("name", help="a job name from `jobs list` (with or without .toml)")
+    c.add_argument("dir", nargs="?", default=".", help="target directory (made if missing; default .)")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            width = max(map(len, names()))
+            for name in names():
+                print(f"{name:<{width}}  {summary(name)}")
+        else:
+            target = copy(args.name, args.dir)
+            print(f"wrote {target}")
+            cmd = data_command(args.name, args.dir)
+            if cmd:
+                print(f"make its data file with: {cmd}")
+    except (UserError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

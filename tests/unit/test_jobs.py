@@ -1,0 +1,43 @@
+"""The example jobs in the package: every jobs/*.toml is there, list and copy work, copy never overwrites."""
+
+from pathlib import Path
+
+from lepton_hpc import jobs
+from lepton_hpc.cli import main
+from lepton_hpc.config import load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_repository_job_is_package_data_with_the_same_text():
+    assert jobs.names() == sorted(p.stem for p in (ROOT / "jobs").glob("*.toml"))
+    for name in jobs.names():
+        assert jobs.text(name) == (ROOT / "jobs" / f"{name}.toml").read_text()
+        assert jobs.summary(name)                     # a first comment line that says what it is
+        load(str(ROOT / "jobs" / f"{name}.toml"))      # and it is a valid job
+
+
+def test_list_and_copy_through_the_command(tmp_path, capsys):
+    assert main(["jobs", "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in listed] == jobs.names()
+    target = tmp_path / "new" / "dir"
+    assert main(["jobs", "copy", "breast_cancer_logistic.toml", str(target)]) == 0
+    out = capsys.readouterr().out
+    copied = target / "breast_cancer_logistic.toml"
+    assert copied.read_text() == (ROOT / "jobs/breast_cancer_logistic.toml").read_text()
+    assert f"lepton-hpc data import sklearn:breast_cancer --out {target / 'data/breast_cancer.h5'}" in out
+    assert main(["jobs", "copy", "default", str(target)]) == 0
+    assert "data import" not in capsys.readouterr().out           # synthetic: no data file to make
+
+
+def test_copy_refuses_to_overwrite_and_names_unknown_jobs(tmp_path, capsys):
+    (tmp_path / "default.toml").write_text("mine")
+    assert main(["jobs", "copy", "default", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "already exists" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "default.toml").read_text() == "mine"
+    assert main(["jobs", "copy", "no_such_job", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "no packaged job named 'no_such_job'" in err and "diabetes_linear" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default.toml"]     # nothing else written

@@ -72,6 +72,15 @@ def free(comm: MPI.Comm) -> None:
     comm.Free()
 
 
+def node_size(comm: MPI.Comm) -> int:
+    """How many ranks of ``comm`` share this rank's node (its memory). Collective over ``comm``."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size()
+    finally:
+        node.Free()
+
+
 def library_version() -> str:
     return MPI.Get_library_version().splitlines()[0].strip()
 

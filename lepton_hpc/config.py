@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -300,22 +301,45 @@ def build(raw: dict[str, Any], name: str, overrides: list[str] = ()) -> JobConfi
     return JobConfig(name=name, **parts)
 
 
-def load(path: str | None, overrides: list[str] = ()) -> JobConfig:
-    """Load a job file (None: the packaged default job) and apply overrides."""
+def _absolute(path: str, base: Path) -> str:
+    return path if not path or os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def _absolute_overrides(overrides) -> list[str]:
+    """``--set data.path=REL`` is the shell's: relative to the current directory."""
+    out = []
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        if (section, key) == ("data", "path") and isinstance(value, str):
+            item = f"data.path={_toml_value(_absolute(value, Path.cwd()))}"
+        out.append(item)
+    return out
+
+
+def load(path: str | None, overrides: list[str] = (), relative_to: Path | None = None) -> JobConfig:
+    """Load a job file (None: the packaged default job) and apply overrides.
+
+    A relative ``data.path`` in the file is read from the job file's folder
+    (``relative_to`` when given); one given with ``--set`` from the current
+    directory. The config holds it as an absolute path.
+    """
     if path is None:
         text = resources.files("lepton_hpc").joinpath("jobs/default.toml").read_text()
-        name = "default"
+        name, base = "default", Path.cwd()
     else:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"job file {path} does not exist")
         text = p.read_text()
-        name = p.stem
+        name, base = p.stem, p.parent.absolute()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"job file {path or 'default.toml'} is not valid TOML: {exc}") from None
-    return build(raw, name, overrides)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = _absolute(data["path"], relative_to or base)
+    return build(raw, name, _absolute_overrides(overrides))
 
 
 def help_text() -> str:

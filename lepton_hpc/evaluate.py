@@ -37,7 +37,7 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     def read():
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"{run_dir} is not a run directory (no config.toml)")
-        cfg = load(str(run_dir / "config.toml"))
+        cfg = load(str(run_dir / "config.toml"), relative_to=Path.cwd())
         state = checkpoint.latest_local(run_dir / "checkpoints", warn=lambda m: None)
         if state is None:
             raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
@@ -53,7 +53,7 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     W = np.asarray(arrays["model/w"])
     n_classes = W.shape[1] if W.ndim == 2 else 1
     gen = None if data.path or cfg.model.kind == "linear" else chunk_generator(cfg.model.kind, data, n_classes)
-    shard = C.agree(comm, Shard, data, comm.size, comm.rank, gen)
+    shard = C.agree(comm, Shard, data, comm.size, comm.rank, gen, node_ranks=C.node_size(comm))
     if shard.n_cols != W.shape[0]:
         raise C.JobError(f"the data has {shard.n_cols} columns but the model was trained on {W.shape[0]}", 0)
     kernel = make_kernel(cfg.model.kind, shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype,

@@ -43,7 +43,7 @@ def _config(snap, run_dir: Path):
     if not snap.attrs.get("config"):
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"checkpoint {snap.path} records no config and {run_dir} has no config.toml")
-        return load(str(run_dir / "config.toml"))
+        return load(str(run_dir / "config.toml"), relative_to=Path.cwd())
     return run_config(snap)
 
 

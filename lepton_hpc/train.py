@@ -58,8 +58,10 @@ def run(args, comm) -> int:
     cfg, out = _resolve(args, comm)
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
         code, summary = run_job(cfg, comm, Path(out), args.resume, restore_signals=False)
+    from . import comm as C
+
+    C.on_root(comm, write_json, Path(out) / "summary.json", summary)
     if comm.rank == 0:
-        write_json(Path(out) / "summary.json", summary)
         print(final_line(summary, code, out), flush=True)
     return code
 

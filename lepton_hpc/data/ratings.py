@@ -193,6 +193,11 @@ class RatingsShard:
             raise UserError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
                              f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
                              f"empty for synthetic ratings")
+        from .sniff import describe_non_hdf5
+
+        what = describe_non_hdf5(path)
+        if what is not None:
+            raise UserError(what)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:
@@ -333,6 +338,9 @@ def synth_mf_main(argv, info) -> int:
     p.add_argument("--out", default="ratings.h5", help="output file (default ratings.h5)")
     args = p.parse_args(argv)
     try:
+        from .__main__ import check_out
+
+        check_out(args.out, args.users * args.items * args.density * 16 + 4096)  # int32, int32, float64
         synth_mf(args.out, args.users, args.items, args.rank, args.density, args.noise, args.seed,
                  args.chunk_rows, args.compression)
         print(info(args.out))

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..layout import Layout, chunk_range
+from .memory import check_fits
 from .synthetic import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -50,6 +51,38 @@ def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
     return int(-(-chunk_rows // q) * q)
 
 
+def missing_file_hint(path: str) -> str:
+    """The sentence for a data file that is not there: the exact import command for the bundled
+    scikit-learn sets (``data/diabetes.h5``...), else how to make one."""
+    from .importers import SKLEARN_SETS
+
+    where = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(where))[0]
+    if stem in SKLEARN_SETS:
+        folder = os.path.dirname(where)
+        mkdir = "" if os.path.isdir(folder) else f"mkdir -p {folder} && "
+        return (f"data file {where} does not exist; make it with "
+                f"`{mkdir}python -m lepton_hpc.data import sklearn:{stem} --out {where}`")
+    return (f"data file {where} does not exist (a relative data.path is read from the job file's folder); "
+            f"set data.path to an HDF5 file (make one with `python -m lepton_hpc.data synth linear` or "
+            f"`python -m lepton_hpc.data import`) or leave it empty for synthetic data")
+
+
+def open_hdf5(path: str) -> h5py.File:
+    """``path`` opened read-only; a UserError naming what it is when it is missing or not HDF5."""
+    from .sniff import describe_non_hdf5
+
+    if not os.path.isfile(path):
+        raise UserError(missing_file_hint(path))
+    what = describe_non_hdf5(path)
+    if what is not None:
+        raise UserError(what)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"data file {path} is not a readable HDF5 file ({exc})") from None
+
+
 class Shard:
     """The chunks ``chunks`` of a data set with ``n_rows`` rows and ``n_cols`` columns.
 
@@ -76,7 +109,7 @@ class Shard:
     none, and always None for synthetic data. Every rank reads the same attrs.
     """
 
-    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
+    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None, node_ranks: int = 1):
         self.cfg = cfg
         self.dtype = np.dtype(cfg.dtype)
         self._file = None
@@ -103,6 +136,8 @@ class Shard:
         self.in_memory = cfg.in_memory
         slots = len(self.chunks) if self.in_memory else min(1, len(self.chunks))
         self.stride = _stride_rows(self.chunk_rows, self.n_cols * self.dtype.itemsize)
+        check_fits(self.n_rows, self.n_cols, self.dtype.itemsize, self.weighted,
+                   self.layout.max_local_chunks * self.stride, self.stride, size, node_ranks, self.in_memory)
         if not self.in_memory:
             self.stride = min(self.stride, max(self.n_local, 1) + 8)
         # One buffer each; chunk slot i holds rows [i*stride, i*stride + m_i).
@@ -162,13 +197,7 @@ class Shard:
 
     # -- opening -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
-        if not os.path.isfile(cfg.path):
-            raise UserError(f"data file {cfg.path} does not exist; set data.path to an HDF5 file "
-                             f"(make one with `python -m lepton_hpc.data synth linear`) or leave it empty")
-        try:
-            f = h5py.File(cfg.path, "r")
-        except OSError as exc:
-            raise UserError(f"data file {cfg.path} is not a readable HDF5 file ({exc})") from None
+        f = open_hdf5(cfg.path)
         self._file = f
         for key in (cfg.x_dataset, cfg.y_dataset):
             if key not in f or not isinstance(f[key], h5py.Dataset):

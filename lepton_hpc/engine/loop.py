@@ -123,7 +123,8 @@ class Loop:
             self.stop_reason = "direct"
             self._save()
             return EXIT_OK
-        metrics = MetricsWriter(ctx.out / "metrics.jsonl" if ctx.rank == 0 else None, append=self.s.step > 0)
+        metrics = C.agree(ctx.comm, MetricsWriter, ctx.out / "metrics.jsonl" if ctx.rank == 0 else None,
+                          self.s.step > 0, ctx.log)
         last_ckpt = self.s.step if ctx.resumed else -1
         window = (time.perf_counter(), 0, ctx.timer.snapshot())
         try:

@@ -180,6 +180,11 @@ def run_app(main: Callable[[MPI.Comm], int]) -> int:
         code = 1
     except USER_ERRORS as exc:
         code = _late_agree(comm, exc)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler is in place: nothing to save
+        if comm.rank == 0:
+            print("interrupted (Ctrl-C) before the first step: nothing was written", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     except BaseException as exc:  # noqa: BLE001 - any other failure must not hang the job
         abort_on_error(comm, exc)
     free(comm)

@@ -200,6 +200,16 @@ SECTIONS: dict[str, type] = {
 }
 
 
+#: Keys ``--resume auto`` lets a job file or ``--set`` change: none of them alters the state
+#: checkpointed so far, only when the run stops (steps, tol, patience, eta_floor), what it
+#: prints and records (log_every, trace), when it checkpoints (every, keep), and where the data
+#: file is (path) or how it is held (in_memory: the same bits streamed): the data fingerprint
+#: is checked on resume either way. Everything else (data, model, optimizer, solver, batches,
+#: the reduction, BLAS threads) can change the result or its bits, and is refused.
+RESUME_MUTABLE = ("train.steps", "train.tol", "train.patience", "train.eta_floor", "train.log_every",
+                  "metrics.trace", "checkpoint.every", "checkpoint.keep", "data.path", "data.in_memory")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     name: str

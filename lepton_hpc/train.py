@@ -37,12 +37,14 @@ def _resolve(args, comm):
     """Rank 0 parses the job; everyone gets the same config and run directory."""
     from . import comm as C
     from .config import load
+    from .engine.rundir import resume_config
 
     def parse():
-        cfg = load(args.job, args.overrides)
-        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.resume == "auto" and not args.out:
             raise UserError("--resume auto needs --out naming the run directory to continue")
+        cfg = resume_config(Path(args.out), args.job, args.overrides) if args.resume == "auto" else None
+        cfg = cfg or load(args.job, args.overrides)
+        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         return cfg, out
 
     return C.on_root(comm, parse)

@@ -28,8 +28,10 @@ import numpy as np
 
 from .. import comm as C
 from ..metrics import MetricsWriter, progress_line
+from .run import EXIT_INTERRUPT, STOP_INTERRUPT
 
 EXIT_OK, EXIT_ERROR, EXIT_REQUEUE = 0, 1, 75  # 75: checkpointed on a signal, needs more time
+# 130: checkpointed on SIGINT (Ctrl-C)
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Loop:
         self.s = LoopState()
         self.stop_reason = "steps"
         self.flag = C.StopFlag(ctx.comm)
+        self.stop_value = 0.0  # the agreed stop request (run.STOP_REQUEUE or run.STOP_INTERRUPT)
 
     # -- convergence --------------------------------------------------------------------
     def _converged(self, loss: float, grad_norm: float | None) -> str | None:
@@ -95,6 +98,7 @@ class Loop:
         with ctx.timer.phase("reduce", step):
             stop = self.flag.wait()
         if stop > 0:
+            self.stop_value = stop
             return "signal", None
         if not (math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm))):
             where = "" if eta is None else f" (eta={eta:.3e})"
@@ -144,6 +148,11 @@ class Loop:
             metrics.close()
         if last_ckpt != self.s.step:
             self._save()
+        if self.stop_reason == "signal" and self.stop_value >= STOP_INTERRUPT:
+            self.stop_reason = "interrupt"
+            ctx.log(f"interrupted (Ctrl-C): every rank stopped at step {self.s.step} and checkpointed it; "
+                    f"exiting with {EXIT_INTERRUPT} (continue with --resume auto; a second Ctrl-C aborts at once)")
+            return EXIT_INTERRUPT
         if self.stop_reason == "signal":
             ctx.log(f"signal received: checkpointed step {self.s.step}; exiting with {EXIT_REQUEUE} "
                     f"(resume with --resume auto)")

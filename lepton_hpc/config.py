@@ -52,7 +52,8 @@ class DataConfig:
     dtype: str = _key("float64", "storage dtype of X in memory (float32 halves memory and traffic)", ("float64", "float32"))
     in_memory: bool = _key(True, "hold the shard in memory; false streams it from disk block by block each step")
     w_dataset: str = _key("", "name of a per-row sample-weight dataset in data.path (empty: all weights 1)")
-    test_fraction: float = _key(0.0, "share of rows (or ratings) held out for testing, chosen by data.seed")
+    test_fraction: float = _key(0.0, "share of rows (or ratings) held out for testing, drawn per row from "
+                                     "(data.seed, global row): the same split at any chunk_rows and rank count")
     density: float = _key(0.05, "synthetic ratings (model.kind=mf): share of observed user-item entries")
     true_rank: int = _key(8, "synthetic ratings (model.kind=mf): rank of the ground-truth factors")
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..config import DataConfig
 from ..layout import Layout, chunk_range
 from .memory import check_fits
+from .split import held_out
 from .synthetic import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -49,6 +50,15 @@ def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
     """Rows per chunk slot: at least chunk_rows, and a whole number of 64-byte lines."""
     q = np.lcm(ALIGN_BYTES // np.gcd(ALIGN_BYTES, row_bytes), ALIGN_BYTES // 8)
     return int(-(-chunk_rows // q) * q)
+
+
+def chunk_digest(chunk: int, X: np.ndarray, y: np.ndarray) -> int:
+    """64-bit digest of global chunk ``chunk``'s id, X (storage dtype) and y (float64) bytes."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(int(chunk).to_bytes(8, "little"))
+    h.update(np.ascontiguousarray(X).data)
+    h.update(np.ascontiguousarray(y, dtype=np.float64).data)
+    return int.from_bytes(h.digest(), "little")
 
 
 def missing_file_hint(path: str) -> str:
@@ -167,10 +177,10 @@ class Shard:
             sw[mask] = 0.0
 
     def test_mask(self, chunk: int, n_rows: int) -> np.ndarray:
-        """Rows of ``chunk`` in the held-out split: drawn from (seed, chunk), not the rank count."""
-        if self.cfg.test_fraction <= 0:
-            return np.zeros(n_rows, dtype=bool)
-        return np.random.default_rng([self.cfg.seed, 3, chunk]).random(n_rows) < self.cfg.test_fraction
+        """Rows of ``chunk`` in the held-out split: drawn per row from (seed, global row), so neither
+        data.chunk_rows nor the rank count changes it (:mod:`lepton_hpc.data.split`)."""
+        lo = chunk_range(self.n_rows, self.chunk_rows, chunk)[0]
+        return held_out(self.cfg.seed, self.cfg.test_fraction, lo, lo + n_rows)
 
     def test_weights(self, i: int) -> np.ndarray | None:
         """Weights of local chunk ``i``'s held-out rows (0 for training rows); streamed: the current chunk."""
@@ -287,12 +297,8 @@ class Shard:
         return self.chunk_start(i) + int(np.argmin(ok))
 
     def chunk_digest(self, i: int, X: np.ndarray, y: np.ndarray) -> int:
-        """64-bit digest of one chunk's bytes and id; XOR over chunks is the fingerprint."""
-        h = hashlib.blake2b(digest_size=8)
-        h.update(int(self.chunks[i]).to_bytes(8, "little"))
-        h.update(np.ascontiguousarray(X).data)
-        h.update(np.ascontiguousarray(y).data)
-        return int.from_bytes(h.digest(), "little")
+        """64-bit digest of local chunk ``i``'s bytes and id; XOR over chunks is the fingerprint."""
+        return chunk_digest(int(self.chunks[i]), X, y)
 
     def describe(self) -> str:
         src = self.cfg.path or f"synthetic(seed={self.cfg.seed})"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mpirun import ROOT, rank_env, run_mpi
+from mpirun import ROOT, rank_env, run_mpi, summary
 
 SMALL = ["--set", "data.rows=2000", "--set", "data.cols=4", "--set", "data.chunk_rows=500",
          "--set", "train.steps=5"]
@@ -162,3 +162,19 @@ def test_synth_on_a_full_disk_leaves_no_tmp_file(small_disk):
     assert proc.returncode == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def test_held_out_split_is_the_same_at_any_chunk_rows_and_rank_count(tmp_path):
+    data = tmp_path / "d.h5"  # synthetic data depend on chunk_rows: a file keeps the rows fixed
+    assert data_cli("synth", "linear", "--rows", 3000, "--cols", 4, "--out", data).returncode == 0
+    base = ["--set", f"data.path={data}", "--set", "data.test_fraction=0.2", "--set", "train.steps=300",
+            "--set", "train.solver=gram", "--set", "optimizer.name=constant", "--set", "optimizer.learning_rate=0.9"]
+    runs = {}
+    for n, chunk_rows in ((2, 250), (3, 1000), (1, 3000)):
+        out = tmp_path / f"c{chunk_rows}"
+        assert run_mpi(n, ["--out", out, *base, "--set", f"data.chunk_rows={chunk_rows}"]).returncode == 0
+        runs[chunk_rows] = summary(out)["metrics"]["test"]
+    weights = {m["weight"] for m in runs.values()}
+    assert len(weights) == 1 and 500 < weights.pop() < 700  # the same held-out rows, about 20% of them
+    mses = [m["mse"] for m in runs.values()]
+    assert max(mses) - min(mses) < 1e-6 * max(mses)  # the same rows: the same model, the same test error

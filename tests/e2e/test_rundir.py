@@ -192,3 +192,60 @@ def test_a_second_ctrl_c_aborts_at_once(tmp_path):
     assert proc.returncode != 0
     from lepton_hpc import checkpoint
     assert checkpoint.latest_local(run / "checkpoints", warn=lambda m: None) is not None  # earlier ones intact
+
+
+def _synth(path, *args):
+    proc = subprocess.run([sys.executable, "-m", "lepton_hpc.data", "synth", *map(str, args), "--out", str(path)],
+                          capture_output=True, text=True, env=rank_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_evaluate_and_predict_check_the_data_fingerprint(tmp_path):
+    data, other = tmp_path / "d.h5", tmp_path / "other.h5"
+    _synth(data, "linear", "--rows", 2000, "--cols", 4)
+    _synth(other, "linear", "--rows", 2000, "--cols", 4, "--seed", 5)
+    run = tmp_path / "run"
+    assert run_mpi(2, ["--out", run, *SMALL, "--set", "train.steps=5", "--set", f"data.path={data}",
+                       "--set", "data.test_fraction=0.2"]).returncode == 0
+    fp = summary(run)["data"]["fingerprint"]
+    ok = run_mpi(3, [run], module="lepton_hpc.evaluate")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["data_check"] == {"path": str(data), "explicit": False, "fingerprint": fp,
+                                                   "training_fingerprint": fp, "same_as_training": True}
+    # the run's data file replaced since training: refused unless named with --data
+    data.write_bytes(other.read_bytes())
+    err = one_error(run_mpi(2, [run], module="lepton_hpc.evaluate"))
+    assert f"the data at {data} is not what" in err and f"pass --data {data} to score it anyway" in err
+    scored = run_mpi(2, [run, "--data", data], module="lepton_hpc.evaluate")
+    assert scored.returncode == 0, scored.stderr
+    check = json.loads(scored.stdout)["data_check"]
+    assert check["explicit"] is True and check["same_as_training"] is False and check["training_fingerprint"] == fp
+    assert json.loads((run / "evaluation-d.json").read_text())["data_check"] == check
+    # predict always names its data: it records whether they are the training data
+    _synth(tmp_path / "again.h5", "linear", "--rows", 2000, "--cols", 4)  # the training rows, byte for byte
+    for path, same in ((tmp_path / "again.h5", True), (other, False)):
+        pred = run_mpi(2, [run, "--data", path, "--out", tmp_path / "p.h5"], module="lepton_hpc.predict")
+        assert pred.returncode == 0, pred.stderr
+        assert json.loads(pred.stdout)["data_check"]["same_as_training"] is same
+        with h5py.File(tmp_path / "p.h5", "r") as f:
+            assert json.loads(f.attrs["data_check"])["same_as_training"] is same
+
+
+def test_predict_of_a_recommender_refuses_changed_ratings_unless_named(tmp_path):
+    ratings, other = tmp_path / "r.h5", tmp_path / "o.h5"
+    common = ["--users", 200, "--items", 50, "--rank", 4, "--density", 0.2, "--noise", 0.1, "--chunk-rows", 50]
+    _synth(ratings, "mf", *common)
+    _synth(other, "mf", *common, "--seed", 3)
+    run = tmp_path / "run"
+    job = ["--set", "model.kind=mf", "--set", "model.rank=4", "--set", "train.solver=als", "--set", "train.steps=2",
+           "--set", f"data.path={ratings}", "--set", "data.chunk_rows=50", "--set", "model.reg=1.0"]
+    assert run_mpi(2, ["--out", run, *job]).returncode == 0
+    args = [run, "--top-k", 3, "--out", tmp_path / "top.h5"]
+    ok = run_mpi(2, args, module="lepton_hpc.predict")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["data_check"]["same_as_training"] is True, ok.stderr
+    ratings.write_bytes(other.read_bytes())
+    err = one_error(run_mpi(2, args, module="lepton_hpc.predict"))
+    assert f"the ratings at {ratings} are not what" in err and f"pass --data {ratings}" in err
+    named = run_mpi(2, [*args, "--data", ratings], module="lepton_hpc.predict")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["data_check"]["same_as_training"] is False

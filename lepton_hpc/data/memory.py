@@ -72,3 +72,16 @@ def check_fits(n_rows: int, n_cols: int, itemsize: int, weighted: bool, busiest_
                     f"{human(per_rank)} per rank in memory at {where}, but the node has {human(available)} "
                     f"available (MemAvailable, {human(budget)} per rank); run on at least {ranks} ranks with "
                     f"{max(node_ranks, 1)} per node (memory like this node's), or {fix}")
+
+
+def check_budget(per_rank: float, node_ranks: int, what: str, fix: str, available: int | None = None) -> None:
+    """A UserError when ``per_rank`` bytes on each of ``node_ranks`` ranks exceed this node's memory.
+
+    ``what`` names the data (a sentence fragment), ``fix`` what would make it fit."""
+    available = available_bytes() if available is None else available
+    if available is None:
+        return
+    budget = HEADROOM * available / max(node_ranks, 1)
+    if per_rank > budget:
+        raise UserError(f"{what} needs {human(per_rank)} per rank ({node_ranks} rank(s) on this node), but the "
+                        f"node has {human(available)} available (MemAvailable, {human(budget)} per rank); {fix}")

@@ -108,6 +108,11 @@ def test_data_that_cannot_fit_in_memory_says_how_many_ranks_or_streaming_would(t
     assert re.search(r"needs [\d.]+ TiB per rank in memory at 2 rank\(s\)", err), err
     assert re.search(r"run on at least \d+ ranks", err) and "data.in_memory=false" in err, err
     assert not (tmp_path / "big").exists()
+    # the recommender's synthetic ratings: the same check, from its memory model
+    err = one_error(run_mpi(2, [ROOT / "jobs" / "mf_synthetic.toml", "--out", tmp_path / "mf",
+                                "--set", "data.rows=1e9"], timeout=60))
+    assert "needs" in err and "per rank" in err and "python -m lepton_hpc.problems.mf_memory" in err, err
+    assert not (tmp_path / "mf").exists()
 
 
 @pytest.fixture

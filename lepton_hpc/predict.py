@@ -181,7 +181,7 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
     return out
 
 
-def data_check(comm, snap, f, y, digests: list, n_rows: int, n_cols: int, dtype, path: str) -> dict:
+def data_check(comm, snap, y, digests: list, n_rows: int, n_cols: int, dtype, path: str) -> dict:
     """What predict records about its --data: the file's fingerprint (when it has the targets the
     fingerprint covers) against the training run's. Collective over ``comm``."""
     from . import comm as C
@@ -236,7 +236,7 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
         layout = Layout(n, model.chunk_rows, comm.size, comm.rank)
         digests: list = []
         local = C.agree(comm, predict_rows, model, X, layout, y, digests)
-        check = data_check(comm, snap, f, y, digests, n, model.n_features, model.dtype, data_path)
+        check = data_check(comm, snap, y, digests, n, model.n_features, model.dtype, data_path)
     finally:
         f.close()
     attrs = {"model_kind": model.kind, "checkpoint": str(snap.path), "step": snap.step, "data": str(data_path),

@@ -3,7 +3,8 @@
 Parse → build → run → close. Errors a user can fix end with one sentence
 from rank 0 and exit code 1 on every rank; any other exception on any rank
 aborts the whole job (MPI_Abort) instead of leaving the others hanging.
-Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM (requeue).
+Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM (requeue), 130 checkpointed
+on SIGINT (Ctrl-C; a second one aborts at once).
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m lepton_hpc.train",
         description="Train a model with MPI ranks (run under mpirun/srun). Exit codes: 0 done, "
-                    "1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time.",
+                    "1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time, 130 checkpointed on "
+                    "Ctrl-C (SIGINT).",
         epilog=help_text(), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", nargs="?", help="job TOML file (default: the packaged jobs/default.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
-    p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>)")
-    p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh); "
+    p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>); a fresh run needs it "
+                                 "absent or empty, and one run at a time holds it (OUT/.lock)")
+    p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh), with the "
+                                    "run's own config.toml (--set may change only steps, tol, patience, "
+                                    "eta_floor, log_every, trace, checkpoint cadence, data.path/in_memory); "
                                     "or a checkpoint file")
     return p.parse_args(argv)
 

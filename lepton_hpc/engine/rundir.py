@@ -99,7 +99,7 @@ class Lock:
 
     def release(self, clean: bool = False, unlink: bool = True) -> None:
         """Give the lock up; ``clean``: also remove the lock file and the folders this run made."""
-        if clean and unlink and self.made_file and self.fd is not None:
+        if clean and unlink and self.made_file:
             try:
                 self.path.unlink()  # while still holding it: a waiting run sees the file is gone
             except OSError:

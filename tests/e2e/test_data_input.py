@@ -3,7 +3,6 @@ files, files that are not HDF5, data too big for memory, a full disk while check
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys

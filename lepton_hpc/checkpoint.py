@@ -25,8 +25,10 @@ reading a checkpoint in one process (``lepton_hpc.load``) never imports mpi4py.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -112,19 +114,43 @@ def save(comm, directory: Path, step: int, parts: dict[str, Part], attrs: dict, 
     try:
         mine = _write_own_files(comm.rank, directory, step, parts, sharded, attrs)
     except OSError as exc:
-        mine = {"error": f"could not write a checkpoint to {directory}: {C.sentence(exc)}"}
+        mine = {"error": exc}
     reports = C.gather(comm, mine)
     message = None
     if comm.rank == 0:
         errors = [r["error"] for r in reports if "error" in r]
-        message = errors[0] if errors else None
-        if message is None:
+        failed = errors[0] if errors else None
+        if failed is None:
             try:
                 _commit(directory, step, reports, sharded, keep)
             except OSError as exc:
-                message = f"could not commit a checkpoint in {directory}: {C.sentence(exc)}"
+                failed = exc
+        if failed is not None:
+            message = _failed_save(directory, step, failed)
     C.check(comm, message)
     return main_file(directory, step)
+
+
+def os_reason(exc: OSError) -> str:
+    """The plain reason of an OSError ("No space left on device"), without h5py's dump."""
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _failed_save(directory: Path, step: int, exc: OSError) -> str:
+    """Rank 0: drop the uncommitted step's files (space back) and say what is left intact."""
+    if step not in list_steps(directory):
+        try:
+            remove_step(directory, step)
+        except OSError:
+            pass
+    kept = list_steps(directory)
+    intact = (f"the committed checkpoints (steps {', '.join(map(str, kept))}) are intact and --resume auto "
+              f"continues from step {kept[-1]}" if kept else "no earlier checkpoint was written")
+    hint = "; free space there (or lower checkpoint.keep) and" if exc.errno == errno.ENOSPC else "; fix it and"
+    return (f"could not write checkpoint step {step} to {directory}: {os_reason(exc)}{hint} run again: "
+            f"{intact}")
 
 
 def _write_own_files(rank: int, directory: Path, step: int, parts: dict, sharded: dict, attrs: dict) -> dict:

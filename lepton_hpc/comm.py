@@ -72,6 +72,15 @@ def free(comm: MPI.Comm) -> None:
     comm.Free()
 
 
+def node_size(comm: MPI.Comm) -> int:
+    """How many ranks of ``comm`` share this rank's node (its memory). Collective over ``comm``."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return node.Get_size()
+    finally:
+        node.Free()
+
+
 def library_version() -> str:
     return MPI.Get_library_version().splitlines()[0].strip()
 
@@ -171,6 +180,11 @@ def run_app(main: Callable[[MPI.Comm], int]) -> int:
         code = 1
     except USER_ERRORS as exc:
         code = _late_agree(comm, exc)
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handler is in place: nothing to save
+        if comm.rank == 0:
+            print("interrupted (Ctrl-C) before the first step: nothing was written", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(130)
     except BaseException as exc:  # noqa: BLE001 - any other failure must not hang the job
         abort_on_error(comm, exc)
     free(comm)

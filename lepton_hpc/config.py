@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from importlib import resources
@@ -51,7 +52,8 @@ class DataConfig:
     dtype: str = _key("float64", "storage dtype of X in memory (float32 halves memory and traffic)", ("float64", "float32"))
     in_memory: bool = _key(True, "hold the shard in memory; false streams it from disk block by block each step")
     w_dataset: str = _key("", "name of a per-row sample-weight dataset in data.path (empty: all weights 1)")
-    test_fraction: float = _key(0.0, "share of rows (or ratings) held out for testing, chosen by data.seed")
+    test_fraction: float = _key(0.0, "share of rows (or ratings) held out for testing, drawn per row from "
+                                     "(data.seed, global row): the same split at any chunk_rows and rank count")
     density: float = _key(0.05, "synthetic ratings (model.kind=mf): share of observed user-item entries")
     true_rank: int = _key(8, "synthetic ratings (model.kind=mf): rank of the ground-truth factors")
 
@@ -208,6 +210,16 @@ SECTIONS: dict[str, type] = {
 }
 
 
+#: Keys ``--resume auto`` lets a job file or ``--set`` change: none of them alters the state
+#: checkpointed so far, only when the run stops (steps, tol, patience, eta_floor), what it
+#: prints and records (log_every, trace), when it checkpoints (every, keep), and where the data
+#: file is (path) or how it is held (in_memory: the same bits streamed): the data fingerprint
+#: is checked on resume either way. Everything else (data, model, optimizer, solver, batches,
+#: the reduction, BLAS threads) can change the result or its bits, and is refused.
+RESUME_MUTABLE = ("train.steps", "train.tol", "train.patience", "train.eta_floor", "train.log_every",
+                  "metrics.trace", "checkpoint.every", "checkpoint.keep", "data.path", "data.in_memory")
+
+
 @dataclass(frozen=True)
 class JobConfig:
     name: str
@@ -326,22 +338,45 @@ def build(raw: dict[str, Any], name: str, overrides: list[str] = ()) -> JobConfi
     return JobConfig(name=name, **parts)
 
 
-def load(path: str | None, overrides: list[str] = ()) -> JobConfig:
-    """Load a job file (None: the packaged default job) and apply overrides."""
+def _absolute(path: str, base: Path) -> str:
+    return path if not path or os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
+
+
+def _absolute_overrides(overrides) -> list[str]:
+    """``--set data.path=REL`` is the shell's: relative to the current directory."""
+    out = []
+    for item in overrides:
+        section, key, value = _parse_override(item)
+        if (section, key) == ("data", "path") and isinstance(value, str):
+            item = f"data.path={_toml_value(_absolute(value, Path.cwd()))}"
+        out.append(item)
+    return out
+
+
+def load(path: str | None, overrides: list[str] = (), relative_to: Path | None = None) -> JobConfig:
+    """Load a job file (None: the packaged default job) and apply overrides.
+
+    A relative ``data.path`` in the file is read from the job file's folder
+    (``relative_to`` when given); one given with ``--set`` from the current
+    directory. The config holds it as an absolute path.
+    """
     if path is None:
         text = resources.files("lepton_hpc").joinpath("jobs/default.toml").read_text()
-        name = "default"
+        name, base = "default", Path.cwd()
     else:
         p = Path(path)
         if not p.is_file():
             raise UserError(f"job file {path} does not exist")
         text = p.read_text()
-        name = p.stem
+        name, base = p.stem, p.parent.absolute()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"job file {path or 'default.toml'} is not valid TOML: {exc}") from None
-    return build(raw, name, overrides)
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        data["path"] = _absolute(data["path"], relative_to or base)
+    return build(raw, name, _absolute_overrides(overrides))
 
 
 def help_text(cfg: JobConfig | None = None) -> str:

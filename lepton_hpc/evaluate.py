@@ -7,6 +7,10 @@ matrix. Without --data it scores the run's own data, train and held-out test
 split separately; with --data it scores every row of that file. Prints JSON
 and writes ``RUN_DIR/evaluation.json`` (``evaluation-<file>.json`` with --data).
 
+The data are checked against the checkpoint's fingerprint: without --data, data that
+changed since training are refused; with --data any file is scored and the output's
+``data_check`` records whether it is the training data (``same_as_training``).
+
 Classifiers name their classes: ``classes`` (the checkpoint attr, else the data's, else
 null) and the confusion matrix ``{"labels", "counts"[, "weighted"]}`` with integer counts.
 A --data file whose ``classes`` differ from the model's is refused.
@@ -37,14 +41,15 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     def read():
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"{run_dir} is not a run directory (no config.toml)")
-        cfg = load(str(run_dir / "config.toml"))
+        cfg = load(str(run_dir / "config.toml"), relative_to=Path.cwd())
         state = checkpoint.latest_local(run_dir / "checkpoints", warn=lambda m: None)
         if state is None:
             raise UserError(f"no checkpoint in {run_dir / 'checkpoints'} to evaluate")
         classes = state.attrs.get("classes")
-        return cfg, state.replicated("model/"), None if classes is None else json.loads(classes)
+        trained = {"fingerprint": state.attrs.get("data_fingerprint"), "checkpoint": str(state.path)}
+        return cfg, state.replicated("model/"), None if classes is None else json.loads(classes), trained
 
-    cfg, arrays, classes = C.on_root(comm, read)
+    cfg, arrays, classes, trained = C.on_root(comm, read)
     if cfg.model.kind not in ("linear", "logistic", "softmax"):
         raise C.JobError(f"evaluate scores linear, logistic and softmax runs, not model.kind={cfg.model.kind}", 0)
     data = cfg.data
@@ -53,14 +58,31 @@ def _setup(run_dir: Path, data_path: str | None, comm):
     W = np.asarray(arrays["model/w"])
     n_classes = W.shape[1] if W.ndim == 2 else 1
     gen = None if data.path or cfg.model.kind == "linear" else chunk_generator(cfg.model.kind, data, n_classes)
-    shard = C.agree(comm, Shard, data, comm.size, comm.rank, gen)
+    shard = C.agree(comm, Shard, data, comm.size, comm.rank, gen, node_ranks=C.node_size(comm))
     if shard.n_cols != W.shape[0]:
         raise C.JobError(f"the data has {shard.n_cols} columns but the model was trained on {W.shape[0]}", 0)
     kernel = make_kernel(cfg.model.kind, shard.n_cols, cfg.model.fit_intercept, shard.chunk_rows, shard.dtype,
                          n_classes)
     parts = [W.ravel()] + ([np.asarray(arrays["model/b"]).ravel()] if cfg.model.fit_intercept else [])
     labels = C.agree(comm, _labels, cfg.model.kind, classes, shard, n_classes)
-    return cfg, shard, kernel, np.concatenate(parts), n_classes, labels
+    check = _check_data(comm, shard, trained, data_path)
+    return cfg, shard, kernel, np.concatenate(parts), n_classes, labels, check
+
+
+def _check_data(comm, shard, trained: dict, data_path: str | None) -> dict:
+    """The data's fingerprint against the checkpoint's. The run's own data (no --data) must be what
+    the model was trained on; other data is scored only when --data names it, and recorded. Collective."""
+    from . import comm as C
+    from .problems.glm_reference import data_fingerprint
+
+    got, want = data_fingerprint(comm, shard), trained["fingerprint"]
+    same = None if not want else got == want
+    if data_path is None and same is False:
+        raise C.JobError(f"the data at {shard.cfg.path or 'the synthetic source'} is not what {trained['checkpoint']} "
+                         f"was trained on (fingerprint {got}, the checkpoint's {want}): it changed since "
+                         f"training; pass --data {shard.cfg.path or 'FILE.h5'} to score it anyway", 0)
+    return {"path": shard.cfg.path or None, "explicit": data_path is not None, "fingerprint": got,
+            "training_fingerprint": want, "same_as_training": same}
 
 
 def _labels(kind: str, classes: list | None, shard, n_classes: int) -> list | None:
@@ -83,17 +105,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog=prog("evaluate"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="the --out directory of a training run (its newest committed checkpoint)")
-    p.add_argument("--data", help="score this HDF5 file (all rows) instead of the run's own data")
+    p.add_argument("--data", help="score this HDF5 file (all rows) instead of the run's own data; without it "
+                                  "the run's data must be what the model was trained on (fingerprint)")
     args = p.parse_args(argv)
     from . import comm as C
     from .problems.glm_metrics import evaluate
 
     def score(comm) -> int:
         run_dir = Path(args.run_dir)
-        cfg, shard, kernel, theta, k, labels = _setup(run_dir, args.data, comm)
+        cfg, shard, kernel, theta, k, labels, check = _setup(run_dir, args.data, comm)
         splits = ["all"] if args.data else ["train"] + (["test"] if cfg.data.test_fraction > 0 else [])
         result = {"run_dir": str(run_dir), "model": cfg.model.kind, "data": shard.describe(),
-                  "world_size": comm.size}
+                  "data_check": check, "world_size": comm.size}
         if cfg.model.kind != "linear":
             result["classes"] = labels
         for split in splits:

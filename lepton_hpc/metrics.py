@@ -100,17 +100,30 @@ def duration(seconds: float) -> str:
 class MetricsWriter:
     """metrics.jsonl on rank 0 (a no-op on other ranks)."""
 
-    def __init__(self, path: Path | None, append: bool):
+    def __init__(self, path: Path | None, append: bool, warn=print):
         self._fh = open(path, "a" if append else "w") if path is not None else None
+        self._warn = warn
 
     def write(self, rec: dict) -> None:
-        if self._fh is not None:
+        """Append one record; a failed write (a full disk) is reported once and recording stops,
+        so rank 0 never leaves the others waiting (the next checkpoint reports the disk)."""
+        if self._fh is None:
+            return
+        try:
             self._fh.write(json.dumps(rec) + "\n")
             self._fh.flush()
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            self._warn(f"warning: could not append to {self._fh.name} ({reason}); metrics are no longer recorded")
+            self.close()
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError:
+                pass
 
 
 def git_sha() -> str | None:

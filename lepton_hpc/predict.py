@@ -43,7 +43,7 @@ def _config(snap, run_dir: Path):
     if not snap.attrs.get("config"):
         if not (run_dir / "config.toml").is_file():
             raise UserError(f"checkpoint {snap.path} records no config and {run_dir} has no config.toml")
-        return load(str(run_dir / "config.toml"))
+        return load(str(run_dir / "config.toml"), relative_to=Path.cwd())
     return run_config(snap)
 
 
@@ -122,9 +122,11 @@ def open_features(path: str, x_dataset: str, model: GLMModel):
     d = model.n_features
     if not Path(path).is_file():
         raise UserError(f"data file {path} does not exist; pass an HDF5 file with /{x_dataset} of shape (n, {d})")
-    if not h5py.is_hdf5(path):
-        raise UserError(f"data file {path} is not HDF5; the model expects /{x_dataset} of shape (n, {d}): "
-                        f"{IMPORT_HINT}")
+    from .data.sniff import describe_non_hdf5
+
+    what = describe_non_hdf5(path)
+    if what is not None:
+        raise UserError(f"{what} (the model expects /{x_dataset} of shape (n, {d}))")
     f = h5py.File(path, "r")
     try:
         X = f.get(x_dataset)
@@ -156,20 +158,44 @@ def _check_names(X, f, path: str, model: GLMModel) -> None:
                         f"{want[i] if i < len(want) else 'none'!r} (expected features: {', '.join(want)})")
 
 
-def predict_rows(model: GLMModel, X, layout) -> dict:
-    """This rank's predictions (one array per output), computed one logical chunk at a time."""
-    from .data.shard import aligned_empty
+def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None) -> dict:
+    """This rank's predictions (one array per output), computed one logical chunk at a time.
+
+    With ``y`` (the file's targets) and a ``digests`` list, each chunk's data digest is appended
+    (the training run's fingerprint is their XOR, :func:`data_check`)."""
+    from .data.shard import aligned_empty, chunk_digest
 
     lo, hi = layout.rows()
     out = {name: np.empty((hi - lo, *shape[1:]), dtype=dt if dt is not None and np.dtype(dt) != object else object)
            for name, (shape, dt) in model.outputs(hi - lo).items()}
     buf = aligned_empty((model.chunk_rows, model.n_features), model.dtype)
+    ybuf = np.empty(model.chunk_rows)
     for c in layout.chunks():
         a, b = layout.chunk_rows_range(c)
         X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+        if y is not None and digests is not None:
+            y.read_direct(ybuf, np.s_[a:b], np.s_[0:b - a])
+            digests.append(chunk_digest(c, buf[:b - a], ybuf[:b - a]))
         for name, arr in model.predict(buf[:b - a]).items():
             out[name][a - lo:b - lo] = arr
     return out
+
+
+def data_check(comm, snap, y, digests: list, n_rows: int, n_cols: int, dtype, path: str) -> dict:
+    """What predict records about its --data: the file's fingerprint (when it has the targets the
+    fingerprint covers) against the training run's. Collective over ``comm``."""
+    from . import comm as C
+
+    want = snap.attrs.get("data_fingerprint")
+    got = None
+    if y is not None:
+        digest = 0
+        for d in digests:
+            digest ^= d
+        got = f"{C.allreduce_bxor(comm, digest):016x}-{n_rows}x{n_cols}-{np.dtype(dtype).name}"
+    same = None if got is None or not want else got == want
+    return {"path": str(path), "explicit": True, "fingerprint": got, "training_fingerprint": want,
+            "same_as_training": same}
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -204,14 +230,19 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
     f, X = C.agree(comm, open_features, data_path, cfg.data.x_dataset, model)
     try:
         n = X.shape[0]
+        y = f.get(cfg.data.y_dataset)
+        y = y if getattr(y, "shape", None) == (n,) and y.dtype.kind in "fiu" else None
+        y = None if C.allreduce_min_ints(comm, [y is not None])[0] == 0 else y
         layout = Layout(n, model.chunk_rows, comm.size, comm.rank)
-        local = C.agree(comm, predict_rows, model, X, layout)
+        digests: list = []
+        local = C.agree(comm, predict_rows, model, X, layout, y, digests)
+        check = data_check(comm, snap, y, digests, n, model.n_features, model.dtype, data_path)
     finally:
         f.close()
     attrs = {"model_kind": model.kind, "checkpoint": str(snap.path), "step": snap.step, "data": str(data_path),
-             "rows": n}
+             "rows": n, "data_check": json.dumps(check)}
     write_output(comm, out_path, layout.rows()[0], local, model.outputs(n), attrs)
-    return {"rows": n, "outputs": sorted(local)}
+    return {"rows": n, "outputs": sorted(local), "data_check": check}
 
 
 # -- the CLI -------------------------------------------------------------------------------

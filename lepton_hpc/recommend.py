@@ -76,9 +76,29 @@ def predict_top_k(comm, snap, cfg, k: int | None, data_path: str | None, out_pat
         raise C.JobError("--top-k K is required for a recommender (model.kind=mf) run")
     data = cfg.data if not data_path else dataclasses.replace(cfg.data, path=data_path)
     shard = C.agree(comm, RatingsShard, data, comm.size, comm.rank)
+    check = _check_ratings(comm, snap, shard, data_path)
     items, scores = C.agree(comm, recommend_rows, snap, shard, k)
     n = shard.n_users
     specs = {"items": ((n, k), np.int64), "scores": ((n, k), np.float64)}
     attrs = {"model_kind": "mf", "checkpoint": str(snap.path), "step": snap.step, "top_k": k, "users": n}
     write_output(comm, out_path, shard.user_lo, {"items": items, "scores": scores}, specs, attrs)
-    return {"users": n, "top_k": k}
+    return {"users": n, "top_k": k, "data_check": check}
+
+
+def _check_ratings(comm, snap, shard, data_path: str | None) -> dict:
+    """The ratings' digest against the training run's fingerprint: the run's own data (no --data)
+    must be unchanged; other ratings only when --data names them. Collective over ``comm``."""
+    from . import comm as C
+
+    digest = 0
+    for b in shard.blocks:
+        digest ^= b.digest()
+    got = f"{C.allreduce_bxor(comm, digest):016x}"
+    want = snap.attrs.get("data_fingerprint") or ""
+    same = None if not want else want.split("-", 1)[0] == got
+    if data_path is None and same is False:
+        raise C.JobError(f"the ratings at {shard.cfg.path or 'the synthetic source'} are not what {snap.path} "
+                         f"was trained on (fingerprint {got}, the checkpoint's {want}): they changed since "
+                         f"training; pass --data {shard.cfg.path or 'FILE.h5'} to use them anyway", 0)
+    return {"path": shard.cfg.path or None, "explicit": data_path is not None, "fingerprint": got,
+            "training_fingerprint": want, "same_as_training": same}

@@ -3,7 +3,9 @@
 Parse → build → run → close. Errors a user can fix end with one sentence
 from rank 0 and exit code 1 on every rank; any other exception on any rank
 aborts the whole job (MPI_Abort) instead of leaving the others hanging.
-Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM (requeue).
+Exit codes: 0 done, 1 error, 3 not converged (train.require_convergence), 75 checkpointed on
+SIGUSR1/SIGTERM (requeue), 130 checkpointed
+on SIGINT (Ctrl-C; a second one aborts at once).
 """
 
 from __future__ import annotations
@@ -45,7 +47,9 @@ def parser(argv=()) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog("train"),
         description="Train a model with MPI ranks (run under mpirun/srun).\n"
-                    "Exit codes: 0 done, 1 error, 75 checkpointed on SIGUSR1/SIGTERM and needs more time.\n"
+                    "Exit codes: 0 done, 1 error, 3 stopped short of train.tol with\n"
+                    "train.require_convergence, 75 checkpointed on SIGUSR1/SIGTERM and needs more time,\n"
+                    "130 checkpointed on Ctrl-C (SIGINT).\n"
                     "--help after a job file (or --job FILE) shows that job's values; the sections\n"
                     "its model.kind does not read are hidden.",
         epilog=help_epilog(argv) if wants_help else None,
@@ -54,8 +58,11 @@ def parser(argv=()) -> argparse.ArgumentParser:
     p.add_argument("--job", dest="job_option", metavar="JOB", help="the job file, as an option (same as JOB)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config key (repeatable)")
-    p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>)")
-    p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh); "
+    p.add_argument("--out", help="run directory (default runs/<job>-<timestamp>); a fresh run needs it "
+                                 "absent or empty, and one run at a time holds it (OUT/.lock)")
+    p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh), with the "
+                                    "run's own config.toml (--set may change only steps, tol, patience, "
+                                    "eta_floor, log_every, trace, checkpoint cadence, data.path/in_memory); "
                                     "or a checkpoint file")
     p.add_argument("-q", "--quiet", action="count", default=0,
                    help="less output: -q only the final line, warnings and errors; -qq no final line")
@@ -79,12 +86,14 @@ def _resolve(args, comm):
     """Rank 0 parses the job; everyone gets the same config and run directory."""
     from . import comm as C
     from .config import load
+    from .engine.rundir import resume_config
 
     def parse():
-        cfg = load(args.job, args.overrides)
-        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         if args.resume == "auto" and not args.out:
             raise UserError("--resume auto needs --out naming the run directory to continue")
+        cfg = resume_config(Path(args.out), args.job, args.overrides) if args.resume == "auto" else None
+        cfg = cfg or load(args.job, args.overrides)
+        out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         return cfg, out
 
     return C.on_root(comm, parse)
@@ -108,8 +117,10 @@ def run(args, comm) -> int:
                      "work over N ranks")
     with threadpool_limits(limits=threads_per_rank(cfg.train.threads)):
         code, summary = run_job(cfg, comm, Path(out), args.resume, restore_signals=False)
+    from . import comm as C
+
+    C.on_root(comm, write_json, Path(out) / "summary.json", summary)
     if comm.rank == 0:
-        write_json(Path(out) / "summary.json", summary)
         log.emit(final_line(summary, code, out), log.RESULT)
     return code
 

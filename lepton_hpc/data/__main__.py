@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 import h5py
@@ -25,6 +26,7 @@ import numpy as np
 from ..layout import chunk_range, n_chunks
 from .atomic import atomic_path
 from .classification import synth_classification
+from .memory import human
 from .importers import TASKS, run_import
 from .synthetic.linear import linear_chunk, true_weights
 from ..errors import UserError
@@ -51,10 +53,39 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
                         "seed": seed, "chunk_rows": chunk_rows})
 
 
+def check_out(out: str, n_bytes: float = 0) -> None:
+    """``--out`` must name a file in an existing folder with room for about ``n_bytes`` (uncompressed):
+    one sentence otherwise, before any work (HDF5 itself reports a full disk badly)."""
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UserError(f"cannot write {out}: the folder {folder} does not exist (create it first)")
+    if os.path.isdir(out):
+        raise UserError(f"cannot write {out}: it is a folder; --out names the HDF5 file to write")
+    free = shutil.disk_usage(folder).free
+    if n_bytes > free:
+        raise UserError(f"cannot write {out}: it needs about {human(n_bytes)} but {folder} has {human(free)} "
+                        f"free; free space there or write elsewhere")
+
+
+def synth_bytes(args) -> float:
+    """About how many bytes ``synth`` writes (uncompressed): X, y (dense) or the COO triples (mf)."""
+    if args.cmd != "synth":
+        return 0
+    if args.kind == "mf":  # int32 row, int32 col, float64 value per rating
+        return args.users * args.items * args.density * 16 + 4096
+    itemsize = 4 if args.dtype == "float32" else 8
+    return args.rows * (args.cols * itemsize + 8) + 4096
+
+
 def info(path: str) -> str:
     """A description of every dataset and attribute in an HDF5 file."""
+    from .sniff import describe_non_hdf5
+
     if not os.path.isfile(path):
         raise UserError(f"{path} does not exist")
+    what = describe_non_hdf5(path)
+    if what is not None:
+        raise UserError(what)
     lines = [f"{path} ({os.path.getsize(path) / 2**20:.1f} MiB)"]
     def attr_lines(attrs, indent):
         for key, value in attrs.items():
@@ -168,11 +199,13 @@ def _run(args) -> None:
 def main(argv=None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
+        if args.cmd in ("synth", "import"):
+            check_out(args.out, synth_bytes(args))
         _run(args)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    return 0  # (a write that still fails midway leaves no file: the atomic writer drops its .tmp)
 
 
 if __name__ == "__main__":

@@ -193,6 +193,11 @@ class RatingsShard:
             raise UserError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
                              f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
                              f"empty for synthetic ratings")
+        from .sniff import describe_non_hdf5
+
+        what = describe_non_hdf5(path)
+        if what is not None:
+            raise UserError(what)
         try:
             f = h5py.File(path, "r")
         except OSError as exc:

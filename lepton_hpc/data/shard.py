@@ -17,6 +17,8 @@ import numpy as np
 
 from ..config import DataConfig
 from ..layout import Layout, chunk_range
+from .memory import check_fits
+from .split import held_out
 from .synthetic import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -50,6 +52,47 @@ def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
     return int(-(-chunk_rows // q) * q)
 
 
+def chunk_digest(chunk: int, X: np.ndarray, y: np.ndarray) -> int:
+    """64-bit digest of global chunk ``chunk``'s id, X (storage dtype) and y (float64) bytes."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(int(chunk).to_bytes(8, "little"))
+    h.update(np.ascontiguousarray(X).data)
+    h.update(np.ascontiguousarray(y, dtype=np.float64).data)
+    return int.from_bytes(h.digest(), "little")
+
+
+def missing_file_hint(path: str) -> str:
+    """The sentence for a data file that is not there: the exact import command for the bundled
+    scikit-learn sets (``data/diabetes.h5``...), else how to make one."""
+    from .importers import SKLEARN_SETS
+
+    where = os.path.abspath(path)
+    stem = os.path.splitext(os.path.basename(where))[0]
+    if stem in SKLEARN_SETS:
+        folder = os.path.dirname(where)
+        mkdir = "" if os.path.isdir(folder) else f"mkdir -p {folder} && "
+        return (f"data file {where} does not exist; make it with "
+                f"`{mkdir}python -m lepton_hpc.data import sklearn:{stem} --out {where}`")
+    return (f"data file {where} does not exist (a relative data.path is read from the job file's folder); "
+            f"set data.path to an HDF5 file (make one with `python -m lepton_hpc.data synth linear` or "
+            f"`python -m lepton_hpc.data import`) or leave it empty for synthetic data")
+
+
+def open_hdf5(path: str) -> h5py.File:
+    """``path`` opened read-only; a UserError naming what it is when it is missing or not HDF5."""
+    from .sniff import describe_non_hdf5
+
+    if not os.path.isfile(path):
+        raise UserError(missing_file_hint(path))
+    what = describe_non_hdf5(path)
+    if what is not None:
+        raise UserError(what)
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise UserError(f"data file {path} is not a readable HDF5 file ({exc})") from None
+
+
 class Shard:
     """The chunks ``chunks`` of a data set with ``n_rows`` rows and ``n_cols`` columns.
 
@@ -76,7 +119,7 @@ class Shard:
     none, and always None for synthetic data. Every rank reads the same attrs.
     """
 
-    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
+    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None, node_ranks: int = 1):
         self.cfg = cfg
         self.dtype = np.dtype(cfg.dtype)
         self._file = None
@@ -103,6 +146,8 @@ class Shard:
         self.in_memory = cfg.in_memory
         slots = len(self.chunks) if self.in_memory else min(1, len(self.chunks))
         self.stride = _stride_rows(self.chunk_rows, self.n_cols * self.dtype.itemsize)
+        check_fits(self.n_rows, self.n_cols, self.dtype.itemsize, self.weighted,
+                   self.layout.max_local_chunks * self.stride, self.stride, size, node_ranks, self.in_memory)
         if not self.in_memory:
             self.stride = min(self.stride, max(self.n_local, 1) + 8)
         # One buffer each; chunk slot i holds rows [i*stride, i*stride + m_i).
@@ -132,10 +177,10 @@ class Shard:
             sw[mask] = 0.0
 
     def test_mask(self, chunk: int, n_rows: int) -> np.ndarray:
-        """Rows of ``chunk`` in the held-out split: drawn from (seed, chunk), not the rank count."""
-        if self.cfg.test_fraction <= 0:
-            return np.zeros(n_rows, dtype=bool)
-        return np.random.default_rng([self.cfg.seed, 3, chunk]).random(n_rows) < self.cfg.test_fraction
+        """Rows of ``chunk`` in the held-out split: drawn per row from (seed, global row), so neither
+        data.chunk_rows nor the rank count changes it (:mod:`lepton_hpc.data.split`)."""
+        lo = chunk_range(self.n_rows, self.chunk_rows, chunk)[0]
+        return held_out(self.cfg.seed, self.cfg.test_fraction, lo, lo + n_rows)
 
     def test_weights(self, i: int) -> np.ndarray | None:
         """Weights of local chunk ``i``'s held-out rows (0 for training rows); streamed: the current chunk."""
@@ -162,13 +207,7 @@ class Shard:
 
     # -- opening -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
-        if not os.path.isfile(cfg.path):
-            raise UserError(f"data file {cfg.path} does not exist; set data.path to an HDF5 file "
-                             f"(make one with `python -m lepton_hpc.data synth linear`) or leave it empty")
-        try:
-            f = h5py.File(cfg.path, "r")
-        except OSError as exc:
-            raise UserError(f"data file {cfg.path} is not a readable HDF5 file ({exc})") from None
+        f = open_hdf5(cfg.path)
         self._file = f
         for key in (cfg.x_dataset, cfg.y_dataset):
             if key not in f or not isinstance(f[key], h5py.Dataset):
@@ -258,12 +297,8 @@ class Shard:
         return self.chunk_start(i) + int(np.argmin(ok))
 
     def chunk_digest(self, i: int, X: np.ndarray, y: np.ndarray) -> int:
-        """64-bit digest of one chunk's bytes and id; XOR over chunks is the fingerprint."""
-        h = hashlib.blake2b(digest_size=8)
-        h.update(int(self.chunks[i]).to_bytes(8, "little"))
-        h.update(np.ascontiguousarray(X).data)
-        h.update(np.ascontiguousarray(y).data)
-        return int.from_bytes(h.digest(), "little")
+        """64-bit digest of local chunk ``i``'s bytes and id; XOR over chunks is the fingerprint."""
+        return chunk_digest(int(self.chunks[i]), X, y)
 
     def describe(self) -> str:
         src = self.cfg.path or f"synthetic(seed={self.cfg.seed})"

@@ -26,7 +26,7 @@ def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = 
     try:
         problem = C.agree(comm, cls, ctx)
         C.agree(comm, ctx.check_world)
-        C.on_root(comm, ctx.check_out_dir)
+        C.on_root(comm, ctx.claim_out_dir)
         problem.setup()
         ctx.fingerprint = problem.fingerprint
         loop = Loop(ctx, problem)
@@ -36,6 +36,10 @@ def run_job(cfg, comm, out, resume: str | None = None, ctx: RunContext | None = 
         C.on_root(comm, ctx.prepare_out_dir, checkpoints=problem.checkpoints)
         code = loop.run()
         return code, summarize(ctx, problem, loop, code)
+    except C.JobError:  # raised on every rank together: a start that failed is undone before any returns
+        ctx.release_out_dir()
+        C.barrier(comm)
+        raise
     finally:
         if problem is not None:
             problem.close()

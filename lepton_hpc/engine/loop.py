@@ -28,9 +28,11 @@ import numpy as np
 
 from .. import comm as C
 from ..metrics import MetricsWriter, progress_line
+from .run import EXIT_INTERRUPT, STOP_INTERRUPT
 
 EXIT_OK, EXIT_ERROR, EXIT_NOT_CONVERGED, EXIT_REQUEUE = 0, 1, 3, 75
-# 3: stopped short of train.tol with train.require_convergence; 75: checkpointed on a signal
+# 3: stopped short of train.tol with train.require_convergence; 75: checkpointed on a signal;
+# 130: checkpointed on SIGINT (Ctrl-C)
 CONVERGED = ("tol", "plateau", "direct")
 
 
@@ -53,6 +55,7 @@ class Loop:
         self.s = LoopState()
         self.stop_reason = "steps"
         self.flag = C.StopFlag(ctx.comm)
+        self.stop_value = 0.0  # the agreed stop request (run.STOP_REQUEUE or run.STOP_INTERRUPT)
 
     @property
     def converged(self) -> bool:
@@ -102,6 +105,7 @@ class Loop:
         with ctx.timer.phase("reduce", step):
             stop = self.flag.wait()
         if stop > 0:
+            self.stop_value = stop
             return "signal", None
         if not (math.isfinite(loss) and (grad_norm is None or math.isfinite(grad_norm))):
             where = "" if eta is None else f" (eta={eta:.3e})"
@@ -130,7 +134,8 @@ class Loop:
             self.stop_reason = "direct"
             self._save()
             return EXIT_OK
-        metrics = MetricsWriter(ctx.out / "metrics.jsonl" if ctx.rank == 0 else None, append=self.s.step > 0)
+        metrics = C.agree(ctx.comm, MetricsWriter, ctx.out / "metrics.jsonl" if ctx.rank == 0 else None,
+                          self.s.step > 0, ctx.log)
         last_ckpt = self.s.step if ctx.resumed else -1
         window = (time.perf_counter(), 0, ctx.timer.snapshot())
         try:
@@ -150,6 +155,11 @@ class Loop:
             metrics.close()
         if last_ckpt != self.s.step:
             self._save()
+        if self.stop_reason == "signal" and self.stop_value >= STOP_INTERRUPT:
+            self.stop_reason = "interrupt"
+            ctx.log(f"interrupted (Ctrl-C): every rank stopped at step {self.s.step} and checkpointed it; "
+                    f"exiting with {EXIT_INTERRUPT} (continue with --resume auto; a second Ctrl-C aborts at once)")
+            return EXIT_INTERRUPT
         if self.stop_reason == "signal":
             ctx.log(f"signal received: checkpointed step {self.s.step}; exiting with {EXIT_REQUEUE} "
                     f"(resume with --resume auto)")

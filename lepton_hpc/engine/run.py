@@ -9,16 +9,22 @@ import time
 from pathlib import Path
 
 from .. import checkpoint, comm as C
+from . import rundir
 from ..data.atomic import write_text
 from ..errors import UserError
 from ..log import emit
 from ..metrics import PhaseTimer
 
 
+#: ``stop_signal`` values, agreed across the ranks with MAX: an interrupt wins over a requeue request
+STOP_REQUEUE, STOP_INTERRUPT = 1, 2
+EXIT_INTERRUPT = 130  # 128 + SIGINT, the shell's code for a Ctrl-C
+
+
 class RunContext:
     """Parameters: ``cfg`` (JobConfig), ``comm``, ``out`` (run directory, the same on every rank),
     ``resume`` (None, "auto" or a checkpoint path), ``restore_signals`` (put the previous
-    SIGUSR1/SIGTERM handlers back at :meth:`close`; the CLI keeps its own until the process
+    SIGUSR1/SIGTERM/SIGINT handlers back at :meth:`close`; the CLI keeps its own until the process
     exits, so a stop request that lands after the last step cannot kill a finished rank)."""
 
     def __init__(self, cfg, comm, out, resume: str | None = None, restore_signals: bool = True):
@@ -30,11 +36,22 @@ class RunContext:
         self.resumed = False
         self.t_start = time.perf_counter()
         self.fingerprint = ""
+        self.lock = None  # rank 0's hold on OUT/.lock (claim_out_dir)
+        self.started = False  # config.toml written: from here on the run directory is kept
         # From the start: a signal during setup is honoured at the first step boundary.
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGUSR1, signal.SIGTERM)}
+        self._previous = {sig: signal.signal(sig, self._on_signal)
+                          for sig in (signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)}
 
     def _on_signal(self, signum, frame) -> None:
-        self.stop_signal = 1
+        """SIGUSR1/SIGTERM: stop at the next step boundary, checkpoint, exit 75 (requeue). SIGINT
+        (Ctrl-C; mpiexec forwards it to every rank): the same, exit 130. A second SIGINT aborts at once."""
+        if signum == signal.SIGINT and self.stop_signal == STOP_INTERRUPT:
+            if self.rank == 0:
+                os.write(2, b"\nsecond interrupt: aborting now, without a checkpoint of this step\n")
+            if self.restore_signals:  # a library caller (a notebook): its own KeyboardInterrupt
+                raise KeyboardInterrupt
+            os._exit(EXIT_INTERRUPT)
+        self.stop_signal = max(self.stop_signal, STOP_INTERRUPT if signum == signal.SIGINT else STOP_REQUEUE)
 
     def log(self, text: str) -> None:
         """One line of the run log, from rank 0 (through :mod:`lepton_hpc.log`)."""
@@ -61,15 +78,22 @@ class RunContext:
                 f"launcher and the MPI library disagree (PMI mismatch); launch with `srun --mpi=pmi2` "
                 f"or use an MPI built for this cluster")
 
-    def check_out_dir(self) -> None:
-        if self.resume is None and checkpoint.list_steps(self.ckpt_dir):
-            raise UserError(f"run directory {self.out} already holds checkpoints; pass --resume auto "
-                            f"to continue it or choose a new --out")
+    def claim_out_dir(self) -> None:
+        """Rank 0: check ``--out`` (see :mod:`.rundir`) and lock it for this run's lifetime."""
+        rundir.check(self.out, self.resume, bool(checkpoint.list_steps(self.ckpt_dir)))
+        self.lock = rundir.Lock(self.out, warn=self.log)
+        try:  # again under the lock: another run may have started in between
+            rundir.check(self.out, self.resume, bool(checkpoint.list_steps(self.ckpt_dir)))
+        except UserError:
+            self.lock.release(clean=True)
+            self.lock = None
+            raise
 
     def prepare_out_dir(self, checkpoints: bool = True) -> None:
         """Create the run directory and write the resolved config (after every check passed)."""
         (self.ckpt_dir if checkpoints else self.out).mkdir(parents=True, exist_ok=True)
         write_text(self.out / "config.toml", self.cfg.to_toml())
+        self.started = True
 
     # -- checkpoints (collective) -----------------------------------------------------------
     def save_checkpoint(self, step: int, parts: dict, attrs: dict) -> None:
@@ -92,7 +116,15 @@ class RunContext:
                              f"{self.fingerprint}); resume with the same data or start a fresh --out", 0)
         return snap
 
+    def release_out_dir(self) -> None:
+        """Rank 0: give the lock up; a start that failed (no config.toml yet) leaves nothing behind."""
+        if self.lock is not None:
+            self.lock.release(clean=not self.started)
+            self.lock = None
+
     def close(self) -> None:
+        """Release the run directory (see :meth:`release_out_dir`) and the signals."""
+        self.release_out_dir()
         if self.restore_signals:
             for sig, old in self._previous.items():
                 signal.signal(sig, old)

@@ -42,7 +42,8 @@ class GLMProblem(Problem):
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_job)
         with self.timer.phase("read"):
-            self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator())
+            self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator(),
+                                 node_ranks=C.node_size(comm))
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty

@@ -98,6 +98,19 @@ def _classes(cfg, kind: str, shard, bad_row: int, bad_label: int, max_label: int
     return n_classes
 
 
+def fingerprint_text(digest: int, shard) -> str:
+    """The data fingerprint of a run: the XOR of the chunk digests, the shape and the storage dtype."""
+    return f"{digest:016x}-{shard.n_rows}x{shard.n_cols}-{shard.dtype.name}"
+
+
+def data_fingerprint(comm, shard) -> str:
+    """The fingerprint :func:`reference_pass` records, of any shard (evaluate, predict). Collective."""
+    digest = 0
+    for i, X, y, _ in shard.chunks_iter():
+        digest ^= shard.chunk_digest(i, X, y)
+    return fingerprint_text(C.allreduce_bxor(comm, digest), shard)
+
+
 def reference_pass(comm, cfg, shard, timer) -> Reference:
     """Checks, fingerprint, moments and (least squares) the normal equations. Collective."""
     kind, d, m = cfg.model.kind, shard.n_cols, cfg.model
@@ -108,7 +121,7 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
     n_classes = _classes(cfg, kind, shard, bad_row, bad_label, -neg_max)
     with timer.phase("reduce"):
         total = red.reduce().copy()
-    fingerprint = f"{C.allreduce_bxor(comm, digest):016x}-{shard.n_rows}x{d}-{shard.dtype.name}"
+    fingerprint = fingerprint_text(C.allreduce_bxor(comm, digest), shard)
     weight_sum = float(total[0])
     if weight_sum <= 0:
         raise C.JobError("the training rows have zero total weight; check data.w_dataset and "

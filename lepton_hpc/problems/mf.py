@@ -61,6 +61,7 @@ class MFProblem(Problem):
         """Read the shard, check it, count, initialise. Collective."""
         cfg, comm = self.cfg, self.comm
         C.agree(comm, self._check_config)
+        C.agree(comm, self._check_memory, C.node_size(comm))
         with self.timer.phase("read"):
             self.shard = C.agree(comm, RatingsShard, cfg.data, comm.size, comm.rank)
         sh = self.shard
@@ -86,6 +87,23 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
+
+    def _check_memory(self, node_ranks: int) -> None:
+        """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""
+        from ..data.memory import check_budget
+        from .mf_memory import per_rank_bytes
+
+        d, size = self.cfg.data, self.comm.size
+        if d.path:
+            return
+        nnz = d.density * d.rows * d.cols
+        need = per_rank_bytes(d.rows, d.cols, self.cfg.model.rank, size, nnz, d.chunk_rows, self.cfg.train.solver,
+                              self.cfg.optimizer.name, self.cfg.comm.reduction)["total_bytes"]
+        check_budget(need, node_ranks, f"the synthetic ratings ({d.rows} users x {d.cols} items, {nnz:.3g} "
+                     f"ratings, rank {self.cfg.model.rank}) at {size} rank(s)",
+                     f"run on more ranks (see `python -m lepton_hpc.problems.mf_memory --users {d.rows} "
+                     f"--items {d.cols} --rank {self.cfg.model.rank} --density {d.density:g} --ranks N`) or make "
+                     f"the data smaller")
 
     def _check_rank(self) -> None:
         sh, k = self.shard, self.k

@@ -111,10 +111,19 @@ def test_auto_resume_skips_a_corrupt_newest_and_fails_if_none_valid(trained):
 def test_checkpoint_for_other_data_is_refused(trained):
     run = trained
     before = _digests(run)
+    # --resume auto keeps the run's own config: other data or another model is refused up front
     expect_error(["--out", run, *SMALL, "--set", "data.seed=7", "--set", "train.steps=20", "--resume", "auto"],
-                 r"checkpoint in .* was written for other data")
+                 r"where data\.seed = 0, but --set asks for 7, which would change the result so far")
     expect_error(["--out", run, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
-                  "--resume", "auto"], r"holds parameters .* this job needs")
+                  "--resume", "auto"], r"where model\.fit_intercept = True, but --set asks for False")
+    # --resume PATH starts a new run from a checkpoint: the data fingerprint and the parameters are checked
+    ckpt = sorted((run / "checkpoints").glob("step-*.h5"))[-1]
+    fork = run.parent / "fork"
+    expect_error(["--out", fork, *SMALL, "--set", "data.seed=7", "--set", "train.steps=20", "--resume", ckpt],
+                 r"checkpoint in .* was written for other data")
+    expect_error(["--out", fork, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
+                  "--resume", ckpt], r"holds parameters .* this job needs")
+    assert not fork.exists()
     assert _digests(run) == before
 
 

@@ -8,7 +8,7 @@ read the run directories. Every job is an ordinary command line: the plan
 files under the session's temporary folder list them.
 
 The held-out split is rebuilt exactly as :meth:`Shard.test_mask` draws it
-(per chunk, ``default_rng([seed, 3, chunk]).random(m) < test_fraction``), and
+(per row from (seed, global row), :mod:`lepton_hpc.data.split`), and
 scikit-learn is fitted on the same standardized training rows with the same
 penalty: ``LogisticRegression(C = 1 / (reg · Σ train weights))``,
 ``Ridge(alpha = reg · n_train)``, ``ElasticNet(alpha = reg, l1_ratio)``.
@@ -242,9 +242,19 @@ def read_h5(path: Path, weights: bool = False):
 
 
 def test_mask(n_rows: int, chunk_rows: int, seed: int = SEED, fraction: float = TEST_FRACTION) -> np.ndarray:
-    """The held-out rows, drawn exactly as Shard.test_mask does: per chunk from (seed, 3, chunk)."""
-    return np.concatenate([np.random.default_rng([seed, 3, c]).random(min(chunk_rows, n_rows - lo)) < fraction
-                           for c, lo in enumerate(range(0, n_rows, chunk_rows))])
+    """The held-out rows, drawn as lepton_hpc.data.split documents it, in plain Python integers: row r
+    is held out when the splitmix64 finaliser of key(seed) + (r + 1) * golden, top 53 bits, is below
+    ``fraction``. ``chunk_rows`` must not matter (it is kept to show that it does not)."""
+    golden, mask = 0x9E3779B97F4A7C15, (1 << 64) - 1
+
+    def mix(z):
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        return z ^ (z >> 31)
+
+    key = mix((seed * golden + 3) & mask)
+    return np.array([(mix((key + (r + 1) * golden) & mask) >> 11) * 2.0 ** -53 < fraction
+                     for r in range(n_rows)])
 
 
 test_mask.__test__ = False  # a helper, not a test

@@ -139,8 +139,8 @@ def test_bad_inputs_are_one_sentence_and_leave_no_file(tmp_path):
     run, _, _ = _glm_case(tmp_path, "linear", rng)
     csv = tmp_path / "x.csv"
     csv.write_text("a,b\n1,2\n")
-    _one_sentence(_predict(2, run, csv, tmp_path / "p.h5"), "not HDF5", "(n, 5)",
-                  "python -m lepton_hpc.data import csv", "import npy")
+    _one_sentence(_predict(2, run, csv, tmp_path / "p.h5"), "is a CSV text file, not HDF5", "(n, 5)",
+                  f"python -m lepton_hpc.data import csv {csv} --target COLUMN")
     wide = _data(tmp_path / "wide.h5", rng.normal(size=(9, D + 1)), names=None)
     _one_sentence(_predict(2, run, wide, tmp_path / "p.h5"), "6 features", "(n, 5)", "lepton_hpc.data import")
     renamed = _data(tmp_path / "renamed.h5", rng.normal(size=(9, D)), names=["f0", "f1", "zz", "f3", "f4"])

@@ -1,0 +1,94 @@
+"""What a data file is when it is not HDF5, and the command that converts it.
+
+:func:`describe_non_hdf5` reads a file's first bytes (never the whole file) and names
+CSV/TSV, Parquet (``PAR1``), NumPy ``.npy`` (``\\x93NUMPY``), JSON Lines and gzip,
+so that h5py's "file signature not found" never reaches the user: every reader of
+``data.path`` (training, ``data info``, ``evaluate``, ``predict``) asks here first.
+No MPI, no h5py: the caller agrees on the sentence across ranks.
+"""
+
+from __future__ import annotations
+
+import os
+
+#: HDF5's signature; it sits at byte 0, 512, 1024, 2048, ... (a user block may precede it)
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+HEAD_BYTES = 4096
+
+
+def _cmd(path: str) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0] or "data"
+    return os.path.join(os.path.dirname(path), f"{stem}.h5")
+
+
+def is_hdf5(head: bytes, path: str) -> bool:
+    """HDF5's signature at offset 0 or at a power-of-two offset >= 512 (checked up to 1 GiB)."""
+    if head.startswith(HDF5_MAGIC):
+        return True
+    size, offset = os.path.getsize(path), 512
+    with open(path, "rb") as fh:
+        while offset + len(HDF5_MAGIC) <= min(size, 1 << 30):
+            fh.seek(offset)
+            if fh.read(len(HDF5_MAGIC)) == HDF5_MAGIC:
+                return True
+            offset *= 2
+    return False
+
+
+def _text_kind(head: bytes) -> str | None:
+    """csv, tsv or jsonl from the first lines of a text file; None when it is not text."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the head
+        if exc.start < len(head) - 4:
+            return None
+        text = head[:exc.start].decode("utf-8")
+    if "\x00" in text:
+        return None
+    lines = [ln for ln in text.lstrip("\ufeff").splitlines()[:5] if ln.strip()]
+    if not lines:
+        return None
+    if all(ln.lstrip().startswith("{") for ln in lines):
+        return "jsonl"
+    if "\t" in lines[0]:
+        return "tsv"
+    return "csv"
+
+
+def describe_non_hdf5(path: str) -> str | None:
+    """A sentence naming what ``path`` is and the import command to run; None for HDF5.
+
+    Also None when the file cannot be read (the caller's own open reports that). An
+    unrecognised binary file is named as not HDF5, with the import commands there are.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+        if is_hdf5(head, path):
+            return None
+    except OSError:
+        return None
+    out = _cmd(path)
+    run = "python -m lepton_hpc.data import"
+    if head.startswith(b"PAR1"):
+        return f"{path} is a Parquet file, not HDF5: convert it with `{run} parquet {path} --target COLUMN --out {out}`"
+    if head.startswith(b"\x93NUMPY"):
+        return (f"{path} is a NumPy .npy array, not HDF5: convert the feature and target arrays with "
+                f"`{run} npy X.npy y.npy --out {out}`")
+    if head.startswith(b"\x1f\x8b"):
+        return (f"{path} is a gzip-compressed file, not HDF5: decompress it (gunzip {path}) and import what "
+                f"it holds, e.g. `{run} csv FILE.csv --target COLUMN --out {out}`")
+    if head.startswith(b"PK\x03\x04"):
+        return (f"{path} is a zip archive (.npz or similar), not HDF5: unpack it and import the arrays with "
+                f"`{run} npy X.npy y.npy --out {out}`")
+    kind = _text_kind(head)
+    if kind == "jsonl":
+        return (f"{path} is a JSON Lines text file, not HDF5: convert it with "
+                f"`{run} text {path} --text-column FIELD --label-column FIELD --out {out}`")
+    if kind in ("csv", "tsv"):
+        delim = " --delimiter $'\\t'" if kind == "tsv" else ""
+        return (f"{path} is a {kind.upper()} text file, not HDF5: convert it with "
+                f"`{run} csv {path} --target COLUMN{delim} --out {out}`")
+    return (f"{path} is not an HDF5 file (no HDF5 signature): make one with `{run} csv FILE.csv --target "
+            f"COLUMN --out {out}` or `{run} npy X.npy y.npy --out {out}`")

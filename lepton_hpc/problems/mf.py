@@ -31,6 +31,7 @@ from ..layout import chunk_range
 from ..metrics import peak_rss_bytes
 from ..models import mf as K
 from ..reduce import ChunkReducer, ItemBlockReducer
+from . import mf_reg as R
 from .mf_solvers import SOLVERS
 
 _INIT_V_STREAM = 2**32 - 3
@@ -68,6 +69,9 @@ class MFProblem(Problem):
         with self.timer.phase("read"):
             self.index = [K.ChunkIndex(b.train[0], b.train[1]) for b in sh.blocks]
         self._count()
+        m = cfg.model
+        self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
+        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
         self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
         solver = SOLVERS[cfg.train.solver]
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
@@ -110,6 +114,7 @@ class MFProblem(Problem):
         item_counts = C.allreduce_sum(comm, item_counts)  # integer counts: exact in any order
         self.n_train, self.n_test = n_train, n_test
         self.users_without, self.items_without = users_without, int((item_counts == 0).sum())
+        self.item_counts = item_counts
         if sh.nnz_total is not None and n_train + n_test != sh.nnz_total:
             raise C.JobError(f"the shards of {sh.cfg.path} hold {n_train + n_test} ratings but the file has "
                              f"{sh.nnz_total}: /rows is not sorted by user; sort the ratings by user row", 0)
@@ -139,10 +144,10 @@ class MFProblem(Problem):
             for i, b, Uc, _ in self.blocks():
                 e_tr = K.residuals(UT[i], VT, *b.train)
                 e_te = K.residuals(UT[i], VT, *b.test)
-                red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), K.sumsq(Uc)]
+                red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), R.penalty(self.reg_u[i], Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
-        loss = (0.5 * sse + 0.5 * self.reg * (uu + K.sumsq(self.V))) / self.n_train
+        loss = (0.5 * sse + 0.5 * (uu + R.penalty(self.reg_v, self.V))) / self.n_train
         test = math.sqrt(sse_test / self.n_test) if self.n_test else float("nan")
         return float(loss), math.sqrt(sse / self.n_train), test
 
@@ -235,7 +240,7 @@ class MFProblem(Problem):
                        f"peak RSS {memory['peak_rss_bytes']['max'] / 2**20:.0f} MiB max")
         return {**final, "noise": noise, "test_rmse_over_noise": ratio,
                 "rel_error_to_exact": None,  # no exact solution to compare with; see test_rmse_over_noise
-                "rank": self.k, "reg": self.reg, "solver": cfg.train.solver,
+                "rank": self.k, "reg": self.reg, "reg_scaling": cfg.model.reg_scaling, "solver": cfg.train.solver,
                 "optimizer": opt.hyperparameters() if opt is not None else None,
                 "eta_final": opt.eta if opt is not None else None,
                 "data": {"source": sh.describe(), "users": sh.n_users, "items": sh.n_items,

@@ -6,7 +6,7 @@
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
     import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
-    synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
+    synth mf --users M --items N --rank R --density P (--noise S | --implicit) [--seed K --chunk-rows C] --out FILE.h5
     info FILE.h5
 
 Synthetic files hold exactly the rows a synthetic job with the same seed and

@@ -56,6 +56,18 @@ class MFProblem(Problem):
 
     work_unit = "ratings"
 
+    def __new__(cls, ctx):
+        """``model.feedback = "implicit"`` builds the implicit-feedback problem (:mod:`.mf_implicit`)."""
+        if cls is MFProblem and ctx.cfg.model.feedback == "implicit":
+            from .mf_implicit import ImplicitMFProblem
+
+            cls = ImplicitMFProblem
+        return super().__new__(cls)
+
+    def solver_class(self):
+        """The step strategy (an entry of :data:`.mf_solvers.SOLVERS`)."""
+        return SOLVERS[self.cfg.train.solver]
+
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         """Read the shard, check it, count, initialise. Collective."""
@@ -73,7 +85,7 @@ class MFProblem(Problem):
         self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
         self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
         self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
-        solver = SOLVERS[cfg.train.solver]
+        solver = self.solver_class()
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
         self.items = ItemBlockReducer(comm, sh.layout, sh.n_items, solver.width_of(self.k), cfg.comm.reduction)
@@ -177,7 +189,7 @@ class MFProblem(Problem):
 
     def state(self):
         parts = {"model/U": Part(self.U, self._rows()), "model/V": Part(self.V)}
-        attrs = {"model_kind": "mf", "solver": self.cfg.train.solver}
+        attrs = {"model_kind": "mf", "solver": self.cfg.train.solver, "feedback": self.cfg.model.feedback}
         s = self.solver
         if s.opt_U is not None:
             pu, au = optimizer_parts("optimizer_u", s.opt_U, self._rows(), self.k)
@@ -201,6 +213,10 @@ class MFProblem(Problem):
         if solver != self.cfg.train.solver:
             raise UserError(f"checkpoint in {snap.directory} was written by train.solver={solver}, this job uses "
                             f"{self.cfg.train.solver}; resume with the same solver or start a fresh --out")
+        feedback = snap.attrs.get("feedback", "explicit")
+        if feedback != self.cfg.model.feedback:
+            raise UserError(f"checkpoint in {snap.directory} was written with model.feedback={feedback}, this job "
+                            f"uses {self.cfg.model.feedback}; resume with the same feedback or start a fresh --out")
         lo, hi, _ = self._rows()
         self.U[:] = snap.rows("model/U", lo, hi)
         self.V[:] = snap.replicated("model/V")["model/V"]

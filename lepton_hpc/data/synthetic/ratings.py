@@ -64,3 +64,29 @@ def ratings_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.
     local, cols = np.divmod(pos, n_items)
     vals = rowdot(U_true[local], V_true[cols]) + noise * rng.standard_normal(pos.shape[0])
     return local + user_lo, cols, vals
+
+
+#: implicit feedback: logits are SHARPNESS * u*.v* (u*.v* has unit variance)
+SHARPNESS = 2.0
+
+
+def interactions_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.ndarray,
+                       density: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interaction counts of users ``[user_lo, user_hi)`` (logical chunk ``chunk``), sorted by (user, item).
+
+    A known rank-R model (multinomial logit): user u makes Poisson(density * items) draws of
+    items, each item i with probability softmax_i(SHARPNESS * u*_u . v*_i); r_ui is how many
+    times it drew i (only r_ui > 0 is stored). u*_u is drawn from ``(seed, chunk)``.
+    """
+    n_items, rank = V_true.shape
+    m = user_hi - user_lo
+    rng = np.random.default_rng([seed, chunk])
+    U_true = rng.standard_normal((m, rank)) * factor_scale(rank)
+    logits = SHARPNESS * (U_true @ V_true.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    draws = rng.poisson(density * n_items, size=m)
+    counts = rng.multinomial(draws, p) if m else np.zeros((0, n_items), dtype=np.int64)
+    local, cols = np.nonzero(counts)
+    return local.astype(np.int64) + user_lo, cols.astype(np.int64), counts[local, cols].astype(np.float64)

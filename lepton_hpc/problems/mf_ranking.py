@@ -39,12 +39,12 @@ def _block_sums(S: np.ndarray, train: np.ndarray, test: np.ndarray, k: int) -> n
     disc = 1.0 / np.log2(np.arange(2, k + 2))
     ideal = np.cumsum(disc)[np.minimum(n_test, k) - 1]
     ndcg = (hits * disc).sum(axis=1) / ideal
-    rank = np.empty_like(top, shape=S.shape)
-    np.put_along_axis(rank, np.argsort(S, axis=1, kind="stable"), np.arange(n_items), axis=1)
+    # AUC: each held-out item's rank among the user's candidates (items below it, training ones excluded)
+    ordered = np.sort(S, axis=1)
     n_train = train.sum(axis=1)
     n_neg = n_items - n_train - n_test
-    pos_rank = np.where(test, rank - n_train[:, None], 0).sum(axis=1)  # ranks among the candidates
-    wins = pos_rank - n_test * (n_test - 1) / 2
+    below = np.array([np.searchsorted(ordered[j], S[j, test[j]]).sum() for j in range(S.shape[0])])
+    wins = below - n_test * n_train - n_test * (n_test - 1) / 2
     auc = np.where(n_neg > 0, wins / np.maximum(n_test * n_neg, 1), 1.0)
     return np.array([n_hit.sum() / k, (n_hit / n_test).sum(), ndcg.sum(), auc.sum(), S.shape[0]])
 

@@ -87,6 +87,13 @@ def interactions_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true
     p = np.exp(logits)
     p /= p.sum(axis=1, keepdims=True)
     draws = rng.poisson(density * n_items, size=m)
-    counts = rng.multinomial(draws, p) if m else np.zeros((0, n_items), dtype=np.int64)
-    local, cols = np.nonzero(counts)
-    return local.astype(np.int64) + user_lo, cols.astype(np.int64), counts[local, cols].astype(np.float64)
+    # inverse-CDF draws, all users at once: user j's cumulative probabilities shifted into [j, j + 1]
+    cum = np.cumsum(p, axis=1)
+    cum /= cum[:, -1:]
+    cum += np.arange(m)[:, None]
+    owner = np.repeat(np.arange(m), draws)
+    flat = np.searchsorted(cum.reshape(-1), owner + rng.random(owner.shape[0]), side="right")
+    flat = np.minimum(flat, (owner + 1) * n_items - 1)  # a draw of exactly j + 1 stays in row j
+    keys, counts = np.unique(flat, return_counts=True)  # sorted by (user, item)
+    local, cols = np.divmod(keys, n_items)
+    return local.astype(np.int64) + user_lo, cols.astype(np.int64), counts.astype(np.float64)

@@ -28,6 +28,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("lepton_hpc._ext.fused", ["lepton_hpc/_ext/fused.c"],
+                           extra_compile_args=["-O3", "-fno-fast-math", "-ffp-contract=off"]),
+                 Extension("lepton_hpc._ext.implicit", ["lepton_hpc/_ext/implicit.c"],
                            extra_compile_args=["-O3", "-fno-fast-math", "-ffp-contract=off"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

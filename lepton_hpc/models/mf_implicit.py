@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import mf_implicit_c as CK
 from .mf import _item_starts, max_rows_for, packed_width, segment_groups
 
 #: a row's CG stops once its squared residual falls below this (as implicit's)
@@ -119,6 +120,9 @@ def implicit_users(VT, gram, users, items, vals, idx, reg, alpha: float, out, cg
     (users, 1) column.
     """
     k = VT.shape[0]
+    if CK.available:
+        _implicit_users_c(VT, gram, items, vals, idx, reg, alpha, out, cg_steps)
+        return
     prev = out.copy() if cg_steps else None
     out[:] = 0.0
     for g0, g1, a, b in segment_groups(idx.u_starts, idx.n, max_rows_for(packed_width(k))):
@@ -141,6 +145,26 @@ def implicit_users(VT, gram, users, items, vals, idx, reg, alpha: float, out, cg
         out[ids] = _cg(apply, rhs, prev[ids], cg_steps)
 
 
+def _implicit_users_c(VT, gram, items, vals, idx, reg, alpha: float, out, cg_steps: int) -> None:
+    """:func:`implicit_users` through the C kernel (one pass per user, sequential sums)."""
+    ids = idx.u_ids
+    bounds = np.append(idx.u_starts, idx.n)
+    V = np.ascontiguousarray(VT.T)
+    r = reg if np.ndim(reg) == 0 else reg[ids, 0]
+    if cg_steps:
+        rated = np.zeros(out.shape[0], dtype=bool)
+        rated[ids] = True
+        out[~rated] = 0.0
+        CK.cg(bounds, ids, items, vals, V, alpha, gram, np.asarray(r, dtype=np.float64), cg_steps, CG_EPS, out)
+        return
+    out[:] = 0.0
+    step = max(1, max_rows_for(packed_width(VT.shape[0])) // 64)  # users per batch of solves
+    for g0 in range(0, ids.shape[0], step):
+        g1 = min(g0 + step, ids.shape[0])
+        S = CK.sums(bounds[g0:g1 + 1], items, None, vals, V, alpha)
+        out[ids[g0:g1]] = solve_rows(S, gram, r if np.ndim(r) == 0 else r[g0:g1])
+
+
 def implicit_item_partial(UcT, vals, idx, j0: int, j1: int, alpha: float, out) -> None:
     """This chunk's share of the packed item systems for items ``[j0, j1)`` into ``out``
     (``UcT``: the chunk's U rows transposed): [triu(sum (c-1) u u^T), sum c u]."""
@@ -148,6 +172,10 @@ def implicit_item_partial(UcT, vals, idx, j0: int, j1: int, alpha: float, out) -
     out[:] = 0.0
     s0, starts = _item_starts(idx, j0, j1)
     if starts is None:
+        return
+    if CK.available:
+        S = CK.sums(starts, idx.users_by_item, idx.perm, vals, np.ascontiguousarray(UcT.T), alpha)
+        out[idx.i_ids[s0:s0 + starts.shape[0] - 1] - j0] = S
         return
     for g0, g1, a, b in segment_groups(starts[:-1], int(starts[-1]), max_rows_for(packed_width(k))):
         X = np.take(UcT, idx.users_by_item[a:b], axis=1)

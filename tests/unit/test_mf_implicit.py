@@ -62,7 +62,13 @@ def test_cli_implicit_file_is_the_in_process_data(tmp_path, capsys):
     assert "--noise is required" in capsys.readouterr().err
 
 
-def test_user_solves_match_dense_weighted_least_squares():
+@pytest.mark.parametrize("c_kernel", [True, False], ids=["C", "numpy"])
+def test_user_solves_and_item_sums_match_dense_weighted_least_squares(c_kernel, monkeypatch):
+    from lepton_hpc.models import mf_implicit_c
+
+    if c_kernel:
+        assert mf_implicit_c.available  # the editable install builds it
+    monkeypatch.setattr(mf_implicit_c, "available", c_kernel)
     rng = np.random.default_rng(0)
     n_users, n_items, k, alpha = 30, 17, 4, 3.0
     R = (rng.random((n_users, n_items)) < 0.3) * rng.integers(1, 5, (n_users, n_items))
@@ -83,6 +89,14 @@ def test_user_solves_match_dense_weighted_least_squares():
         want = x if R[u].any() else np.zeros(k)
         assert np.allclose(out[u], want, rtol=1e-10, atol=1e-12)
         assert np.allclose(cg[u], want, rtol=1e-6, atol=1e-8)  # k CG steps solve a k x k system
+    U = rng.standard_normal((n_users, k))
+    S = np.zeros((n_items, K.packed_width(k)))
+    KI.implicit_item_partial(np.ascontiguousarray(U.T), vals, idx, 0, n_items, alpha, S)
+    for i in range(n_items):
+        w = alpha * R[:, i]
+        A = U.T @ (w[:, None] * U)
+        assert np.allclose(S[i, :k * (k + 1) // 2], A[np.triu_indices(k)], rtol=1e-12, atol=1e-12)
+        assert np.allclose(S[i, k * (k + 1) // 2:], U.T @ ((1 + w) * (R[:, i] > 0)), rtol=1e-12, atol=1e-12)
 
 
 def _metrics_by_loop(U, V, train, test, k):

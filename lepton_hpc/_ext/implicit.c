@@ -1,0 +1,106 @@
+/* Implicit-feedback ALS kernels for lepton_hpc (plain C, called through ctypes from
+ * lepton_hpc/models/mf_implicit_c.py).
+ *
+ * Rows are segments of interactions: row s owns interactions [starts[s], starts[s+1]),
+ * whose factor rows on the fixed side are F[idx[t]] (F row-major, k wide) and whose
+ * counts are vals[order[t]] (order NULL: t itself). Every sum runs sequentially in
+ * interaction order, so a segment's result has the same bits wherever it is computed.
+ * Built without -ffast-math and without FMA contraction.
+ */
+#include <stddef.h>
+#include <string.h>
+
+#define KMAX 512
+
+/* One interaction's w f f^T (upper triangle, row by row) and c f added into acc. */
+static inline void add_outer(double *restrict acc, const double *restrict f, long k, double w, double c)
+{
+    long off = 0;
+    for (long a = 0; a < k; ++a) {
+        double fa = w * f[a];
+        double *restrict row = acc + off - a;
+        for (long b = a; b < k; ++b) row[b] += fa * f[b];
+        off += k - a;
+    }
+    for (long a = 0; a < k; ++a) acc[off + a] += c * f[a];
+}
+
+/* Packed [triu(sum w f f^T) row by row, sum c f] per segment (w = alpha r, c = 1 + w). */
+void lepton_implicit_sums(long n_seg, const long *restrict starts, const int *restrict idx,
+                          const long *restrict order, const double *restrict vals, const double *restrict F,
+                          long k, double alpha, double *restrict out)
+{
+    long width = k * (k + 1) / 2 + k;
+    for (long s = 0; s < n_seg; ++s) {
+        double *restrict o = out + s * width;
+        memset(o, 0, sizeof(double) * width);
+        for (long t = starts[s]; t < starts[s + 1]; ++t) {
+            double w = alpha * vals[order ? order[t] : t];
+            add_outer(o, F + (long)idx[t] * k, k, w, 1.0 + w);
+        }
+    }
+}
+
+/* A x for one row: (G + reg I) x + sum w (f.x) f over the row's interactions. */
+static void apply_row(long t0, long t1, const int *restrict idx, const double *restrict vals,
+                      const double *restrict F, long k, double alpha, const double *restrict G, double reg,
+                      const double *restrict x, double *restrict out)
+{
+    for (long a = 0; a < k; ++a) {
+        double acc = 0.0;
+        for (long b = 0; b < k; ++b) acc += G[a * k + b] * x[b];
+        out[a] = acc + reg * x[a];
+    }
+    for (long t = t0; t < t1; ++t) {
+        const double *f = F + (long)idx[t] * k;
+        double d = 0.0;
+        for (long a = 0; a < k; ++a) d += f[a] * x[a];
+        double wd = alpha * vals[t] * d;
+        for (long a = 0; a < k; ++a) out[a] += wd * f[a];
+    }
+}
+
+static double dot(const double *x, const double *y, long k)
+{
+    double acc = 0.0;
+    for (long a = 0; a < k; ++a) acc += x[a] * y[a];
+    return acc;
+}
+
+/* `steps` conjugate-gradient steps for each row s from X[rows[s]] (in place), as the implicit
+ * library's: a row stops once |r|^2 < eps. reg: one per segment. Returns -1 if k > KMAX. */
+int lepton_implicit_cg(long n_seg, const long *starts, const long *rows, const int *idx, const double *vals,
+                       const double *F, long k, double alpha, const double *G, const double *reg, long steps,
+                       double eps, double *X)
+{
+    if (k > KMAX) return -1;
+    double r[KMAX], p[KMAX], Ap[KMAX];
+    for (long s = 0; s < n_seg; ++s) {
+        double *x = X + rows[s] * k;
+        long t0 = starts[s], t1 = starts[s + 1];
+        apply_row(t0, t1, idx, vals, F, k, alpha, G, reg[s], x, Ap);
+        for (long a = 0; a < k; ++a) r[a] = -Ap[a];
+        for (long t = t0; t < t1; ++t) {
+            const double *f = F + (long)idx[t] * k;
+            double c = 1.0 + alpha * vals[t];
+            for (long a = 0; a < k; ++a) r[a] += c * f[a];
+        }
+        memcpy(p, r, sizeof(double) * k);
+        double rs = dot(r, r, k);
+        if (rs < eps) continue;
+        for (long it = 0; it < steps; ++it) {
+            apply_row(t0, t1, idx, vals, F, k, alpha, G, reg[s], p, Ap);
+            double step = rs / dot(p, Ap, k);
+            for (long a = 0; a < k; ++a) {
+                x[a] += step * p[a];
+                r[a] -= step * Ap[a];
+            }
+            double rs_new = dot(r, r, k);
+            if (rs_new < eps) break;
+            double beta = rs_new / rs;
+            for (long a = 0; a < k; ++a) p[a] = r[a] + beta * p[a];
+            rs = rs_new;
+        }
+    }
+    return 0;
+}

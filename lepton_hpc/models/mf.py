@@ -185,12 +185,19 @@ def solve_packed(S: np.ndarray, k: int, reg) -> np.ndarray:
     n = S.shape[0]
     if n == 0:
         return np.zeros((0, k))
+    kk = k * (k + 1) // 2
+    return _solve(unpack_triu(S[:, :kk], k), np.ascontiguousarray(S[:, kk:]), reg)
+
+
+def unpack_triu(tri: np.ndarray, k: int) -> np.ndarray:
+    """Symmetric k x k matrices from upper triangles packed row by row (..., k(k+1)/2).
+
+    One take along the last axis (fancy indexing of the (k, k) axes is ~10x slower)."""
     iu = np.triu_indices(k)
-    kk = iu[0].shape[0]
-    A = np.empty((n, k, k))
-    A[:, iu[0], iu[1]] = S[:, :kk]
-    A[:, iu[1], iu[0]] = S[:, :kk]
-    return _solve(A, np.ascontiguousarray(S[:, kk:]), reg)
+    full = np.empty((k, k), dtype=np.int64)
+    full[iu] = np.arange(iu[0].shape[0])
+    full[iu[1], iu[0]] = full[iu]
+    return np.take(tri, full.reshape(-1), axis=-1).reshape(tri.shape[:-1] + (k, k))
 
 
 def als_users(VT, users, items, vals, idx: ChunkIndex, reg, out) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import mf as K
 from . import mf_implicit_c as CK
 from .mf import _item_starts, max_rows_for, packed_width, segment_groups
 
@@ -56,11 +57,7 @@ def gram_packed(XT: np.ndarray) -> np.ndarray:
 
 def unpack(tri: np.ndarray, k: int) -> np.ndarray:
     """Symmetric k x k matrices from packed upper triangles (..., k(k+1)/2)."""
-    iu = np.triu_indices(k)
-    A = np.empty(tri.shape[:-1] + (k, k))
-    A[..., iu[0], iu[1]] = tri
-    A[..., iu[1], iu[0]] = tri
-    return A
+    return K.unpack_triu(tri, k)
 
 
 def confidence(vals: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +155,8 @@ def _implicit_users_c(VT, gram, items, vals, idx, reg, alpha: float, out, cg_ste
         CK.cg(bounds, ids, items, vals, V, alpha, gram, np.asarray(r, dtype=np.float64), cg_steps, CG_EPS, out)
         return
     out[:] = 0.0
-    step = max(1, max_rows_for(packed_width(VT.shape[0])) // 64)  # users per batch of solves
+    k = VT.shape[0]
+    step = max_rows_for(packed_width(k) + 2 * k * k)  # users per batch: S and its unpacked systems
     for g0 in range(0, ids.shape[0], step):
         g1 = min(g0 + step, ids.shape[0])
         S = CK.sums(bounds[g0:g1 + 1], items, None, vals, V, alpha)

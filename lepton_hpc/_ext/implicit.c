@@ -104,3 +104,20 @@ int lepton_implicit_cg(long n_seg, const long *starts, const long *rows, const i
     }
     return 0;
 }
+
+/* sum over the interactions of c (1 - s)^2 - s^2, s = U[users[t]] . V[items[t]], c = 1 + alpha r:
+ * the observed part of the implicit objective (the rest is sum_u u^T V^T V u). */
+double lepton_implicit_observed(long n, const int *restrict users, const int *restrict items,
+                                const double *restrict vals, const double *restrict U, const double *restrict V,
+                                long k, double alpha)
+{
+    double acc = 0.0;
+    for (long t = 0; t < n; ++t) {
+        const double *u = U + (long)users[t] * k, *v = V + (long)items[t] * k;
+        double s = 0.0;
+        for (long a = 0; a < k; ++a) s += u[a] * v[a];
+        double c = 1.0 + alpha * vals[t];
+        acc += c * (1.0 - s) * (1.0 - s) - s * s;
+    }
+    return acc;
+}

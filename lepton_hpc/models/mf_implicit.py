@@ -185,6 +185,8 @@ def objective_terms(UcT, VT, gram, users, items, vals, alpha: float) -> float:
     """This chunk's sum over ALL its users' pairs of c (p - s)^2, s = u.v:
     sum_u u^T (V^T V) u + sum_{observed} [c (1 - s)^2 - s^2] (no dense score matrix)."""
     quad = float(np.einsum("iu,ij,ju->", UcT, gram, UcT))
+    if CK.available:
+        return quad + CK.observed(users, items, vals, np.ascontiguousarray(UcT.T), np.ascontiguousarray(VT.T), alpha)
     step = max_rows_for(2 * UcT.shape[0])
     obs = 0.0
     for a in range(0, users.shape[0], step):

@@ -30,6 +30,8 @@ if available:
     _lib.lepton_implicit_sums.restype = None
     _lib.lepton_implicit_cg.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D, _P, _P, _L, _D, _P]
     _lib.lepton_implicit_cg.restype = ctypes.c_int
+    _lib.lepton_implicit_observed.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D]
+    _lib.lepton_implicit_observed.restype = ctypes.c_double
 
 
 def _c(a: np.ndarray, dtype) -> np.ndarray:
@@ -61,3 +63,11 @@ def cg(bounds: np.ndarray, rows: np.ndarray, idx: np.ndarray, vals: np.ndarray, 
                                  keep[5].ctypes.data, keep[6].ctypes.data, int(steps), float(eps), X.ctypes.data)
     if rc != 0:
         raise ValueError(f"model.rank={k} is above the implicit CG kernel's limit of 512")
+
+
+def observed(users: np.ndarray, items: np.ndarray, vals: np.ndarray, U: np.ndarray, V: np.ndarray,
+             alpha: float) -> float:
+    """Σ over the interactions of c (1 − s)² − s², s = U[u]·V[i], in interaction order."""
+    keep = (_c(users, np.int32), _c(items, np.int32), _c(vals, np.float64), _c(U, np.float64), _c(V, np.float64))
+    return float(_lib.lepton_implicit_observed(users.shape[0], *(a.ctypes.data for a in keep), U.shape[1],
+                                               float(alpha)))

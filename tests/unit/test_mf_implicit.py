@@ -90,6 +90,9 @@ def test_user_solves_and_item_sums_match_dense_weighted_least_squares(c_kernel, 
         assert np.allclose(out[u], want, rtol=1e-10, atol=1e-12)
         assert np.allclose(cg[u], want, rtol=1e-6, atol=1e-8)  # k CG steps solve a k x k system
     U = rng.standard_normal((n_users, k))
+    dense = ((1 + alpha * R) * ((R > 0) - U @ V.T) ** 2).sum()  # every pair, weighted
+    got = KI.objective_terms(np.ascontiguousarray(U.T), np.ascontiguousarray(V.T), gram, users, items, vals, alpha)
+    assert got == pytest.approx(dense, rel=1e-12)
     S = np.zeros((n_items, K.packed_width(k)))
     KI.implicit_item_partial(np.ascontiguousarray(U.T), vals, idx, 0, n_items, alpha, S)
     for i in range(n_items):

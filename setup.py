@@ -1,8 +1,9 @@
-"""Builds the optional one-pass gradient kernel; everything else is in setup.cfg.
+"""Builds the optional C kernels; everything else is in setup.cfg.
 
-The kernel is a plain C shared library loaded with ctypes
-(lepton_hpc/models/fused.py). If no C compiler is available the build goes on
-without it and the numpy/BLAS path is used.
+Each kernel is a plain C shared library loaded with ctypes: the one-pass
+gradient (lepton_hpc/models/fused.py) and implicit-feedback ALS
+(lepton_hpc/models/mf_implicit_c.py). If no C compiler is available the build
+goes on without them and the numpy/BLAS paths are used.
 """
 
 from setuptools import Extension, setup

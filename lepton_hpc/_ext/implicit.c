@@ -8,37 +8,55 @@
  * Built without -ffast-math and without FMA contraction.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define KMAX 512
 
-/* One interaction's w f f^T (upper triangle, row by row) and c f added into acc. */
-static inline void add_outer(double *restrict acc, const double *restrict f, long k, double w, double c)
-{
-    long off = 0;
-    for (long a = 0; a < k; ++a) {
-        double fa = w * f[a];
-        double *restrict row = acc + off - a;
-        for (long b = a; b < k; ++b) row[b] += fa * f[b];
-        off += k - a;
-    }
-    for (long a = 0; a < k; ++a) acc[off + a] += c * f[a];
-}
+/* Wider SIMD where the CPU has it, chosen at run time; without FMA contraction every
+ * variant does the same operations in the same order (the same bits). */
+#if defined(__GNUC__) && !defined(__clang__) && (defined(__x86_64__) || defined(__i386__))
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
 
-/* Packed [triu(sum w f f^T) row by row, sum c f] per segment (w = alpha r, c = 1 + w). */
-void lepton_implicit_sums(long n_seg, const long *restrict starts, const int *restrict idx,
-                          const long *restrict order, const double *restrict vals, const double *restrict F,
-                          long k, double alpha, double *restrict out)
+/* Packed [triu(sum w f f^T) row by row, sum c f] per segment (w = alpha r, c = 1 + w), into
+ * out[dest[s]] (dest NULL: out[s]). The full k x k square is accumulated (fixed-length rows,
+ * which vectorise) and its upper triangle packed at the end; each entry sums (w f_a) f_b over
+ * the segment in interaction order. Returns -1 when out of memory. */
+CLONES int lepton_implicit_sums(long n_seg, const long *restrict starts, const int *restrict idx,
+                                const long *restrict order, const double *restrict vals,
+                                const double *restrict F, long k, double alpha, const long *restrict dest,
+                                double *restrict out)
 {
     long width = k * (k + 1) / 2 + k;
+    double *sq = malloc(sizeof(double) * (k * k + k));
+    if (!sq) return -1;
+    double *bv = sq + k * k;
     for (long s = 0; s < n_seg; ++s) {
-        double *restrict o = out + s * width;
-        memset(o, 0, sizeof(double) * width);
+        memset(sq, 0, sizeof(double) * (k * k + k));
         for (long t = starts[s]; t < starts[s + 1]; ++t) {
+            const double *restrict f = F + (long)idx[t] * k;
             double w = alpha * vals[order ? order[t] : t];
-            add_outer(o, F + (long)idx[t] * k, k, w, 1.0 + w);
+            double c = 1.0 + w;
+            for (long a = 0; a < k; ++a) {
+                double fa = w * f[a];
+                double *restrict row = sq + a * k;
+                for (long b = 0; b < k; ++b) row[b] += fa * f[b];
+            }
+            for (long a = 0; a < k; ++a) bv[a] += c * f[a];
         }
+        double *restrict o = out + (dest ? dest[s] : s) * width;
+        long off = 0;
+        for (long a = 0; a < k; ++a) {
+            memcpy(o + off, sq + a * k + a, sizeof(double) * (k - a));
+            off += k - a;
+        }
+        memcpy(o + off, bv, sizeof(double) * k);
     }
+    free(sq);
+    return 0;
 }
 
 /* A x for one row: (G + reg I) x + sum w (f.x) f over the row's interactions. */
@@ -69,7 +87,7 @@ static double dot(const double *x, const double *y, long k)
 
 /* `steps` conjugate-gradient steps for each row s from X[rows[s]] (in place), as the implicit
  * library's: a row stops once |r|^2 < eps. reg: one per segment. Returns -1 if k > KMAX. */
-int lepton_implicit_cg(long n_seg, const long *starts, const long *rows, const int *idx, const double *vals,
+CLONES int lepton_implicit_cg(long n_seg, const long *starts, const long *rows, const int *idx, const double *vals,
                        const double *F, long k, double alpha, const double *G, const double *reg, long steps,
                        double eps, double *X)
 {
@@ -107,7 +125,7 @@ int lepton_implicit_cg(long n_seg, const long *starts, const long *rows, const i
 
 /* sum over the interactions of c (1 - s)^2 - s^2, s = U[users[t]] . V[items[t]], c = 1 + alpha r:
  * the observed part of the implicit objective (the rest is sum_u u^T V^T V u). */
-double lepton_implicit_observed(long n, const int *restrict users, const int *restrict items,
+CLONES double lepton_implicit_observed(long n, const int *restrict users, const int *restrict items,
                                 const double *restrict vals, const double *restrict U, const double *restrict V,
                                 long k, double alpha)
 {

@@ -171,9 +171,9 @@ def implicit_item_partial(UcT, vals, idx, j0: int, j1: int, alpha: float, out) -
     s0, starts = _item_starts(idx, j0, j1)
     if starts is None:
         return
-    if CK.available:
-        S = CK.sums(starts, idx.users_by_item, idx.perm, vals, np.ascontiguousarray(UcT.T), alpha)
-        out[idx.i_ids[s0:s0 + starts.shape[0] - 1] - j0] = S
+    if CK.available and out.flags.c_contiguous:
+        CK.sums(starts, idx.users_by_item, idx.perm, vals, np.ascontiguousarray(UcT.T), alpha, out=out,
+                dest=idx.i_ids[s0:s0 + starts.shape[0] - 1] - j0)
         return
     for g0, g1, a, b in segment_groups(starts[:-1], int(starts[-1]), max_rows_for(packed_width(k))):
         X = np.take(UcT, idx.users_by_item[a:b], axis=1)

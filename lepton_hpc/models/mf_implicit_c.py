@@ -26,8 +26,8 @@ if not os.environ.get("LEPTON_NO_C_KERNEL"):
 available = _lib is not None
 _P, _L, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
 if available:
-    _lib.lepton_implicit_sums.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D, _P]
-    _lib.lepton_implicit_sums.restype = None
+    _lib.lepton_implicit_sums.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D, _P, _P]
+    _lib.lepton_implicit_sums.restype = ctypes.c_int
     _lib.lepton_implicit_cg.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D, _P, _P, _L, _D, _P]
     _lib.lepton_implicit_cg.restype = ctypes.c_int
     _lib.lepton_implicit_observed.argtypes = [_L, _P, _P, _P, _P, _P, _L, _D]
@@ -38,17 +38,21 @@ def _c(a: np.ndarray, dtype) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=dtype)
 
 
-def sums(bounds: np.ndarray, idx: np.ndarray, order, vals: np.ndarray, F: np.ndarray, alpha: float) -> np.ndarray:
+def sums(bounds: np.ndarray, idx: np.ndarray, order, vals: np.ndarray, F: np.ndarray, alpha: float,
+         out: np.ndarray | None = None, dest: np.ndarray | None = None) -> np.ndarray:
     """Packed [triu(Σ w f fᵀ), Σ c f] per segment ``[bounds[s], bounds[s+1])`` of interactions,
-    f = F[idx[t]], r = vals[order[t]] (``order`` None: t)."""
+    f = F[idx[t]], r = vals[order[t]] (``order`` None: t); into ``out[dest[s]]`` when given
+    (``out`` C-contiguous float64), else a new (segments, width) array."""
     k = F.shape[1]
     n_seg = bounds.shape[0] - 1
-    out = np.empty((n_seg, k * (k + 1) // 2 + k))
+    if out is None:
+        out = np.empty((n_seg, k * (k + 1) // 2 + k))
+    assert out.flags.c_contiguous and out.dtype == np.float64 and out.shape[1] == k * (k + 1) // 2 + k
     keep = (_c(bounds, np.int64), _c(idx, np.int32), None if order is None else _c(order, np.int64),
-            _c(vals, np.float64), _c(F, np.float64))
-    _lib.lepton_implicit_sums(n_seg, keep[0].ctypes.data, keep[1].ctypes.data,
-                              None if keep[2] is None else keep[2].ctypes.data, keep[3].ctypes.data,
-                              keep[4].ctypes.data, k, float(alpha), out.ctypes.data)
+            _c(vals, np.float64), _c(F, np.float64), None if dest is None else _c(dest, np.int64))
+    ptr = [None if a is None else a.ctypes.data for a in keep]
+    if _lib.lepton_implicit_sums(n_seg, *ptr[:5], k, float(alpha), ptr[5], out.ctypes.data) != 0:
+        raise MemoryError("the implicit ALS kernel could not allocate its k x k buffer")
     return out
 
 

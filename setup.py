@@ -1,8 +1,9 @@
-"""Builds the optional one-pass gradient kernel; everything else is in pyproject.toml.
+"""Builds the optional C kernels; everything else is in pyproject.toml.
 
-The kernel is a plain C shared library loaded with ctypes
-(lepton_hpc/models/fused.py). If no C compiler is available the build goes on
-without it and the numpy/BLAS path is used.
+Each kernel is a plain C shared library loaded with ctypes: the one-pass
+gradient (lepton_hpc/models/fused.py) and implicit-feedback ALS
+(lepton_hpc/models/mf_implicit_c.py). If no C compiler is available the build
+goes on without them and the numpy/BLAS paths are used.
 """
 
 from setuptools import Extension, setup
@@ -28,6 +29,8 @@ class OptionalBuildExt(build_ext):
 
 setup(
     ext_modules=[Extension("lepton_hpc._ext.fused", ["lepton_hpc/_ext/fused.c"],
+                           extra_compile_args=["-O3", "-fno-fast-math", "-ffp-contract=off"]),
+                 Extension("lepton_hpc._ext.implicit", ["lepton_hpc/_ext/implicit.c"],
                            extra_compile_args=["-O3", "-fno-fast-math", "-ffp-contract=off"])],
     cmdclass={"build_ext": OptionalBuildExt},
 )

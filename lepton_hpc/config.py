@@ -56,6 +56,8 @@ class DataConfig:
                                      "(data.seed, global row): the same split at any chunk_rows and rank count")
     density: float = _key(0.05, "synthetic ratings (model.kind=mf): share of observed user-item entries")
     true_rank: int = _key(8, "synthetic ratings (model.kind=mf): rank of the ground-truth factors")
+    implicit: bool = _key(False, "synthetic ratings (model.kind=mf): interaction counts drawn from a rank-"
+                                 "true_rank multinomial-logit model instead of noisy ratings (model.feedback=implicit)")
 
     def __post_init__(self):
         s = "data"
@@ -86,8 +88,23 @@ class ModelConfig:
     standardize: bool = _key(False, "scale features by their distributed mean/std; weights reported in original units")
     classes: int = _key(0, "softmax: number of classes (0: from the data)")
     rank: int = _key(8, "mf: rank of the user/item factors; matmul: rank k of A's factorization (0: full)")
+    # -- mf: regularisation and implicit feedback (problems/mf_reg.py, problems/mf_implicit.py) --
+    reg_scaling: str = _key("count", "mf: count scales reg by each user's and item's training count (ALS-WR, "
+                                     "Zhou et al. 2008, as Spark); none: one reg for every row (the old behaviour)",
+                            ("count", "none"))
+    feedback: str = _key("explicit", "mf: explicit (fit the ratings) or implicit (confidence-weighted ALS of "
+                                     "Hu, Koren, Volinsky 2008 on interaction counts)", ("explicit", "implicit"))
+    alpha: float = _key(40.0, "mf implicit: confidence of an interaction r is 1 + alpha * r")
+    inner_solver: str = _key("cholesky", "mf implicit: per-row solve, cholesky (exact) or cg (model.cg_steps "
+                                         "conjugate-gradient steps from the previous factors, as implicit's use_cg)",
+                             ("cholesky", "cg"))
+    cg_steps: int = _key(3, "mf implicit, inner_solver=cg: conjugate-gradient steps per row and half-sweep")
+    top_k: int = _key(10, "mf implicit: k of the held-out ranking metrics precision@k, recall@k, nDCG@k")
 
     def __post_init__(self):
+        _check(math.isfinite(self.alpha) and self.alpha >= 0, "model", "alpha", "finite and >= 0", self.alpha)
+        _check(self.cg_steps >= 1, "model", "cg_steps", ">= 1", self.cg_steps)
+        _check(self.top_k >= 1, "model", "top_k", ">= 1", self.top_k)
         _check(math.isfinite(self.reg) and self.reg >= 0, "model", "reg", "finite and >= 0", self.reg)
         _check(0 <= self.l1_ratio <= 1, "model", "l1_ratio", "in [0, 1]", self.l1_ratio)
         _check(self.classes >= 0, "model", "classes", ">= 0", self.classes)

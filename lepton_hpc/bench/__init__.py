@@ -7,6 +7,8 @@
     python -m lepton_hpc.bench allreduce [--ranks 2]
     python -m lepton_hpc.bench models    --what steps2v1|epoch
     python -m lepton_hpc.bench predict   [--rows 2000000 --cols 32 --reps 3 --rounds 2]
+    python -m lepton_hpc.bench als       [--users 200000 --items 2000 --density 0.01 --ranks 2]
+    python -m lepton_hpc.bench implicit  [--users 50000 --items 2000 --factors 16 --iterations 10]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
 :mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`); :mod:`.common` holds what
@@ -39,6 +41,9 @@ BENCHES = {
     "models": ("lepton_hpc.bench.models", "training steps of the app: -n 1 / -n 2, epoch / full batch"),
     "predict": ("lepton_hpc.bench.predict", "predict -n 1 vs numpy+h5py (>= 1.0); -n 2 speedup share of "
                 "read bandwidth (>= 0.85)"),
+    "als": ("lepton_hpc.bench.als", "ALS-WR sweep time / single-lambda sweep (<= 1.2) and test RMSE (<= 0.667)"),
+    "implicit": ("lepton_hpc.bench.implicit", "implicit ALS vs the implicit library: its time / ours at -n 2 "
+                 "(>= 1.0), precision@10 within 0.01"),
 }
 
 __all__ = ["BENCHES"]

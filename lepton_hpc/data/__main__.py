@@ -6,7 +6,7 @@
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
     import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
-    synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
+    synth mf --users M --items N --rank R --density P (--noise S | --implicit) [--seed K --chunk-rows C] --out FILE.h5
     info FILE.h5
 
 Synthetic files hold exactly the rows a synthetic job with the same seed and
@@ -152,7 +152,11 @@ def _synth_parsers(sub) -> None:
     m.add_argument("--items", type=int, required=True, help="number of items (columns)")
     m.add_argument("--rank", type=int, required=True, help="rank of the ground-truth factors")
     m.add_argument("--density", type=float, required=True, help="share of observed user-item entries, in (0, 1]")
-    m.add_argument("--noise", type=float, required=True, help="standard deviation sigma of the rating noise")
+    m.add_argument("--noise", type=float, default=None,
+                   help="standard deviation sigma of the rating noise (required unless --implicit)")
+    m.add_argument("--implicit", action="store_true",
+                   help="interaction counts instead of ratings: each user makes Poisson(density x items) draws "
+                        "of items from softmax(2 u*.v*), a known rank-R model (data.implicit = true)")
     _synth_common(m, "seed of the factors and of every user chunk")
 
 
@@ -182,8 +186,11 @@ def _run(args) -> None:
     if args.cmd == "synth" and args.kind == "mf":
         from .ratings import synth_mf
 
-        synth_mf(args.out, args.users, args.items, args.rank, args.density, args.noise, args.seed,
-                 args.chunk_rows, args.compression)
+        if args.noise is None and not args.implicit:
+            raise UserError("synth mf needs --noise for ratings (or --implicit for interaction counts)")
+        synth_mf(args.out, args.users, args.items, args.rank, args.density,
+                 0.0 if args.noise is None else args.noise, args.seed, args.chunk_rows, args.compression,
+                 args.implicit)
     elif args.cmd == "synth" and args.kind in ("logistic", "softmax"):
         synth_classification(args.out, args.kind, args.rows, args.cols, getattr(args, "classes", None),
                              args.noise, args.seed, args.chunk_rows, args.compression, args.dtype, args.features)

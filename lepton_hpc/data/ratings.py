@@ -6,7 +6,8 @@ File contract (HDF5)::
     /cols   int   item index of each rating
     /vals   float the rating
     attrs:  shape = (n_users, n_items); optional noise (the synthetic ground
-            truth's noise level sigma), seed, true_rank, density, chunk_rows, kind="mf"
+            truth's noise level sigma; absent for interaction counts), seed, true_rank, density,
+            chunk_rows, kind="mf", feedback ("explicit" or "implicit")
 
 Sharding is by user rows: users are cut into logical chunks of
 ``data.chunk_rows`` users, each rank owns a contiguous balanced range of
@@ -40,7 +41,7 @@ import numpy as np
 from ..config import DataConfig
 from ..layout import Layout, chunk_range, n_chunks
 from .atomic import atomic_path
-from .synthetic.ratings import ratings_chunk, true_item_factors
+from .synthetic.ratings import interactions_chunk, ratings_chunk, true_item_factors
 from ..errors import UserError
 
 _TEST_SALT = 0x6D66_7465_7374  # "mftest"
@@ -72,9 +73,11 @@ def heldout_mask(seed: int, rows: np.ndarray, cols: np.ndarray, fraction: float)
 
 # -- the CLI's writer ------------------------------------------------------------
 def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise: float, seed: int = 0,
-             chunk_rows: int = 4096, compression: str | None = None) -> int:
+             chunk_rows: int = 4096, compression: str | None = None, implicit: bool = False) -> int:
     """Write synthetic ratings to ``out`` (HDF5, atomically), one user chunk at a time.
 
+    ``implicit``: interaction counts from a rank-``rank`` multinomial-logit model
+    (:func:`~lepton_hpc.data.synthetic.ratings.interactions_chunk`; ``noise`` unused).
     Returns the number of ratings written. Memory stays one chunk.
     """
     for name, value in (("users", users), ("items", items), ("rank", rank), ("chunk-rows", chunk_rows)):
@@ -94,15 +97,18 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
               for name, dt in (("rows", idx_dtype), ("cols", idx_dtype), ("vals", np.float64))}
         for c in range(n_chunks(users, chunk_rows)):
             lo, hi = chunk_range(users, chunk_rows, c)
-            rows, cols, vals = ratings_chunk(seed, c, lo, hi, V_true, density, noise)
+            rows, cols, vals = (interactions_chunk(seed, c, lo, hi, V_true, density) if implicit else
+                                ratings_chunk(seed, c, lo, hi, V_true, density, noise))
             end = nnz + rows.shape[0]
             for name, arr in (("rows", rows), ("cols", cols), ("vals", vals)):
                 ds[name].resize((end,))
                 ds[name][nnz:end] = arr
             nnz = end
-        f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "noise": noise,
-                        "seed": seed, "true_rank": rank, "density": density, "chunk_rows": chunk_rows,
-                        "nnz": nnz})
+        f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "seed": seed,
+                        "true_rank": rank, "density": density, "chunk_rows": chunk_rows, "nnz": nnz,
+                        "feedback": "implicit" if implicit else "explicit"})
+        if not implicit:
+            f.attrs["noise"] = noise
     return nnz
 
 
@@ -159,9 +165,9 @@ class RatingsShard:
                 raise
         else:
             self.n_users, self.n_items = cfg.rows, cfg.cols
-            self.noise = float(cfg.noise)
+            self.noise = None if cfg.implicit else float(cfg.noise)
             self.source = (f"synthetic(seed={cfg.seed}, true_rank={cfg.true_rank}, density={cfg.density:g}, "
-                           f"noise={cfg.noise:g})")
+                           + ("interaction counts)" if cfg.implicit else f"noise={cfg.noise:g})"))
         #: users → ranks, built once: U's rows, the reducers and the checkpoint follow it
         self.layout = Layout(self.n_users, self.chunk_rows, size, rank)
         self.n_chunks = self.layout.n_chunks
@@ -182,6 +188,8 @@ class RatingsShard:
             if cfg.path:
                 a, b = np.searchsorted(rows, [lo, hi])
                 r, cc, v = rows[a:b], cols[a:b], vals[a:b]
+            elif cfg.implicit:
+                r, cc, v = interactions_chunk(cfg.seed, c, lo, hi, V_true, cfg.density)
             else:
                 r, cc, v = ratings_chunk(cfg.seed, c, lo, hi, V_true, cfg.density, cfg.noise)
             self.blocks.append(self._split(c, lo, hi, r, cc, v))

@@ -103,7 +103,7 @@ def sumsq(x: np.ndarray) -> float:
 
 def gd_user_pass(UcT, VT, users, items, vals, idx: ChunkIndex, reg: float, n_total: int, e, gU) -> None:
     """Residuals into ``e`` and this chunk's rows of grad_U f, ``(sum_i e_ui v_i + reg u_u) / N``,
-    into ``gU`` (users x k), in one pass over groups of users."""
+    into ``gU`` (users x k), in one pass over groups of users (``reg``: a float or a (users, 1) column)."""
     k = VT.shape[0]
     gU[:] = 0.0
     for g0, g1, a, b in segment_groups(idx.u_starts, idx.n, max_rows_for(2 * k)):
@@ -165,36 +165,52 @@ def _normal_sums(XT: np.ndarray, y: np.ndarray, starts: np.ndarray) -> np.ndarra
     return np.add.reduceat(rows, starts, axis=1).T
 
 
-def _solve(A: np.ndarray, b: np.ndarray, reg: float) -> np.ndarray:
-    """Solve ``(A + reg I) x = b`` for a stack; minimum-norm (pseudo-inverse) when reg = 0."""
+def _solve(A: np.ndarray, b: np.ndarray, reg) -> np.ndarray:
+    """Solve ``(A + reg I) x = b`` for a stack; minimum-norm (pseudo-inverse) when reg = 0.
+
+    ``reg``: one float, or one per system (a vector, all > 0: ALS-WR's λ·n).
+    """
     k = A.shape[-1]
+    if np.ndim(reg):
+        A[:, np.arange(k), np.arange(k)] += np.asarray(reg)[:, None]
+        return np.linalg.solve(A, b[..., None])[..., 0]
     if reg > 0:
         A[:, np.arange(k), np.arange(k)] += reg
         return np.linalg.solve(A, b[..., None])[..., 0]
     return (np.linalg.pinv(A, rcond=1e-10, hermitian=True) @ b[..., None])[..., 0]
 
 
-def solve_packed(S: np.ndarray, k: int, reg: float) -> np.ndarray:
+def solve_packed(S: np.ndarray, k: int, reg) -> np.ndarray:
     """Solve ``(A + reg I) x = b`` for packed rows ``S`` = [triu(A), b]; minimum-norm if singular with reg = 0."""
     n = S.shape[0]
     if n == 0:
         return np.zeros((0, k))
+    kk = k * (k + 1) // 2
+    return _solve(unpack_triu(S[:, :kk], k), np.ascontiguousarray(S[:, kk:]), reg)
+
+
+def unpack_triu(tri: np.ndarray, k: int) -> np.ndarray:
+    """Symmetric k x k matrices from upper triangles packed row by row (..., k(k+1)/2).
+
+    One take along the last axis (fancy indexing of the (k, k) axes is ~10x slower)."""
     iu = np.triu_indices(k)
-    kk = iu[0].shape[0]
-    A = np.empty((n, k, k))
-    A[:, iu[0], iu[1]] = S[:, :kk]
-    A[:, iu[1], iu[0]] = S[:, :kk]
-    return _solve(A, np.ascontiguousarray(S[:, kk:]), reg)
+    full = np.empty((k, k), dtype=np.int64)
+    full[iu] = np.arange(iu[0].shape[0])
+    full[iu[1], iu[0]] = full[iu]
+    return np.take(tri, full.reshape(-1), axis=-1).reshape(tri.shape[:-1] + (k, k))
 
 
-def als_users(VT, users, items, vals, idx: ChunkIndex, reg: float, out) -> None:
+def als_users(VT, users, items, vals, idx: ChunkIndex, reg, out) -> None:
     """Solve every user of the chunk given V (``VT`` = V transposed, contiguous):
-    ``(V_u^T V_u + reg I) u = V_u^T r_u``. Users without ratings get 0."""
+    ``(V_u^T V_u + reg_u I) u = V_u^T r_u``. Users without ratings get 0.
+
+    ``reg``: one float, or a (users, 1) column of per-user λ (ALS-WR)."""
     k = VT.shape[0]
     out[:] = 0.0
     for g0, g1, a, b in segment_groups(idx.u_starts, idx.n, max_rows_for(packed_width(k))):
         S = _normal_sums(np.take(VT, items[a:b], axis=1), vals[a:b], idx.u_starts[g0:g1] - a)
-        out[idx.u_ids[g0:g1]] = solve_packed(S, k, reg)
+        ids = idx.u_ids[g0:g1]
+        out[ids] = solve_packed(S, k, reg if np.ndim(reg) == 0 else reg[ids, 0])
 
 
 def als_item_partial(UcT, vals, idx: ChunkIndex, j0: int, j1: int, out) -> None:

@@ -31,6 +31,7 @@ from ..layout import chunk_range
 from ..metrics import peak_rss_bytes
 from ..models import mf as K
 from ..reduce import ChunkReducer, ItemBlockReducer
+from . import mf_reg as R
 from .mf_solvers import SOLVERS
 
 _INIT_V_STREAM = 2**32 - 3
@@ -56,6 +57,18 @@ class MFProblem(Problem):
     work_unit = "ratings"
     config_unused = ("matmul",)
 
+    def __new__(cls, ctx):
+        """``model.feedback = "implicit"`` builds the implicit-feedback problem (:mod:`.mf_implicit`)."""
+        if cls is MFProblem and ctx.cfg.model.feedback == "implicit":
+            from .mf_implicit import ImplicitMFProblem
+
+            cls = ImplicitMFProblem
+        return super().__new__(cls)
+
+    def solver_class(self):
+        """The step strategy (an entry of :data:`.mf_solvers.SOLVERS`)."""
+        return SOLVERS[self.cfg.train.solver]
+
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         """Read the shard, check it, count, initialise. Collective."""
@@ -70,8 +83,11 @@ class MFProblem(Problem):
         with self.timer.phase("read"):
             self.index = [K.ChunkIndex(b.train[0], b.train[1]) for b in sh.blocks]
         self._count()
+        m = cfg.model
+        self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
+        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
         self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
-        solver = SOLVERS[cfg.train.solver]
+        solver = self.solver_class()
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
         self.items = ItemBlockReducer(comm, sh.layout, sh.n_items, solver.width_of(self.k), cfg.comm.reduction)
@@ -129,6 +145,7 @@ class MFProblem(Problem):
         item_counts = C.allreduce_sum(comm, item_counts)  # integer counts: exact in any order
         self.n_train, self.n_test = n_train, n_test
         self.users_without, self.items_without = users_without, int((item_counts == 0).sum())
+        self.item_counts = item_counts
         if sh.nnz_total is not None and n_train + n_test != sh.nnz_total:
             raise C.JobError(f"the shards of {sh.cfg.path} hold {n_train + n_test} ratings but the file has "
                              f"{sh.nnz_total}: /rows is not sorted by user; sort the ratings by user row", 0)
@@ -158,10 +175,10 @@ class MFProblem(Problem):
             for i, b, Uc, _ in self.blocks():
                 e_tr = K.residuals(UT[i], VT, *b.train)
                 e_te = K.residuals(UT[i], VT, *b.test)
-                red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), K.sumsq(Uc)]
+                red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), R.penalty(self.reg_u[i], Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
-        loss = (0.5 * sse + 0.5 * self.reg * (uu + K.sumsq(self.V))) / self.n_train
+        loss = (0.5 * sse + 0.5 * (uu + R.penalty(self.reg_v, self.V))) / self.n_train
         test = math.sqrt(sse_test / self.n_test) if self.n_test else float("nan")
         return float(loss), math.sqrt(sse / self.n_train), test
 
@@ -191,7 +208,7 @@ class MFProblem(Problem):
 
     def state(self):
         parts = {"model/U": Part(self.U, self._rows()), "model/V": Part(self.V)}
-        attrs = {"model_kind": "mf", "solver": self.cfg.train.solver}
+        attrs = {"model_kind": "mf", "solver": self.cfg.train.solver, "feedback": self.cfg.model.feedback}
         s = self.solver
         if s.opt_U is not None:
             pu, au = optimizer_parts("optimizer_u", s.opt_U, self._rows(), self.k)
@@ -215,6 +232,10 @@ class MFProblem(Problem):
         if solver != self.cfg.train.solver:
             raise UserError(f"checkpoint in {snap.directory} was written by train.solver={solver}, this job uses "
                             f"{self.cfg.train.solver}; resume with the same solver or start a fresh --out")
+        feedback = snap.attrs.get("feedback", "explicit")
+        if feedback != self.cfg.model.feedback:
+            raise UserError(f"checkpoint in {snap.directory} was written with model.feedback={feedback}, this job "
+                            f"uses {self.cfg.model.feedback}; resume with the same feedback or start a fresh --out")
         lo, hi, _ = self._rows()
         self.U[:] = snap.rows("model/U", lo, hi)
         self.V[:] = snap.replicated("model/V")["model/V"]
@@ -254,7 +275,7 @@ class MFProblem(Problem):
                        f"peak RSS {memory['peak_rss_bytes']['max'] / 2**20:.0f} MiB max")
         return {**final, "noise": noise, "test_rmse_over_noise": ratio,
                 "rel_error_to_exact": None,  # no exact solution to compare with; see test_rmse_over_noise
-                "rank": self.k, "reg": self.reg, "solver": cfg.train.solver,
+                "rank": self.k, "reg": self.reg, "reg_scaling": cfg.model.reg_scaling, "solver": cfg.train.solver,
                 "optimizer": opt.hyperparameters() if opt is not None else None,
                 "eta_final": opt.eta if opt is not None else None,
                 "data": {"source": sh.describe(), "users": sh.n_users, "items": sh.n_items,

@@ -68,18 +68,22 @@ def reference(cfg):
     sh, (r, c, y) = ratings(cfg)
     k, reg, N = cfg.model.rank, cfg.model.reg, r.size
     U, V = init_factors(cfg.data.seed, k, sh.n_items, range(sh.n_chunks), sh.n_users, sh.chunk_rows)
+    # ALS-WR (reg_scaling=count): lambda * n for a row with n training ratings (a row without: lambda)
+    count = cfg.model.reg_scaling == "count"
+    lam_u = reg * (np.maximum(np.bincount(r, minlength=sh.n_users), 1) if count else np.ones(sh.n_users))
+    lam_v = reg * (np.maximum(np.bincount(c, minlength=sh.n_items), 1) if count else np.ones(sh.n_items))
     o = cfg.optimizer
     state = {}
     for t in range(1, cfg.train.steps + 1):
         if cfg.train.solver == "als":
-            for F, G, keys, other, n in ((U, V, r, c, sh.n_users), (V, U, c, r, sh.n_items)):
-                for j in range(n):
+            for F, G, keys, other, lam in ((V, U, c, r, lam_v), (U, V, r, c, lam_u)):  # items first
+                for j in range(F.shape[0]):
                     sel = keys == j
                     X = G[other[sel]]
-                    F[j] = np.linalg.solve(X.T @ X + reg * np.eye(k), X.T @ y[sel]) if sel.any() else 0.0
+                    F[j] = np.linalg.solve(X.T @ X + lam[j] * np.eye(k), X.T @ y[sel]) if sel.any() else 0.0
             continue
         e = (U[r] * V[c]).sum(axis=1) - y
-        gU, gV = reg * U, reg * V
+        gU, gV = lam_u[:, None] * U, lam_v[:, None] * V
         np.add.at(gU, r, e[:, None] * V[c])
         np.add.at(gV, c, e[:, None] * U[r])
         for name, P, g in (("U", U, gU / N), ("V", V, gV / N)):
@@ -98,8 +102,10 @@ def reference(cfg):
 
 CASES = {
     "gd-adam": [],
+    "gd-adam-reg-none": ["model.reg_scaling=none"],
     "gd-lepton": ["optimizer.name=adaptive", "optimizer.learning_rate=20.0", "optimizer.alpha=0.05"],
     "als": ["train.solver=als"],
+    "als-reg-none": ["train.solver=als", "model.reg_scaling=none"],
     "als-empty-shards": ["train.solver=als", "data.chunk_rows=25"],  # 2 chunks: at 3 and 4 ranks some own none
     "gd-empty-shards": ["data.chunk_rows=25"],
 }
@@ -229,7 +235,8 @@ def test_divergence_stops_on_every_rank_and_keeps_the_last_good_checkpoint():
     from lepton_hpc.comm import JobError
 
     out = shared_dir()
-    cfg = config("optimizer.name=constant", "optimizer.learning_rate=1e6", "train.steps=40", "checkpoint.every=1")
+    cfg = config("optimizer.name=constant", "optimizer.learning_rate=1e6", "train.steps=40", "checkpoint.every=1",
+                 "model.reg_scaling=none")
     with pytest.raises(JobError, match=r"the loss became (nan|inf) at step \d+ .* last good checkpoint is intact"):
         run_job(cfg, WORLD, out / "r")
     WORLD.Barrier()

@@ -94,3 +94,26 @@ def test_predict_reports_both_sub_verdicts():
     assert two["ratio"] == pytest.approx(two["speedup"] / two["read_bandwidth_ratio"])
     for key in ("baseline_s", "predict_s_n1", "predict_s_n2"):
         assert_spread(res[key])
+
+
+def test_als_reports_alswr_over_single_lambda_sweep_and_rmse():
+    res = run_bench("als", "--users", "3000", "--items", "200", "--density", "0.05", "--sweeps", "3",
+                    "--rounds", "1")
+    assert res["bench"] == "als" and res["target"] == 1.2 and res["target_is"] == "<="
+    assert positive(res["ratio"]) and isinstance(res["pass"], bool) and isinstance(res["rmse_pass"], bool)
+    for key in ("sweep_s_none", "sweep_s_count"):
+        assert_spread(res[key])
+    assert len(res["test_rmse_per_sweep_count"]) == 3 and res["data"]["ratings_train"] > 0
+    assert res["pass"] == (res["ratio"] <= 1.2 and res["test_rmse_count"] <= res["rmse_target"])
+
+
+def test_implicit_reports_library_over_ours_and_precision():
+    res = run_bench("implicit", "--users", "2000", "--items", "200", "--density", "0.05", "--factors", "4",
+                    "--iterations", "3", "--rounds", "1")
+    assert_verdict(res, "implicit", 1.0, ">=")
+    assert res["implicit_version"] and res["data"]["interactions_train"] > 0
+    for key in ("iter_s_ours", "iter_s_implicit"):
+        assert_spread(res[key])
+    assert set(res["metrics_ours"]) == set(res["metrics_implicit"]) == {"precision_at_10", "recall_at_10",
+                                                                          "ndcg_at_10", "auc"}
+    assert res["precision_pass"] == (res["precision_diff"] <= 0.01)

@@ -64,3 +64,36 @@ def ratings_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.
     local, cols = np.divmod(pos, n_items)
     vals = rowdot(U_true[local], V_true[cols]) + noise * rng.standard_normal(pos.shape[0])
     return local + user_lo, cols, vals
+
+
+#: implicit feedback: logits are SHARPNESS * u*.v* (u*.v* has unit variance)
+SHARPNESS = 2.0
+
+
+def interactions_chunk(seed: int, chunk: int, user_lo: int, user_hi: int, V_true: np.ndarray,
+                       density: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interaction counts of users ``[user_lo, user_hi)`` (logical chunk ``chunk``), sorted by (user, item).
+
+    A known rank-R model (multinomial logit): user u makes Poisson(density * items) draws of
+    items, each item i with probability softmax_i(SHARPNESS * u*_u . v*_i); r_ui is how many
+    times it drew i (only r_ui > 0 is stored). u*_u is drawn from ``(seed, chunk)``.
+    """
+    n_items, rank = V_true.shape
+    m = user_hi - user_lo
+    rng = np.random.default_rng([seed, chunk])
+    U_true = rng.standard_normal((m, rank)) * factor_scale(rank)
+    logits = SHARPNESS * (U_true @ V_true.T)
+    logits -= logits.max(axis=1, keepdims=True)
+    p = np.exp(logits)
+    p /= p.sum(axis=1, keepdims=True)
+    draws = rng.poisson(density * n_items, size=m)
+    # inverse-CDF draws, all users at once: user j's cumulative probabilities shifted into [j, j + 1]
+    cum = np.cumsum(p, axis=1)
+    cum /= cum[:, -1:]
+    cum += np.arange(m)[:, None]
+    owner = np.repeat(np.arange(m), draws)
+    flat = np.searchsorted(cum.reshape(-1), owner + rng.random(owner.shape[0]), side="right")
+    flat = np.minimum(flat, (owner + 1) * n_items - 1)  # a draw of exactly j + 1 stays in row j
+    keys, counts = np.unique(flat, return_counts=True)  # sorted by (user, item)
+    local, cols = np.divmod(keys, n_items)
+    return local.astype(np.int64) + user_lo, cols.astype(np.int64), counts.astype(np.float64)

@@ -84,12 +84,15 @@ class ModelConfig:
     standardize: bool = _key(False, "scale features by their distributed mean/std; weights reported in original units")
     classes: int = _key(0, "softmax: number of classes (0: from the data)")
     rank: int = _key(8, "mf: rank of the user/item factors; matmul: rank k of A's factorization (0: full)")
+    shard_items: bool = _key(False, "mf: each rank owns a block of items' factors (V is not replicated); "
+                                    "each half-sweep fetches only the factor rows its ratings need")
 
     def __post_init__(self):
         _check(math.isfinite(self.reg) and self.reg >= 0, "model", "reg", "finite and >= 0", self.reg)
         _check(0 <= self.l1_ratio <= 1, "model", "l1_ratio", "in [0, 1]", self.l1_ratio)
         _check(self.classes >= 0, "model", "classes", ">= 0", self.classes)
         _check(self.rank >= 0, "model", "rank", ">= 0", self.rank)
+        _check(isinstance(self.shard_items, bool), "model", "shard_items", "true or false", self.shard_items)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,180 @@
+"""The in-block/out-block plan of the item-sharded recommender (``model.shard_items = true``).
+
+Items are cut into balanced contiguous blocks, one per rank (independent of how
+the ratings are sharded): rank ``q`` owns the factors of items
+``block_range(n_items, size, q)``, as it owns its users' rows of U. Nothing is
+replicated. The plan, built once at setup from the ratings (collective), holds
+
+* the **out-block** of each side: the V rows of the items this rank's ratings
+  touch (train and test), fetched from their owners before each user
+  half-sweep, and the U rows of the users who rated this rank's items, fetched
+  from their owners before each item half-sweep (:class:`RowExchange`: one
+  ``Alltoallv``, only the rows needed);
+* the **in-block** of the item side: a second copy of the training ratings,
+  moved once to their item's owner (an ``Alltoallv`` of the ratings, as Spark
+  does) and kept in the global order (by item, then user, then file order),
+  with exact per-item rating counts (:attr:`ItemPlan.item_counts`).
+
+Why move the ratings rather than reduce per-item normal equations to the
+owner: each item's normal equations are summed on its owner, chunk by user
+chunk (the same per-chunk sums as the replicated path), then over chunks along
+the same fixed binary tree over chunk ids as :class:`~lepton_hpc.reduce.ChunkReducer`
+(:func:`chunk_tree_sum`, absent chunks counting as zero). The order of every
+item's sum is therefore fixed by the data alone: the factors are bitwise
+identical at any rank count and to the replicated run. Reducing the k x k
+partials instead would send ``k(k+1)/2 + k`` numbers per item per chunk each
+sweep, against ``k`` per needed row here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import comm as C
+from ..layout import block_offsets
+from ..models import mf as K
+
+
+class RowExchange:
+    """Fetch the rows ``need`` (sorted global ids) of a row-sharded array whose rank ``q``
+    owns rows ``[offsets[q], offsets[q+1])``. Built once (collective); then :meth:`fetch`."""
+
+    def __init__(self, comm, need: np.ndarray, offsets):
+        self.comm = comm
+        offsets = np.asarray(offsets, dtype=np.int64)
+        self.need = need.astype(np.int64)
+        cut = np.searchsorted(self.need, offsets)
+        self.recv_counts = np.diff(cut)
+        self.send_counts = C.alltoall_counts(comm, self.recv_counts)
+        asked = np.empty(int(self.send_counts.sum()), dtype=np.int64)
+        C.alltoallv(comm, self.need, self.recv_counts, asked, self.send_counts)
+        self.send_rows = asked - offsets[comm.rank]  # rows of my block, grouped by the rank asking
+
+    def fetch(self, own: np.ndarray, out: np.ndarray, send: np.ndarray) -> np.ndarray:
+        """``out[r] = global row need[r]`` from every owner's ``own`` block. Collective."""
+        np.take(own, self.send_rows, axis=0, out=send)
+        return C.alltoallv(self.comm, send, self.send_counts, out, self.recv_counts)
+
+    @property
+    def nbytes(self) -> int:
+        return self.need.nbytes + self.send_rows.nbytes
+
+
+class UserIndex:
+    """The user segments of one chunk's ratings (what the user half-sweep needs of a ChunkIndex)."""
+
+    def __init__(self, users: np.ndarray):
+        self.n = int(users.shape[0])
+        self.u_ids, self.u_starts = K.segments(users)
+        self.nbytes = self.u_ids.nbytes + self.u_starts.nbytes
+
+
+class ItemPlan:
+    """Who owns which item rows, and what moves where each half-sweep (see the module doc). Collective."""
+
+    def __init__(self, comm, shard):
+        sh, size, rank = shard, comm.size, comm.rank
+        self.n_items, self.chunk_rows, self.n_chunks = sh.n_items, sh.chunk_rows, sh.n_chunks
+        self.item_offsets = block_offsets(sh.n_items, size)
+        self.item_lo, self.item_hi = self.item_offsets[rank], self.item_offsets[rank + 1]
+        self.n_own = self.item_hi - self.item_lo
+        blocks = sh.blocks
+        # out-block of the user side: V rows of every item this rank's ratings touch
+        touched = [b.train[1] for b in blocks] + [b.test[1] for b in blocks]
+        need_v = np.unique(np.concatenate(touched)) if touched else np.zeros(0, dtype=np.int64)
+        self.v = RowExchange(comm, need_v, self.item_offsets)
+        self.train = [(b.train[0], np.searchsorted(need_v, b.train[1]).astype(np.int32), b.train[2])
+                      for b in blocks]
+        self.test = [(b.test[0], np.searchsorted(need_v, b.test[1]).astype(np.int32), b.test[2])
+                     for b in blocks]
+        self.user_index = [UserIndex(b.train[0]) for b in blocks]
+        self._move_ratings(comm, sh)
+        user_offsets = [sh.layout.rows(q)[0] for q in range(size)] + [sh.n_users]
+        self.u = RowExchange(comm, self.need_u, user_offsets)
+
+    def _move_ratings(self, comm, sh) -> None:
+        """The in-block: training ratings to their item's owner, kept in the global order."""
+        parts = [(b.train[0].astype(np.int64) + b.user_lo, b.train[1], b.train[2]) for b in sh.blocks]
+        users, items, vals = (np.concatenate(x) for x in zip(*parts)) if parts else (
+            np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
+        dest = np.searchsorted(self.item_offsets, items, side="right") - 1
+        self.send_order = np.argsort(dest, kind="stable")  # ratings in global order within each owner
+        self.send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
+        self.recv_counts = C.alltoall_counts(comm, self.send_counts)
+        n = int(self.recv_counts.sum())
+        got = []
+        for a, dtype in ((users, np.int64), (items, np.int32), (vals, np.float64)):
+            got.append(C.alltoallv(comm, np.ascontiguousarray(a[self.send_order]), self.send_counts,
+                                   np.empty(n, dtype=dtype), self.recv_counts))
+        r_users, r_items, r_vals = got  # ranks own increasing users: rank order is the global order
+        self.by_item = np.argsort(r_items, kind="stable")
+        r_users, r_items, self.vals = r_users[self.by_item], r_items[self.by_item], r_vals[self.by_item]
+        self.need_u, uidx = np.unique(r_users, return_inverse=True)
+        self.uidx = uidx.astype(np.int32).reshape(-1)
+        self.item_counts = np.bincount(r_items - self.item_lo, minlength=self.n_own).astype(np.int64)
+        key = (r_items.astype(np.int64) - self.item_lo) * self.n_chunks + r_users // self.chunk_rows
+        seg_keys, self.seg_starts = K.segments(key)
+        self.seg_item, self.seg_chunk = np.divmod(seg_keys, self.n_chunks)
+        self.n_in = n
+
+    def to_owners(self, local: np.ndarray, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
+        """One value per local training rating (chunk order) to the item owner, in the in-block's order."""
+        np.take(local, self.send_order, out=send)
+        C.alltoallv(self.v.comm, send, self.send_counts, recv, self.recv_counts)
+        return recv[self.by_item]
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.send_order, self.by_item, self.vals, self.uidx, self.seg_starts, self.seg_item,
+                  self.seg_chunk, self.item_counts, self.need_u]
+        local = sum(a.nbytes for t in (*self.train, *self.test) for a in t[1:2])
+        return (sum(a.nbytes for a in arrays) + local + self.v.nbytes + self.u.nbytes
+                + sum(ix.nbytes for ix in self.user_index))
+
+
+def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarray, n_chunks: int,
+                   n_own: int) -> np.ndarray:
+    """Per item, the sum of its per-chunk rows along :class:`~lepton_hpc.reduce.ChunkReducer`'s tree.
+
+    ``(seg_item, seg_chunk)`` are sorted; absent chunks count as +0.0, exactly as the
+    replicated path's zero partials do, so the bits equal a dense tree over all chunks.
+    Returns (n_own, width), zero for items without ratings.
+    """
+    out = np.zeros((n_own, values.shape[1]))
+    item, leaf, vals, n = seg_item, seg_chunk, values, n_chunks
+    while n > 1 and item.shape[0]:
+        parent = leaf >> 1
+        first = np.concatenate([[True], (item[1:] != item[:-1]) | (parent[1:] != parent[:-1])])
+        group = np.cumsum(first) - 1
+        left = np.zeros((int(group[-1]) + 1, vals.shape[1]))
+        right = np.zeros_like(left)
+        odd = (leaf & 1).astype(bool)
+        left[group[~odd]] = vals[~odd]
+        right[group[odd]] = vals[odd]
+        item, leaf = item[first], parent[first]
+        paired = (2 * leaf + 1 < n)[:, None]
+        vals = np.where(paired, left + right, left)
+        n = -(-n // 2)
+    out[item] = vals
+    return out
+
+
+def owner_item_sums(plan: ItemPlan, UT_need: np.ndarray, weights: np.ndarray, normal: bool) -> np.ndarray:
+    """The owner's per-item sums over its in-block ratings, chunk by chunk then along the chunk tree.
+
+    ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
+    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the fetched U rows,
+    transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
+    :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
+    """
+    k = UT_need.shape[0]
+    width = K.packed_width(k) if normal else k
+    seg = np.zeros((plan.seg_starts.shape[0], width))
+    for g0, g1, a, b in K.segment_groups(plan.seg_starts, plan.n_in, K.max_rows_for(width)):
+        X = np.take(UT_need, plan.uidx[a:b], axis=1)
+        if normal:
+            seg[g0:g1] = K._normal_sums(X, weights[a:b], plan.seg_starts[g0:g1] - a)
+        else:
+            X *= weights[a:b]
+            seg[g0:g1] = np.add.reduceat(X, plan.seg_starts[g0:g1] - a, axis=1).T
+    return chunk_tree_sum(plan.seg_item, plan.seg_chunk, seg, plan.n_chunks, plan.n_own)

@@ -1,0 +1,181 @@
+"""How the recommender steps with item-sharded factors (``model.shard_items = true``).
+
+``pb.V`` holds only this rank's item block (rows ``[item_lo, item_hi)`` of V); the
+:class:`~.mf_exchange.ItemPlan` fetches the rows each half-sweep needs. The user
+half-sweep runs the replicated path's kernels on the fetched V rows (same terms,
+same order); the item half-sweep sums each owned item's terms on its owner
+(:func:`~.mf_exchange.owner_item_sums`). Both solvers give the replicated run's
+factors bit for bit, at any rank count. Collective where marked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import comm as C
+from ..checkpoint import Part, optimizer_parts, optimizer_state
+from ..layout import Layout
+from ..models import mf as K
+from ..optimizers import make_optimizer, optimizer_kwargs
+from ..reduce import ChunkReducer
+from .mf_exchange import ItemPlan, owner_item_sums
+
+
+class ItemSide:
+    """The item half of an item-sharded problem: plan, fetch buffers, per-item-row scalar sums."""
+
+    def __init__(self, pb):
+        self.pb = pb
+        self.plan = plan = ItemPlan(pb.comm, pb.shard)
+        k = pb.k
+        self.V_need = np.zeros((plan.v.need.shape[0], k))
+        self.v_send = np.zeros((plan.v.send_rows.shape[0], k))
+        self.U_need = np.zeros((plan.u.need.shape[0], k))
+        self.u_send = np.zeros((plan.u.send_rows.shape[0], k))
+        # sums over item rows (|V|^2, |grad_V|^2): a fixed tree over items, one item per leaf
+        self.scalars = ChunkReducer(pb.comm, Layout(plan.n_items, 1, pb.comm.size, pb.comm.rank), 2, "exact")
+
+    @property
+    def rows(self) -> tuple[int, int, int]:
+        return (self.plan.item_lo, self.plan.item_hi, self.plan.n_items)
+
+    def fetch_VT(self) -> np.ndarray:
+        """The V rows this rank's ratings touch, transposed (k x needed). Collective."""
+        self.plan.v.fetch(self.pb.V, self.V_need, self.v_send)
+        return np.ascontiguousarray(self.V_need.T)
+
+    def fetch_UT(self) -> np.ndarray:
+        """The U rows of the users who rated this rank's items, transposed. Collective."""
+        self.plan.u.fetch(self.pb.U, self.U_need, self.u_send)
+        return np.ascontiguousarray(self.U_need.T)
+
+    def sumsq(self, *arrays) -> list[float]:
+        """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
+        p = self.scalars.partials
+        p[:] = 0.0
+        for j, a in enumerate(arrays):
+            p[:, j] = np.einsum("ij,ij->i", a, a)
+        return [float(x) for x in self.scalars.reduce()[:len(arrays)]]
+
+    def nbytes(self) -> int:
+        return (self.plan.nbytes + self.V_need.nbytes + self.v_send.nbytes + self.U_need.nbytes
+                + self.u_send.nbytes + self.scalars.nbytes)
+
+
+class ShardedGradientDescent:
+    """Full-batch gradient descent with item-sharded V: grad_V is summed on each item's owner."""
+
+    def __init__(self, pb):
+        self.pb = pb
+        kw = optimizer_kwargs(pb.cfg.optimizer)
+        self.opt_U = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
+        self.opt_V = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
+        self.grad_U = np.zeros_like(pb.U)
+        self.grad_V = np.zeros_like(pb.V)
+        plan = pb.item_side.plan
+        n = int(plan.send_counts.sum())
+        self.e_flat = np.zeros(n)
+        self.e_send = np.zeros(n)
+        self.e_recv = np.zeros(plan.n_in)
+        cuts = np.cumsum([0] + [b.train[0].shape[0] for b in pb.shard.blocks])
+        self.e = [self.e_flat[a:z] for a, z in zip(cuts[:-1], cuts[1:])]
+
+    def next_eta(self) -> float:
+        return self.opt_V.next_eta()
+
+    def gradient(self, step: int) -> tuple[float, float]:
+        """grad_U (local) and grad_V (this rank's items); (objective, |grad|). Collective."""
+        pb, side = self.pb, self.pb.item_side
+        red, N, reg, timer = pb.scalars, pb.n_train, pb.reg, pb.timer
+        with timer.phase("reduce", step):
+            VT = side.fetch_VT()
+        with timer.phase("compute", step):
+            for i, b, Uc, _ in pb.blocks():
+                gU = self.grad_U[b.offset:b.offset + b.n_users]
+                K.gd_user_pass(np.ascontiguousarray(Uc.T), VT, *side.plan.train[i], side.plan.user_index[i],
+                               reg, N, self.e[i], gU)
+                red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), K.sumsq(Uc)]
+        with timer.phase("reduce", step):
+            sse, gu2, uu = red.reduce()
+            e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
+            UT = side.fetch_UT()
+        with timer.phase("compute", step):
+            total = owner_item_sums(side.plan, UT, e_own, normal=False)
+            np.add(total, reg * pb.V, out=self.grad_V)
+            self.grad_V /= N
+        with timer.phase("reduce", step):
+            vv, gv2 = side.sumsq(pb.V, self.grad_V)
+        loss = (0.5 * sse + 0.5 * reg * (uu + vv)) / N
+        return float(loss), math.sqrt(gu2 + gv2)
+
+    def apply_update(self, step: int) -> None:
+        pb = self.pb
+        self.opt_U.update(pb.U.reshape(-1), self.grad_U.reshape(-1), out=pb.U.reshape(-1))
+        self.opt_V.update(pb.V.reshape(-1), self.grad_V.reshape(-1), out=pb.V.reshape(-1))
+
+    def nbytes(self) -> tuple[int, int]:
+        opt = sum(getattr(o, key).nbytes for o in (self.opt_U, self.opt_V) for key in o.accumulator_names
+                  if getattr(o, key) is not None)
+        work = self.grad_U.nbytes + self.grad_V.nbytes + self.e_flat.nbytes + self.e_send.nbytes
+        return opt, work + self.e_recv.nbytes
+
+
+class ShardedALS:
+    """A sweep: users from the fetched V rows, then each owned item from its owner's normal equations."""
+
+    opt_U = opt_V = None
+
+    def __init__(self, pb):
+        self.pb = pb
+
+    def next_eta(self) -> None:
+        return None
+
+    def gradient(self, step: int) -> tuple[float, None]:
+        return self.pb.evaluate(step)[0], None
+
+    def apply_update(self, step: int) -> None:
+        """One sweep. Collective: two fetches of factor rows, no reduction of normal equations."""
+        pb, side = self.pb, self.pb.item_side
+        with pb.timer.phase("reduce", step):
+            VT = side.fetch_VT()
+        with pb.timer.phase("compute", step):
+            for i, b, Uc, _ in pb.blocks():
+                K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg, Uc)
+        with pb.timer.phase("reduce", step):
+            UT = side.fetch_UT()
+        with pb.timer.phase("compute", step):
+            S = owner_item_sums(side.plan, UT, side.plan.vals, normal=True)
+        with pb.timer.phase("update", step):
+            pb.V[:] = K.solve_packed(S, pb.k, pb.reg)
+
+    def nbytes(self) -> tuple[int, int]:
+        return 0, 0
+
+
+SHARDED_SOLVERS = {"gd": ShardedGradientDescent, "als": ShardedALS}
+
+
+def sharded_state(pb, parts: dict, attrs: dict) -> None:
+    """V (and V's optimizer state) as row-sharded parts written by their owners: nothing gathered."""
+    rows = pb.item_side.rows
+    parts["model/V"] = Part(pb.V, rows)
+    attrs["shard_items"] = True
+    s = pb.solver
+    if s.opt_V is not None:
+        for name in [n for n in parts if n.startswith("optimizer/")]:
+            del parts[name]
+        pv, av = optimizer_parts("optimizer", s.opt_V, rows, pb.k)
+        parts.update(pv)
+        attrs.update(av)
+
+
+def load_sharded(pb, snap) -> None:
+    """This rank's V rows (and V's optimizer state) from a checkpoint of any rank count."""
+    lo, hi, _ = pb.item_side.rows
+    s = pb.solver
+    pb.V[:] = snap.rows("model/V", lo, hi)
+    if s.opt_V is not None:
+        s.opt_V.load_state_dict(optimizer_state(snap, "optimizer", s.opt_V, (lo, hi)))

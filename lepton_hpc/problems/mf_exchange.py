@@ -33,6 +33,7 @@ import numpy as np
 from .. import comm as C
 from ..layout import block_offsets
 from ..models import mf as K
+from .. import reduce as R
 
 
 class RowExchange:
@@ -115,6 +116,7 @@ class ItemPlan:
         key = (r_items.astype(np.int64) - self.item_lo) * self.n_chunks + r_users // self.chunk_rows
         seg_keys, self.seg_starts = K.segments(key)
         self.seg_item, self.seg_chunk = np.divmod(seg_keys, self.n_chunks)
+        self.item_seg_starts = K.segments(self.seg_item)[1]  # each owned item's first segment
         self.n_in = n
 
     def to_owners(self, local: np.ndarray, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
@@ -126,21 +128,19 @@ class ItemPlan:
     @property
     def nbytes(self) -> int:
         arrays = [self.send_order, self.by_item, self.vals, self.uidx, self.seg_starts, self.seg_item,
-                  self.seg_chunk, self.item_counts, self.need_u]
+                  self.seg_chunk, self.item_seg_starts, self.item_counts, self.need_u]
         local = sum(a.nbytes for t in (*self.train, *self.test) for a in t[1:2])
         return (sum(a.nbytes for a in arrays) + local + self.v.nbytes + self.u.nbytes
                 + sum(ix.nbytes for ix in self.user_index))
 
 
-def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarray, n_chunks: int,
-                   n_own: int) -> np.ndarray:
+def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarray, n_chunks: int):
     """Per item, the sum of its per-chunk rows along :class:`~lepton_hpc.reduce.ChunkReducer`'s tree.
 
     ``(seg_item, seg_chunk)`` are sorted; absent chunks count as +0.0, exactly as the
     replicated path's zero partials do, so the bits equal a dense tree over all chunks.
-    Returns (n_own, width), zero for items without ratings.
+    Returns (items, sums): the distinct items and one row each.
     """
-    out = np.zeros((n_own, values.shape[1]))
     item, leaf, vals, n = seg_item, seg_chunk, values, n_chunks
     while n > 1 and item.shape[0]:
         parent = leaf >> 1
@@ -155,26 +155,32 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
         paired = (2 * leaf + 1 < n)[:, None]
         vals = np.where(paired, left + right, left)
         n = -(-n // 2)
-    out[item] = vals
-    return out
+    return item, vals
 
 
-def owner_item_sums(plan: ItemPlan, UT_need: np.ndarray, weights: np.ndarray, normal: bool) -> np.ndarray:
-    """The owner's per-item sums over its in-block ratings, chunk by chunk then along the chunk tree.
+def owner_item_sums(plan: ItemPlan, UT_need: np.ndarray, weights: np.ndarray, normal: bool):
+    """Yield ``(items, sums)`` per group of whole owned items (local ids): each item's sum over its
+    in-block ratings, chunk by chunk then along the chunk tree; items without ratings are left out.
 
     ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
     else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the fetched U rows,
     transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
     :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
+    Temporaries stay under about ``REDUCE_BUDGET_BYTES`` (groups of items).
     """
     k = UT_need.shape[0]
     width = K.packed_width(k) if normal else k
-    seg = np.zeros((plan.seg_starts.shape[0], width))
-    for g0, g1, a, b in K.segment_groups(plan.seg_starts, plan.n_in, K.max_rows_for(width)):
-        X = np.take(UT_need, plan.uidx[a:b], axis=1)
-        if normal:
-            seg[g0:g1] = K._normal_sums(X, weights[a:b], plan.seg_starts[g0:g1] - a)
-        else:
-            X *= weights[a:b]
-            seg[g0:g1] = np.add.reduceat(X, plan.seg_starts[g0:g1] - a, axis=1).T
-    return chunk_tree_sum(plan.seg_item, plan.seg_chunk, seg, plan.n_chunks, plan.n_own)
+    n_seg = plan.seg_starts.shape[0]
+    ends = np.append(plan.seg_starts[1:], plan.n_in)
+    max_segs = max(1, R.REDUCE_BUDGET_BYTES // (4 * 8 * width))
+    for _, _, s0, s1 in K.segment_groups(plan.item_seg_starts, n_seg, max_segs):
+        starts = plan.seg_starts[s0:s1]
+        seg = np.zeros((s1 - s0, width))
+        for g0, g1, a, b in K.segment_groups(starts, int(ends[s1 - 1]), K.max_rows_for(width)):
+            X = np.take(UT_need, plan.uidx[a:b], axis=1)
+            if normal:
+                seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
+            else:
+                X *= weights[a:b]
+                seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
+        yield chunk_tree_sum(plan.seg_item[s0:s1], plan.seg_chunk[s0:s1], seg, plan.n_chunks)

@@ -102,7 +102,9 @@ class ShardedGradientDescent:
             e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
             UT = side.fetch_UT()
         with timer.phase("compute", step):
-            total = owner_item_sums(side.plan, UT, e_own, normal=False)
+            total = np.zeros_like(pb.V)
+            for items, sums in owner_item_sums(side.plan, UT, e_own, normal=False):
+                total[items] = sums
             np.add(total, reg * pb.V, out=self.grad_V)
             self.grad_V /= N
         with timer.phase("reduce", step):
@@ -146,10 +148,11 @@ class ShardedALS:
                 K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg, Uc)
         with pb.timer.phase("reduce", step):
             UT = side.fetch_UT()
+        V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
         with pb.timer.phase("compute", step):
-            S = owner_item_sums(side.plan, UT, side.plan.vals, normal=True)
-        with pb.timer.phase("update", step):
-            pb.V[:] = K.solve_packed(S, pb.k, pb.reg)
+            for items, S in owner_item_sums(side.plan, UT, side.plan.vals, normal=True):
+                V_new[items] = K.solve_packed(S, pb.k, pb.reg)
+        pb.V[:] = V_new
 
     def nbytes(self) -> tuple[int, int]:
         return 0, 0

@@ -158,15 +158,22 @@ class MFProblem(Problem):
             yield i, b, self.U[b.offset:b.offset + b.n_users], self.index[i]
 
     def transposed(self):
-        """V^T (item-sharded: the fetched rows; collective) and each local chunk's U rows transposed
-        (contiguous): the kernels' layout."""
-        VT = self.item_side.fetch_VT() if self.item_side else np.ascontiguousarray(self.V.T)
-        return VT, [np.ascontiguousarray(Uc.T) for _, _, Uc, _ in self.blocks()]
+        """V^T and each local chunk's U rows transposed (contiguous): the kernels' layout."""
+        return (np.ascontiguousarray(self.V.T), [np.ascontiguousarray(Uc.T) for _, _, Uc, _ in self.blocks()])
 
-    def ratings_of(self, i: int, b):
-        """(train, test) of local chunk ``i``; item-sharded, items index the fetched V rows."""
-        side = self.item_side
-        return (side.plan.train[i], side.plan.test[i]) if side else (b.train, b.test)
+    def with_items(self):
+        """Yield ``(i, block, Uc, VT, train, test)`` per local chunk; item-sharded, ``VT`` holds the V rows
+        the chunk's round fetched and ``train``/``test`` index them (collective: run the loop to its end)."""
+        if not self.item_side:
+            VT = np.ascontiguousarray(self.V.T)
+            for i, b, Uc, _ in self.blocks():
+                yield i, b, Uc, VT, b.train, b.test
+            return
+        plan = self.item_side.plan
+        for c0, c1, VT in self.item_side.user_rounds():
+            for i in range(c0, c1):
+                b = self.shard.blocks[i]
+                yield i, b, self.U[b.offset:b.offset + b.n_users], VT, plan.train[i], plan.test[i]
 
     def sumsq_V(self) -> float:
         """|V|^2 (item-sharded: an exact reduction over item rows). Collective when item-sharded."""
@@ -176,11 +183,10 @@ class MFProblem(Problem):
         """(objective, train RMSE, test RMSE) at the current factors. Collective."""
         red = self.scalars
         with self.timer.phase("compute", step):
-            VT, UT = self.transposed()
-            for i, b, Uc, _ in self.blocks():
-                train, test = self.ratings_of(i, b)
-                e_tr = K.residuals(UT[i], VT, *train)
-                e_te = K.residuals(UT[i], VT, *test)
+            for i, b, Uc, VT, train, test in self.with_items():
+                UcT = np.ascontiguousarray(Uc.T)
+                e_tr = K.residuals(UcT, VT, *train)
+                e_te = K.residuals(UcT, VT, *test)
                 red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), K.sumsq(Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
@@ -303,6 +309,8 @@ class MFProblem(Problem):
                          "users_without_ratings": self.users_without, "items_without_ratings": self.items_without,
                          "chunk_rows": sh.chunk_rows, "chunks": sh.n_chunks, "fingerprint": self.fingerprint},
                 "shard_items": self.item_side is not None,
+                "exchange_rounds": ([len(self.item_side.plan.v_rounds), len(self.item_side.plan.u_rounds)]
+                                    if self.item_side else None),
                 "item_blocks": self.items.n_blocks if self.items else None,
                 "bytes_reduced_per_step": (self.items.bytes_per_reduce if self.items else 0)
                 + self.scalars.bytes_per_reduce,

@@ -70,28 +70,56 @@ class UserIndex:
         self.nbytes = self.u_ids.nbytes + self.u_starts.nbytes
 
 
-class ItemPlan:
-    """Who owns which item rows, and what moves where each half-sweep (see the module doc). Collective."""
+#: Fetched factor rows of one exchange round (either side) stay under about this many bytes.
+EXCHANGE_BUDGET_BYTES = 256 << 20
 
-    def __init__(self, comm, shard):
+
+def _rounds(comm, n_local: int) -> int:
+    return int(C.allreduce_max(comm, n_local))
+
+
+class ItemPlan:
+    """Who owns which item rows, and what moves where each half-sweep (see the module doc). Collective.
+
+    Each side's fetch goes in rounds whose fetched rows stay under ``EXCHANGE_BUDGET_BYTES``:
+    ``v_rounds`` are ``(c0, c1, exchange)`` over groups of local user chunks [c0, c1), ``u_rounds``
+    ``(s0, s1, exchange)`` over groups of whole owned items (segments [s0, s1) of the in-block).
+    Every rank runs the same number of rounds (some empty).
+    """
+
+    def __init__(self, comm, shard, k: int):
         sh, size, rank = shard, comm.size, comm.rank
+        self.comm, self.k = comm, k
         self.n_items, self.chunk_rows, self.n_chunks = sh.n_items, sh.chunk_rows, sh.n_chunks
         self.item_offsets = block_offsets(sh.n_items, size)
         self.item_lo, self.item_hi = self.item_offsets[rank], self.item_offsets[rank + 1]
         self.n_own = self.item_hi - self.item_lo
-        blocks = sh.blocks
-        # out-block of the user side: V rows of every item this rank's ratings touch
-        touched = [b.train[1] for b in blocks] + [b.test[1] for b in blocks]
-        need_v = np.unique(np.concatenate(touched)) if touched else np.zeros(0, dtype=np.int64)
-        self.v = RowExchange(comm, need_v, self.item_offsets)
-        self.train = [(b.train[0], np.searchsorted(need_v, b.train[1]).astype(np.int32), b.train[2])
-                      for b in blocks]
-        self.test = [(b.test[0], np.searchsorted(need_v, b.test[1]).astype(np.int32), b.test[2])
-                     for b in blocks]
-        self.user_index = [UserIndex(b.train[0]) for b in blocks]
+        budget_rows = max(1, EXCHANGE_BUDGET_BYTES // (8 * k))
+        self._user_side(comm, sh.blocks, budget_rows)
         self._move_ratings(comm, sh)
         user_offsets = [sh.layout.rows(q)[0] for q in range(size)] + [sh.n_users]
-        self.u = RowExchange(comm, self.need_u, user_offsets)
+        self._item_side(comm, user_offsets, budget_rows)
+
+    def _user_side(self, comm, blocks, budget_rows: int) -> None:
+        """Out-block of the user side: per round, the V rows the round's chunks touch (train and test)."""
+        touched = [np.unique(np.concatenate([b.train[1], b.test[1]])) for b in blocks]
+        groups, c0, rows = [], 0, 0
+        for i, t in enumerate(touched):
+            if i > c0 and rows + t.shape[0] > budget_rows:
+                groups.append((c0, i))
+                c0, rows = i, 0
+            rows += t.shape[0]
+        if blocks:
+            groups.append((c0, len(blocks)))
+        self.train, self.test, self.v_rounds = [], [], []
+        for r in range(_rounds(comm, len(groups))):
+            c0, c1 = groups[r] if r < len(groups) else (len(blocks), len(blocks))
+            need = np.unique(np.concatenate(touched[c0:c1])) if c1 > c0 else np.zeros(0, dtype=np.int64)
+            self.v_rounds.append((c0, c1, RowExchange(comm, need, self.item_offsets)))
+            for b in blocks[c0:c1]:
+                self.train.append((b.train[0], np.searchsorted(need, b.train[1]).astype(np.int32), b.train[2]))
+                self.test.append((b.test[0], np.searchsorted(need, b.test[1]).astype(np.int32), b.test[2]))
+        self.user_index = [UserIndex(b.train[0]) for b in blocks]
 
     def _move_ratings(self, comm, sh) -> None:
         """The in-block: training ratings to their item's owner, kept in the global order."""
@@ -109,29 +137,47 @@ class ItemPlan:
                                    np.empty(n, dtype=dtype), self.recv_counts))
         r_users, r_items, r_vals = got  # ranks own increasing users: rank order is the global order
         self.by_item = np.argsort(r_items, kind="stable")
-        r_users, r_items, self.vals = r_users[self.by_item], r_items[self.by_item], r_vals[self.by_item]
-        self.need_u, uidx = np.unique(r_users, return_inverse=True)
-        self.uidx = uidx.astype(np.int32).reshape(-1)
+        self._users, r_items, self.vals = r_users[self.by_item], r_items[self.by_item], r_vals[self.by_item]
         self.item_counts = np.bincount(r_items - self.item_lo, minlength=self.n_own).astype(np.int64)
-        key = (r_items.astype(np.int64) - self.item_lo) * self.n_chunks + r_users // self.chunk_rows
+        key = (r_items.astype(np.int64) - self.item_lo) * self.n_chunks + self._users // self.chunk_rows
         seg_keys, self.seg_starts = K.segments(key)
         self.seg_item, self.seg_chunk = np.divmod(seg_keys, self.n_chunks)
-        self.item_seg_starts = K.segments(self.seg_item)[1]  # each owned item's first segment
-        self.n_in = n
+        self.item_seg_starts = K.segments(self.seg_item)[1]  # each rated owned item's first segment
+        self.n_in, self.n_seg = n, int(self.seg_starts.shape[0])
+
+    def _item_side(self, comm, user_offsets, budget_rows: int) -> None:
+        """Out-block of the item side: per round (whole items), the U rows of the users who rated them."""
+        starts = self.seg_starts[self.item_seg_starts]
+        groups = [(int(self.item_seg_starts[g0]), int(self.item_seg_starts[g1]) if g1 < starts.shape[0]
+                   else self.n_seg, a, b) for g0, g1, a, b in K.segment_groups(starts, self.n_in, budget_rows)]
+        self.uidx = np.zeros(self.n_in, dtype=np.int32)
+        self.u_rounds = []
+        for r in range(_rounds(comm, len(groups))):
+            s0, s1, a, b = groups[r] if r < len(groups) else (self.n_seg, self.n_seg, self.n_in, self.n_in)
+            need, inv = np.unique(self._users[a:b], return_inverse=True)
+            self.uidx[a:b] = inv.reshape(-1)
+            self.u_rounds.append((s0, s1, RowExchange(comm, need, user_offsets)))
+        del self._users
 
     def to_owners(self, local: np.ndarray, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
         """One value per local training rating (chunk order) to the item owner, in the in-block's order."""
         np.take(local, self.send_order, out=send)
-        C.alltoallv(self.v.comm, send, self.send_counts, recv, self.recv_counts)
+        C.alltoallv(self.comm, send, self.send_counts, recv, self.recv_counts)
         return recv[self.by_item]
+
+    def max_rows(self, side: str) -> tuple[int, int]:
+        """(fetched rows, rows sent) of the largest round of ``side`` ("v" or "u") on this rank."""
+        rounds = self.v_rounds if side == "v" else self.u_rounds
+        return (max((ex.need.shape[0] for *_, ex in rounds), default=0),
+                max((ex.send_rows.shape[0] for *_, ex in rounds), default=0))
 
     @property
     def nbytes(self) -> int:
         arrays = [self.send_order, self.by_item, self.vals, self.uidx, self.seg_starts, self.seg_item,
-                  self.seg_chunk, self.item_seg_starts, self.item_counts, self.need_u]
-        local = sum(a.nbytes for t in (*self.train, *self.test) for a in t[1:2])
-        return (sum(a.nbytes for a in arrays) + local + self.v.nbytes + self.u.nbytes
-                + sum(ix.nbytes for ix in self.user_index))
+                  self.seg_chunk, self.item_seg_starts, self.item_counts]
+        local = sum(t[1].nbytes for t in (*self.train, *self.test))
+        exchanges = sum(ex.nbytes for *_, ex in (*self.v_rounds, *self.u_rounds))
+        return sum(a.nbytes for a in arrays) + local + exchanges + sum(ix.nbytes for ix in self.user_index)
 
 
 def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarray, n_chunks: int):
@@ -158,29 +204,33 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     return item, vals
 
 
-def owner_item_sums(plan: ItemPlan, UT_need: np.ndarray, weights: np.ndarray, normal: bool):
-    """Yield ``(items, sums)`` per group of whole owned items (local ids): each item's sum over its
-    in-block ratings, chunk by chunk then along the chunk tree; items without ratings are left out.
+def owner_item_sums(plan: ItemPlan, s0: int, s1: int, UT_need: np.ndarray, weights: np.ndarray,
+                    normal: bool):
+    """Yield ``(items, sums)`` per group of whole owned items (local ids) of segments [s0, s1): each
+    item's sum over its in-block ratings, chunk by chunk then along the chunk tree; items without
+    ratings are left out.
 
     ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
-    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the fetched U rows,
-    transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
+    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the round's fetched
+    U rows, transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
     :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
     Temporaries stay under about ``REDUCE_BUDGET_BYTES`` (groups of items).
     """
+    if s1 <= s0:
+        return
     k = UT_need.shape[0]
     width = K.packed_width(k) if normal else k
-    n_seg = plan.seg_starts.shape[0]
     ends = np.append(plan.seg_starts[1:], plan.n_in)
+    firsts = plan.item_seg_starts[np.searchsorted(plan.item_seg_starts, s0):np.searchsorted(plan.item_seg_starts, s1)]
     max_segs = max(1, R.REDUCE_BUDGET_BYTES // (4 * 8 * width))
-    for _, _, s0, s1 in K.segment_groups(plan.item_seg_starts, n_seg, max_segs):
-        starts = plan.seg_starts[s0:s1]
-        seg = np.zeros((s1 - s0, width))
-        for g0, g1, a, b in K.segment_groups(starts, int(ends[s1 - 1]), K.max_rows_for(width)):
+    for _, _, t0, t1 in K.segment_groups(firsts, s1, max_segs):
+        starts = plan.seg_starts[t0:t1]
+        seg = np.zeros((t1 - t0, width))
+        for g0, g1, a, b in K.segment_groups(starts, int(ends[t1 - 1]), K.max_rows_for(width)):
             X = np.take(UT_need, plan.uidx[a:b], axis=1)
             if normal:
                 seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
             else:
                 X *= weights[a:b]
                 seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
-        yield chunk_tree_sum(plan.seg_item[s0:s1], plan.seg_chunk[s0:s1], seg, plan.n_chunks)
+        yield chunk_tree_sum(plan.seg_item[t0:t1], plan.seg_chunk[t0:t1], seg, plan.n_chunks)

@@ -28,12 +28,11 @@ class ItemSide:
 
     def __init__(self, pb):
         self.pb = pb
-        self.plan = plan = ItemPlan(pb.comm, pb.shard)
+        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k)
         k = pb.k
-        self.V_need = np.zeros((plan.v.need.shape[0], k))
-        self.v_send = np.zeros((plan.v.send_rows.shape[0], k))
-        self.U_need = np.zeros((plan.u.need.shape[0], k))
-        self.u_send = np.zeros((plan.u.send_rows.shape[0], k))
+        (nv, sv), (nu, su) = plan.max_rows("v"), plan.max_rows("u")
+        self.V_need, self.v_send = np.zeros((nv, k)), np.zeros((sv, k))
+        self.U_need, self.u_send = np.zeros((nu, k)), np.zeros((su, k))
         # sums over item rows (|V|^2, |grad_V|^2): a fixed tree over items, one item per leaf
         self.scalars = ChunkReducer(pb.comm, Layout(plan.n_items, 1, pb.comm.size, pb.comm.rank), 2, "exact")
 
@@ -41,15 +40,23 @@ class ItemSide:
     def rows(self) -> tuple[int, int, int]:
         return (self.plan.item_lo, self.plan.item_hi, self.plan.n_items)
 
-    def fetch_VT(self) -> np.ndarray:
-        """The V rows this rank's ratings touch, transposed (k x needed). Collective."""
-        self.plan.v.fetch(self.pb.V, self.V_need, self.v_send)
-        return np.ascontiguousarray(self.V_need.T)
+    @staticmethod
+    def _fetch(ex, own, need, send) -> np.ndarray:
+        n, m = ex.need.shape[0], ex.send_rows.shape[0]
+        ex.fetch(own, need[:n], send[:m])
+        return np.ascontiguousarray(need[:n].T)
 
-    def fetch_UT(self) -> np.ndarray:
-        """The U rows of the users who rated this rank's items, transposed. Collective."""
-        self.plan.u.fetch(self.pb.U, self.U_need, self.u_send)
-        return np.ascontiguousarray(self.U_need.T)
+    def user_rounds(self):
+        """Yield ``(c0, c1, VT)``: local chunks [c0, c1) and the V rows they touch, transposed. Collective:
+        every rank runs the loop to its end (a round is one fetch)."""
+        for c0, c1, ex in self.plan.v_rounds:
+            yield c0, c1, self._fetch(ex, self.pb.V, self.V_need, self.v_send)
+
+    def item_rounds(self):
+        """Yield ``(s0, s1, UT)``: in-block segments [s0, s1) (whole owned items) and the U rows of
+        their users, transposed. Collective, as :meth:`user_rounds`."""
+        for s0, s1, ex in self.plan.u_rounds:
+            yield s0, s1, self._fetch(ex, self.pb.U, self.U_need, self.u_send)
 
     def sumsq(self, *arrays) -> list[float]:
         """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
@@ -89,22 +96,22 @@ class ShardedGradientDescent:
         """grad_U (local) and grad_V (this rank's items); (objective, |grad|). Collective."""
         pb, side = self.pb, self.pb.item_side
         red, N, reg, timer = pb.scalars, pb.n_train, pb.reg, pb.timer
-        with timer.phase("reduce", step):
-            VT = side.fetch_VT()
         with timer.phase("compute", step):
-            for i, b, Uc, _ in pb.blocks():
-                gU = self.grad_U[b.offset:b.offset + b.n_users]
-                K.gd_user_pass(np.ascontiguousarray(Uc.T), VT, *side.plan.train[i], side.plan.user_index[i],
-                               reg, N, self.e[i], gU)
-                red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), K.sumsq(Uc)]
+            for c0, c1, VT in side.user_rounds():
+                for i in range(c0, c1):
+                    b = pb.shard.blocks[i]
+                    Uc, gU = pb.U[b.offset:b.offset + b.n_users], self.grad_U[b.offset:b.offset + b.n_users]
+                    K.gd_user_pass(np.ascontiguousarray(Uc.T), VT, *side.plan.train[i], side.plan.user_index[i],
+                                   reg, N, self.e[i], gU)
+                    red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), K.sumsq(Uc)]
         with timer.phase("reduce", step):
             sse, gu2, uu = red.reduce()
             e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
-            UT = side.fetch_UT()
         with timer.phase("compute", step):
             total = np.zeros_like(pb.V)
-            for items, sums in owner_item_sums(side.plan, UT, e_own, normal=False):
-                total[items] = sums
+            for s0, s1, UT in side.item_rounds():
+                for items, sums in owner_item_sums(side.plan, s0, s1, UT, e_own, normal=False):
+                    total[items] = sums
             np.add(total, reg * pb.V, out=self.grad_V)
             self.grad_V /= N
         with timer.phase("reduce", step):
@@ -141,17 +148,16 @@ class ShardedALS:
     def apply_update(self, step: int) -> None:
         """One sweep. Collective: two fetches of factor rows, no reduction of normal equations."""
         pb, side = self.pb, self.pb.item_side
-        with pb.timer.phase("reduce", step):
-            VT = side.fetch_VT()
         with pb.timer.phase("compute", step):
-            for i, b, Uc, _ in pb.blocks():
-                K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg, Uc)
-        with pb.timer.phase("reduce", step):
-            UT = side.fetch_UT()
-        V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
-        with pb.timer.phase("compute", step):
-            for items, S in owner_item_sums(side.plan, UT, side.plan.vals, normal=True):
-                V_new[items] = K.solve_packed(S, pb.k, pb.reg)
+            for c0, c1, VT in side.user_rounds():
+                for i in range(c0, c1):
+                    b = pb.shard.blocks[i]
+                    K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg,
+                                pb.U[b.offset:b.offset + b.n_users])
+            V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
+            for s0, s1, UT in side.item_rounds():
+                for items, S in owner_item_sums(side.plan, s0, s1, UT, side.plan.vals, normal=True):
+                    V_new[items] = K.solve_packed(S, pb.k, pb.reg)
         pb.V[:] = V_new
 
     def nbytes(self) -> tuple[int, int]:

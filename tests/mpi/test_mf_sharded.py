@@ -13,6 +13,7 @@ from lepton_hpc.engine.job import run_job
 from lepton_hpc.engine.run import RunContext
 from lepton_hpc.layout import block_range
 from lepton_hpc.problems.mf import init_factors, init_item_rows
+from lepton_hpc.problems import mf_exchange
 from lepton_hpc.problems.mf_exchange import chunk_tree_sum
 from lepton_hpc.reduce import pairwise_sum
 
@@ -86,13 +87,15 @@ def test_sharded_resume_on_another_rank_count_and_v_written_by_its_owners(solver
 
 @pytest.mark.mpi(min_size=1)
 @pytest.mark.parametrize("solver", ["gd", "als"])
-def test_item_groups_keep_the_bits(monkeypatch, solver):
+def test_item_groups_and_exchange_rounds_keep_the_bits(monkeypatch, solver):
     out = shared_dir()
-    _, _, U, V = train(config(f"train.solver={solver}", SHARD), WORLD, out / "whole")
+    _, s, U, V = train(config(f"train.solver={solver}", SHARD), WORLD, out / "whole")
     monkeypatch.setattr(reduce, "REDUCE_BUDGET_BYTES", 3000)  # a few items per group
-    _, _, Ug, Vg = train(config(f"train.solver={solver}", SHARD), WORLD, out / "groups")
+    monkeypatch.setattr(mf_exchange, "EXCHANGE_BUDGET_BYTES", 8 * RANK * 30)  # fetches of 30 rows a round
+    _, sg, Ug, Vg = train(config(f"train.solver={solver}", SHARD), WORLD, out / "groups")
     monkeypatch.undo()
     parallel_assert(WORLD, Ug.tobytes() == U.tobytes() and Vg.tobytes() == V.tobytes())
+    assert s["exchange_rounds"] == [1, 1] and min(sg["exchange_rounds"]) > 1, sg["exchange_rounds"]
 
 
 @pytest.mark.mpi(min_size=1)

@@ -70,6 +70,11 @@ class UserIndex:
         self.nbytes = self.u_ids.nbytes + self.u_starts.nbytes
 
 
+def _index(perm: np.ndarray) -> np.ndarray:
+    """A permutation as int32 when it fits (half the bytes)."""
+    return perm.astype(np.int32) if perm.shape[0] < 2**31 else perm
+
+
 #: Fetched factor rows of one exchange round (either side) stay under about this many bytes.
 EXCHANGE_BUDGET_BYTES = 256 << 20
 
@@ -87,7 +92,7 @@ class ItemPlan:
     Every rank runs the same number of rounds (some empty).
     """
 
-    def __init__(self, comm, shard, k: int):
+    def __init__(self, comm, shard, k: int, keep_order: bool = True):
         sh, size, rank = shard, comm.size, comm.rank
         self.comm, self.k = comm, k
         self.n_items, self.chunk_rows, self.n_chunks = sh.n_items, sh.chunk_rows, sh.n_chunks
@@ -96,7 +101,7 @@ class ItemPlan:
         self.n_own = self.item_hi - self.item_lo
         budget_rows = max(1, EXCHANGE_BUDGET_BYTES // (8 * k))
         self._user_side(comm, sh.blocks, budget_rows)
-        self._move_ratings(comm, sh)
+        self._move_ratings(comm, sh, keep_order)
         user_offsets = [sh.layout.rows(q)[0] for q in range(size)] + [sh.n_users]
         self._item_side(comm, user_offsets, budget_rows)
 
@@ -121,29 +126,40 @@ class ItemPlan:
                 self.test.append((b.test[0], np.searchsorted(need, b.test[1]).astype(np.int32), b.test[2]))
         self.user_index = [UserIndex(b.train[0]) for b in blocks]
 
-    def _move_ratings(self, comm, sh) -> None:
-        """The in-block: training ratings to their item's owner, kept in the global order."""
-        parts = [(b.train[0].astype(np.int64) + b.user_lo, b.train[1], b.train[2]) for b in sh.blocks]
-        users, items, vals = (np.concatenate(x) for x in zip(*parts)) if parts else (
-            np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0))
+    def _move_ratings(self, comm, sh, keep_order: bool) -> None:
+        """The in-block: training ratings to their item's owner, kept in the global order.
+
+        ``keep_order``: keep the two permutations :meth:`to_owners` needs (gradient descent only).
+        """
+        items = np.concatenate([b.train[1] for b in sh.blocks]) if sh.blocks else np.zeros(0, np.int32)
         dest = np.searchsorted(self.item_offsets, items, side="right") - 1
-        self.send_order = np.argsort(dest, kind="stable")  # ratings in global order within each owner
+        send_order = _index(np.argsort(dest, kind="stable"))  # global order within each owner
         self.send_counts = np.bincount(dest, minlength=comm.size).astype(np.int64)
         self.recv_counts = C.alltoall_counts(comm, self.send_counts)
+        del dest
         n = int(self.recv_counts.sum())
-        got = []
-        for a, dtype in ((users, np.int64), (items, np.int32), (vals, np.float64)):
-            got.append(C.alltoallv(comm, np.ascontiguousarray(a[self.send_order]), self.send_counts,
-                                   np.empty(n, dtype=dtype), self.recv_counts))
-        r_users, r_items, r_vals = got  # ranks own increasing users: rank order is the global order
-        self.by_item = np.argsort(r_items, kind="stable")
-        self._users, r_items, self.vals = r_users[self.by_item], r_items[self.by_item], r_vals[self.by_item]
+        r_items = self._send(comm, items[send_order], np.int32)
+        by_item = _index(np.argsort(r_items, kind="stable"))
+        r_items = r_items[by_item]
+        users = np.concatenate([b.train[0].astype(np.int64) + b.user_lo for b in sh.blocks]) \
+            if sh.blocks else np.zeros(0, np.int64)
+        self._users = self._send(comm, users[send_order], np.int64)[by_item]  # ranks hold increasing users
+        del users
+        vals = np.concatenate([b.train[2] for b in sh.blocks]) if sh.blocks else np.zeros(0)
+        self.vals = self._send(comm, vals[send_order], np.float64)[by_item]
+        del vals
+        self.send_order, self.by_item = (send_order, by_item) if keep_order else (None, None)
         self.item_counts = np.bincount(r_items - self.item_lo, minlength=self.n_own).astype(np.int64)
         key = (r_items.astype(np.int64) - self.item_lo) * self.n_chunks + self._users // self.chunk_rows
+        del r_items
         seg_keys, self.seg_starts = K.segments(key)
         self.seg_item, self.seg_chunk = np.divmod(seg_keys, self.n_chunks)
         self.item_seg_starts = K.segments(self.seg_item)[1]  # each rated owned item's first segment
         self.n_in, self.n_seg = n, int(self.seg_starts.shape[0])
+
+    def _send(self, comm, send: np.ndarray, dtype) -> np.ndarray:
+        return C.alltoallv(comm, send, self.send_counts, np.empty(int(self.recv_counts.sum()), dtype=dtype),
+                           self.recv_counts)
 
     def _item_side(self, comm, user_offsets, budget_rows: int) -> None:
         """Out-block of the item side: per round (whole items), the U rows of the users who rated them."""
@@ -173,8 +189,9 @@ class ItemPlan:
 
     @property
     def nbytes(self) -> int:
-        arrays = [self.send_order, self.by_item, self.vals, self.uidx, self.seg_starts, self.seg_item,
-                  self.seg_chunk, self.item_seg_starts, self.item_counts]
+        arrays = [a for a in (self.send_order, self.by_item) if a is not None]
+        arrays += [self.vals, self.uidx, self.seg_starts, self.seg_item, self.seg_chunk, self.item_seg_starts,
+                   self.item_counts]
         local = sum(t[1].nbytes for t in (*self.train, *self.test))
         exchanges = sum(ex.nbytes for *_, ex in (*self.v_rounds, *self.u_rounds))
         return sum(a.nbytes for a in arrays) + local + exchanges + sum(ix.nbytes for ix in self.user_index)

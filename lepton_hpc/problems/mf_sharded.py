@@ -28,7 +28,7 @@ class ItemSide:
 
     def __init__(self, pb):
         self.pb = pb
-        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k)
+        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k, keep_order=pb.cfg.train.solver == "gd")
         k = pb.k
         (nv, sv), (nu, su) = plan.max_rows("v"), plan.max_rows("u")
         self.V_need, self.v_send = np.zeros((nv, k)), np.zeros((sv, k))

@@ -10,6 +10,12 @@ per-chunk partials summed by :class:`~lepton_hpc.reduce.ItemBlockReducer`.
 Solvers (:mod:`.mf_solvers`): ``gd`` (full-batch steps with any optimizer) and
 ``als`` (a step is one sweep).
 
+With ``model.shard_items = true`` V is not replicated either: each rank owns a
+balanced block of items' rows (and their optimizer state), the plan of
+:mod:`.mf_exchange` fetches the factor rows each half-sweep needs, and the
+solvers of :mod:`.mf_sharded` give the replicated run's factors bit for bit;
+``model/V`` is then a row-sharded part written by its owners.
+
 Checkpoints: ``/model/V`` and V's optimizer state are replicated parts;
 ``model/U`` and U's optimizer accumulators (``optimizer_u/<name>``, users x k) are
 row-sharded parts written by their owners, so nothing is gathered to one rank,

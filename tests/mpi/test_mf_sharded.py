@@ -143,3 +143,17 @@ def test_chunk_tree_sum_is_the_dense_tree_of_zero_padded_chunks():
         items, got = chunk_tree_sum(item, chunk, dense[mask], n_chunks)
         want = np.stack([pairwise_sum(dense[j]) for j in items])
         assert list(items) == sorted(set(item)) and got.tobytes() == want.tobytes(), n_chunks
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("extra,message", [
+    (["model.rank=24"], r"model\.rank=24 exceeds min\(users, items\) = min\(50, 23\) = 23"),
+    (["train.batch_size=10"], r"train\.batch_size=10: model\.kind=mf trains full-batch; set train\.batch_size=0"),
+])
+def test_the_same_errors_on_every_rank_together(extra, message):
+    from lepton_hpc.comm import JobError
+
+    out = shared_dir() / "r"
+    with pytest.raises(JobError, match=message):
+        run_job(config(*extra, SHARD), WORLD, out)
+    assert not out.exists()

@@ -221,21 +221,21 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     return item, vals
 
 
-def owner_item_sums(plan: ItemPlan, s0: int, s1: int, UT_need: np.ndarray, weights: np.ndarray,
+def owner_item_sums(plan: ItemPlan, s0: int, s1: int, U_need: np.ndarray, weights: np.ndarray,
                     normal: bool):
     """Yield ``(items, sums)`` per group of whole owned items (local ids) of segments [s0, s1): each
     item's sum over its in-block ratings, chunk by chunk then along the chunk tree; items without
     ratings are left out.
 
     ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
-    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the round's fetched
-    U rows, transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
+    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``U_need``: the round's fetched
+    U rows (gathered row by row, a cache line each, then transposed per group). Each (item, chunk) sum adds the same terms in the same order as the replicated
     :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
     Temporaries stay under about ``REDUCE_BUDGET_BYTES`` (groups of items).
     """
     if s1 <= s0:
         return
-    k = UT_need.shape[0]
+    k = U_need.shape[1]
     width = K.packed_width(k) if normal else k
     ends = np.append(plan.seg_starts[1:], plan.n_in)
     firsts = plan.item_seg_starts[np.searchsorted(plan.item_seg_starts, s0):np.searchsorted(plan.item_seg_starts, s1)]
@@ -244,7 +244,7 @@ def owner_item_sums(plan: ItemPlan, s0: int, s1: int, UT_need: np.ndarray, weigh
         starts = plan.seg_starts[t0:t1]
         seg = np.zeros((t1 - t0, width))
         for g0, g1, a, b in K.segment_groups(starts, int(ends[t1 - 1]), K.max_rows_for(width)):
-            X = np.take(UT_need, plan.uidx[a:b], axis=1)
+            X = np.ascontiguousarray(np.take(U_need, plan.uidx[a:b], axis=0).T)
             if normal:
                 seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
             else:

@@ -43,18 +43,17 @@ class ItemSide:
     @staticmethod
     def _fetch(ex, own, need, send) -> np.ndarray:
         n, m = ex.need.shape[0], ex.send_rows.shape[0]
-        ex.fetch(own, need[:n], send[:m])
-        return np.ascontiguousarray(need[:n].T)
+        return ex.fetch(own, need[:n], send[:m])
 
     def user_rounds(self):
         """Yield ``(c0, c1, VT)``: local chunks [c0, c1) and the V rows they touch, transposed. Collective:
         every rank runs the loop to its end (a round is one fetch)."""
         for c0, c1, ex in self.plan.v_rounds:
-            yield c0, c1, self._fetch(ex, self.pb.V, self.V_need, self.v_send)
+            yield c0, c1, np.ascontiguousarray(self._fetch(ex, self.pb.V, self.V_need, self.v_send).T)
 
     def item_rounds(self):
-        """Yield ``(s0, s1, UT)``: in-block segments [s0, s1) (whole owned items) and the U rows of
-        their users, transposed. Collective, as :meth:`user_rounds`."""
+        """Yield ``(s0, s1, U_need)``: in-block segments [s0, s1) (whole owned items) and the U rows of
+        their users. Collective, as :meth:`user_rounds`."""
         for s0, s1, ex in self.plan.u_rounds:
             yield s0, s1, self._fetch(ex, self.pb.U, self.U_need, self.u_send)
 
@@ -109,8 +108,8 @@ class ShardedGradientDescent:
             e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
         with timer.phase("compute", step):
             total = np.zeros_like(pb.V)
-            for s0, s1, UT in side.item_rounds():
-                for items, sums in owner_item_sums(side.plan, s0, s1, UT, e_own, normal=False):
+            for s0, s1, U_need in side.item_rounds():
+                for items, sums in owner_item_sums(side.plan, s0, s1, U_need, e_own, normal=False):
                     total[items] = sums
             np.add(total, reg * pb.V, out=self.grad_V)
             self.grad_V /= N
@@ -155,8 +154,8 @@ class ShardedALS:
                     K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg,
                                 pb.U[b.offset:b.offset + b.n_users])
             V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
-            for s0, s1, UT in side.item_rounds():
-                for items, S in owner_item_sums(side.plan, s0, s1, UT, side.plan.vals, normal=True):
+            for s0, s1, U_need in side.item_rounds():
+                for items, S in owner_item_sums(side.plan, s0, s1, U_need, side.plan.vals, normal=True):
                     V_new[items] = K.solve_packed(S, pb.k, pb.reg)
         pb.V[:] = V_new
 

@@ -59,7 +59,8 @@ def sharded_per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: fl
     if solver == "gd":
         in_block += (train_r + n_in) * I32
     plans = 2 * I64 * (v_rounds * v_round_rows + u_rounds * u_round_rows)  # rows asked and rows to send
-    fetch = 3 * F64 * k * (v_round_rows + u_round_rows)  # fetched rows, rows sent, transposed copy
+    # fetched rows and rows sent of one round; the user side also transposes its fetched rows
+    fetch = F64 * k * (3 * v_round_rows + 2 * u_round_rows)
     width = packed_width(k) if solver == "als" else k
     reduce = min(n_seg, max(1, R.REDUCE_BUDGET_BYTES // (4 * F64 * width))) * 4 * F64 * width + items_r * 2 * F64
     if solver == "gd":

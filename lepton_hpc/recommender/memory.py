@@ -8,7 +8,8 @@ evenly over users and items (as a uniform random pattern would be). Replicated V
 :func:`lepton_hpc.problems.mf_memory.per_rank_bytes`; item-sharded V (:func:`sharded_per_rank_bytes`)
 follows :mod:`lepton_hpc.problems.mf_exchange`: the rank's own V rows, its ratings twice (by user,
 and the in-block by item on their owner), the exchange plans, and the fetch buffers of one round
-(fetched rows, the rows sent and the transposed copy), bounded by ``EXCHANGE_BUDGET_BYTES``.
+(fetched rows, the rows sent and the transposed copy), bounded by ``EXCHANGE_BUDGET_BYTES``. Transients (one round's fetch, one group of item sums,
+the optimizer step's temporaries) are counted as if they were live at once: a mild upper bound.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ def sharded_per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: fl
     if solver == "gd":
         acc = ACCUMULATORS.get(optimizer, 2)
         opt = acc * (u_block + v_block)
-        work = u_block + 2 * v_block + 2 * (train_r + n_in) * F64  # gradients; residuals sent and received
+        # gradients; residuals sent and received; the optimizer step's temporaries (U's step is the larger)
+        work = u_block + 2 * v_block + 2 * (train_r + n_in) * F64 + (acc + 2) * max(u_block, v_block)
     else:
         opt, work = 0, v_block  # the next V block
     parts = {"U_block_bytes": u_block, "V_bytes": v_block, "ratings_bytes": ratings, "in_block_bytes": in_block,

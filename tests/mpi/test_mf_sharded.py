@@ -51,6 +51,13 @@ def test_sharded_matches_reference_replicated_and_one_rank_bit_for_bit(case):
                     and np.allclose(V, V_ref, rtol=1e-9, atol=1e-12),
                     lambda: f"max |U - U_ref| = {np.max(np.abs(U - U_ref))}, "
                             f"max |V - V_ref| = {np.max(np.abs(V - V_ref))}")
+    def loaded_alike():  # lepton_hpc.load reads V from its owners' files
+        import lepton_hpc
+
+        a, b = lepton_hpc.load(out / "sharded"), lepton_hpc.load(out / "replicated")
+        return a.V.tobytes() == b.V.tobytes() == V.tobytes() and a.U.tobytes() == U.tobytes()
+
+    parallel_assert(WORLD, run_on_root(WORLD, loaded_alike), "lepton_hpc.load of the sharded run differs")
     # the objective sums |V|^2 in another order than the replicated run: equal to rounding
     assert s["steps"] == s_rep["steps"] == 4
     assert s["final_loss"] == pytest.approx(s_rep["final_loss"], rel=1e-12)

@@ -92,7 +92,7 @@ class ItemPlan:
     Every rank runs the same number of rounds (some empty).
     """
 
-    def __init__(self, comm, shard, k: int, keep_order: bool = True):
+    def __init__(self, comm, shard, k: int, width: int, keep_order: bool = True):
         sh, size, rank = shard, comm.size, comm.rank
         self.comm, self.k = comm, k
         self.n_items, self.chunk_rows, self.n_chunks = sh.n_items, sh.chunk_rows, sh.n_chunks
@@ -103,7 +103,7 @@ class ItemPlan:
         self._user_side(comm, sh.blocks, budget_rows)
         self._move_ratings(comm, sh, keep_order)
         user_offsets = [sh.layout.rows(q)[0] for q in range(size)] + [sh.n_users]
-        self._item_side(comm, user_offsets, budget_rows)
+        self._item_side(comm, user_offsets, budget_rows, width)
 
     def _user_side(self, comm, blocks, budget_rows: int) -> None:
         """Out-block of the user side: per round, the V rows the round's chunks touch (train and test)."""
@@ -161,18 +161,45 @@ class ItemPlan:
         return C.alltoallv(comm, send, self.send_counts, np.empty(int(self.recv_counts.sum()), dtype=dtype),
                            self.recv_counts)
 
-    def _item_side(self, comm, user_offsets, budget_rows: int) -> None:
-        """Out-block of the item side: per round (whole items), the U rows of the users who rated them."""
+    def _item_side(self, comm, user_offsets, budget_rows: int, width: int) -> None:
+        """Out-block of the item side: rounds of whole items (the U rows of their users), cut into groups
+        of whole items whose per-(item, chunk) sums of ``width`` stay under ``REDUCE_BUDGET_BYTES``.
+
+        Within a group the ratings are then put chunk-major (chunk, item, global order): each chunk's
+        sums gather the rows of 4096 neighbouring users, as the replicated path does; ``seg_perm``
+        takes a group's segments back to item-major order for the tree.
+        """
         starts = self.seg_starts[self.item_seg_starts]
-        groups = [(int(self.item_seg_starts[g0]), int(self.item_seg_starts[g1]) if g1 < starts.shape[0]
-                   else self.n_seg, a, b) for g0, g1, a, b in K.segment_groups(starts, self.n_in, budget_rows)]
+        n_items_rated = starts.shape[0]
+        max_segs = max(1, R.REDUCE_BUDGET_BYTES // (4 * 8 * width))
+        rounds, self.groups = [], []
+        for g0, g1, a, b in K.segment_groups(starts, self.n_in, budget_rows):
+            t_end = int(self.item_seg_starts[g1]) if g1 < n_items_rated else self.n_seg
+            first = len(self.groups)
+            for _, _, t0, t1 in K.segment_groups(self.item_seg_starts[g0:g1], t_end, max_segs):
+                self.groups.append((int(t0), int(t1)))
+            rounds.append((first, len(self.groups), a, b))
+        group_of = np.repeat(np.arange(len(self.groups), dtype=np.int64),
+                             [t1 - t0 for t0, t1 in self.groups]).reshape(-1)
+        n_cells = self.n_chunks * max(self.n_own, 1)
+        cm_key = group_of * n_cells + self.seg_chunk * max(self.n_own, 1) + self.seg_item  # per segment
+        order = np.argsort(np.repeat(cm_key, np.diff(np.append(self.seg_starts, self.n_in))), kind="stable")
+        self.vals, self._users = self.vals[order], self._users[order]
+        if self.by_item is not None:
+            self.by_item = self.by_item[order]
+        cm = np.argsort(cm_key, kind="stable")  # chunk-major position -> item-major segment
+        self.seg_perm = np.empty(self.n_seg, dtype=np.int64)
+        self.seg_perm[cm] = np.arange(self.n_seg)
+        self.cm_starts = np.append(0, np.cumsum(np.diff(np.append(self.seg_starts, self.n_in))[cm]))[:-1]
+        self.cm_starts = self.cm_starts.astype(np.int64)
+        del self.seg_starts
         self.uidx = np.zeros(self.n_in, dtype=np.int32)
         self.u_rounds = []
-        for r in range(_rounds(comm, len(groups))):
-            s0, s1, a, b = groups[r] if r < len(groups) else (self.n_seg, self.n_seg, self.n_in, self.n_in)
+        for r in range(_rounds(comm, len(rounds))):
+            q0, q1, a, b = rounds[r] if r < len(rounds) else (len(self.groups),) * 2 + (self.n_in,) * 2
             need, inv = np.unique(self._users[a:b], return_inverse=True)
             self.uidx[a:b] = inv.reshape(-1)
-            self.u_rounds.append((s0, s1, RowExchange(comm, need, user_offsets)))
+            self.u_rounds.append((q0, q1, RowExchange(comm, need, user_offsets)))
         del self._users
 
     def to_owners(self, local: np.ndarray, send: np.ndarray, recv: np.ndarray) -> np.ndarray:
@@ -190,8 +217,8 @@ class ItemPlan:
     @property
     def nbytes(self) -> int:
         arrays = [a for a in (self.send_order, self.by_item) if a is not None]
-        arrays += [self.vals, self.uidx, self.seg_starts, self.seg_item, self.seg_chunk, self.item_seg_starts,
-                   self.item_counts]
+        arrays += [self.vals, self.uidx, self.cm_starts, self.seg_perm, self.seg_item, self.seg_chunk,
+                   self.item_seg_starts, self.item_counts]
         local = sum(t[1].nbytes for t in (*self.train, *self.test))
         exchanges = sum(ex.nbytes for *_, ex in (*self.v_rounds, *self.u_rounds))
         return sum(a.nbytes for a in arrays) + local + exchanges + sum(ix.nbytes for ix in self.user_index)
@@ -221,33 +248,27 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     return item, vals
 
 
-def owner_item_sums(plan: ItemPlan, s0: int, s1: int, U_need: np.ndarray, weights: np.ndarray,
-                    normal: bool):
-    """Yield ``(items, sums)`` per group of whole owned items (local ids) of segments [s0, s1): each
-    item's sum over its in-block ratings, chunk by chunk then along the chunk tree; items without
-    ratings are left out.
+def owner_item_sums(plan: ItemPlan, group: int, UT_need: np.ndarray, weights: np.ndarray, normal: bool):
+    """``(items, sums)`` of one group of whole owned items (local ids): each item's sum over its
+    in-block ratings, chunk by chunk then along the chunk tree; items without ratings are left out.
 
     ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
-    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``U_need``: the round's fetched
-    U rows (gathered row by row, a cache line each, then transposed per group). Each (item, chunk) sum adds the same terms in the same order as the replicated
+    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the round's fetched
+    U rows, transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
     :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
-    Temporaries stay under about ``REDUCE_BUDGET_BYTES`` (groups of items).
     """
-    if s1 <= s0:
-        return
-    k = U_need.shape[1]
+    t0, t1 = plan.groups[group]
+    k = UT_need.shape[0]
     width = K.packed_width(k) if normal else k
-    ends = np.append(plan.seg_starts[1:], plan.n_in)
-    firsts = plan.item_seg_starts[np.searchsorted(plan.item_seg_starts, s0):np.searchsorted(plan.item_seg_starts, s1)]
-    max_segs = max(1, R.REDUCE_BUDGET_BYTES // (4 * 8 * width))
-    for _, _, t0, t1 in K.segment_groups(firsts, s1, max_segs):
-        starts = plan.seg_starts[t0:t1]
-        seg = np.zeros((t1 - t0, width))
-        for g0, g1, a, b in K.segment_groups(starts, int(ends[t1 - 1]), K.max_rows_for(width)):
-            X = np.ascontiguousarray(np.take(U_need, plan.uidx[a:b], axis=0).T)
-            if normal:
-                seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
-            else:
-                X *= weights[a:b]
-                seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
-        yield chunk_tree_sum(plan.seg_item[t0:t1], plan.seg_chunk[t0:t1], seg, plan.n_chunks)
+    starts = plan.cm_starts[t0:t1]
+    end = int(plan.cm_starts[t1]) if t1 < plan.n_seg else plan.n_in
+    seg = np.zeros((t1 - t0, width))
+    for g0, g1, a, b in K.segment_groups(starts, end, K.max_rows_for(width)):
+        X = np.take(UT_need, plan.uidx[a:b], axis=1)
+        if normal:
+            seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
+        else:
+            X *= weights[a:b]
+            seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
+    return chunk_tree_sum(plan.seg_item[t0:t1], plan.seg_chunk[t0:t1], seg[plan.seg_perm[t0:t1] - t0],
+                          plan.n_chunks)

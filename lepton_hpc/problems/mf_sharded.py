@@ -28,7 +28,8 @@ class ItemSide:
 
     def __init__(self, pb):
         self.pb = pb
-        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k, keep_order=pb.cfg.train.solver == "gd")
+        gd = pb.cfg.train.solver == "gd"
+        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k, pb.k if gd else K.packed_width(pb.k), keep_order=gd)
         k = pb.k
         (nv, sv), (nu, su) = plan.max_rows("v"), plan.max_rows("u")
         self.V_need, self.v_send = np.zeros((nv, k)), np.zeros((sv, k))
@@ -52,10 +53,10 @@ class ItemSide:
             yield c0, c1, np.ascontiguousarray(self._fetch(ex, self.pb.V, self.V_need, self.v_send).T)
 
     def item_rounds(self):
-        """Yield ``(s0, s1, U_need)``: in-block segments [s0, s1) (whole owned items) and the U rows of
-        their users. Collective, as :meth:`user_rounds`."""
-        for s0, s1, ex in self.plan.u_rounds:
-            yield s0, s1, self._fetch(ex, self.pb.U, self.U_need, self.u_send)
+        """Yield ``(g0, g1, UT)``: item groups [g0, g1) of the in-block (whole owned items) and the U rows
+        of their users, transposed. Collective, as :meth:`user_rounds`."""
+        for g0, g1, ex in self.plan.u_rounds:
+            yield g0, g1, np.ascontiguousarray(self._fetch(ex, self.pb.U, self.U_need, self.u_send).T)
 
     def sumsq(self, *arrays) -> list[float]:
         """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
@@ -108,8 +109,9 @@ class ShardedGradientDescent:
             e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
         with timer.phase("compute", step):
             total = np.zeros_like(pb.V)
-            for s0, s1, U_need in side.item_rounds():
-                for items, sums in owner_item_sums(side.plan, s0, s1, U_need, e_own, normal=False):
+            for g0, g1, UT in side.item_rounds():
+                for g in range(g0, g1):
+                    items, sums = owner_item_sums(side.plan, g, UT, e_own, normal=False)
                     total[items] = sums
             np.add(total, reg * pb.V, out=self.grad_V)
             self.grad_V /= N
@@ -154,8 +156,9 @@ class ShardedALS:
                     K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg,
                                 pb.U[b.offset:b.offset + b.n_users])
             V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
-            for s0, s1, U_need in side.item_rounds():
-                for items, S in owner_item_sums(side.plan, s0, s1, U_need, side.plan.vals, normal=True):
+            for g0, g1, UT in side.item_rounds():
+                for g in range(g0, g1):
+                    items, S = owner_item_sums(side.plan, g, UT, side.plan.vals, normal=True)
                     V_new[items] = K.solve_packed(S, pb.k, pb.reg)
         pb.V[:] = V_new
 

@@ -56,12 +56,11 @@ def sharded_per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: fl
     ratings = nnz_r * (I32 + I32 + F64) + nnz_r * I32 + 2 * I64 * users_r  # shard, local item ids, user index
     # in-block: ratings (value, fetched-user index) by item, (item, chunk) segments; gd also keeps the
     # two permutations (int32) that carry residuals to the owners
-    in_block = n_in * (F64 + I32) + n_seg * 3 * I64 + items_r * 3 * I64
+    in_block = n_in * (F64 + I32) + n_seg * 4 * I64 + items_r * 3 * I64
     if solver == "gd":
         in_block += (train_r + n_in) * I32
     plans = 2 * I64 * (v_rounds * v_round_rows + u_rounds * u_round_rows)  # rows asked and rows to send
-    # fetched rows and rows sent of one round; the user side also transposes its fetched rows
-    fetch = F64 * k * (3 * v_round_rows + 2 * u_round_rows)
+    fetch = 3 * F64 * k * (v_round_rows + u_round_rows)  # one round: fetched rows, rows sent, transposed
     width = packed_width(k) if solver == "als" else k
     reduce = min(n_seg, max(1, R.REDUCE_BUDGET_BYTES // (4 * F64 * width))) * 4 * F64 * width + items_r * 2 * F64
     if solver == "gd":

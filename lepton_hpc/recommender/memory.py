@@ -8,8 +8,9 @@ evenly over users and items (as a uniform random pattern would be). Replicated V
 :func:`lepton_hpc.problems.mf_memory.per_rank_bytes`; item-sharded V (:func:`sharded_per_rank_bytes`)
 follows :mod:`lepton_hpc.problems.mf_exchange`: the rank's own V rows, its ratings twice (by user,
 and the in-block by item on their owner), the exchange plans, and the fetch buffers of one round
-(fetched rows, the rows sent and the transposed copy), bounded by ``EXCHANGE_BUDGET_BYTES``. Transients (one round's fetch, one group of item sums,
-the optimizer step's temporaries) are counted as if they were live at once: a mild upper bound.
+(fetched rows, the rows sent and their transposed copy), bounded by ``EXCHANGE_BUDGET_BYTES``.
+Transients (one round's fetch, one group of item sums, the optimizer step's temporaries) are
+counted as if they were live at once: a mild upper bound.
 """
 
 from __future__ import annotations

@@ -109,5 +109,5 @@ def _recommender(snap, cfg, source: str):
     if shape_u is None or shape_v is None:
         raise UserError(f"checkpoint {snap.path} holds no model/U and model/V")
     U = snap.rows("model/U", 0, shape_u[0])
-    V = snap.replicated("model/V")["model/V"]
+    V = snap.rows("model/V", 0, shape_v[0])
     return RecommenderModel(U, V, RunRatings(cfg.data, U.shape[0], V.shape[0]), n_iter=snap.step, source=source)

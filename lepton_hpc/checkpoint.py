@@ -156,9 +156,8 @@ def _failed_save(directory: Path, step: int, exc: OSError) -> str:
 def _write_own_files(rank: int, directory: Path, step: int, parts: dict, sharded: dict, attrs: dict) -> dict:
     files, pieces = {}, {}
     if sharded:
-        first = next(iter(sharded.values()))
-        lo, hi, _ = first.rows
-        if hi > lo:
+        lo, hi, _ = next(iter(sharded.values())).rows
+        if any(p.rows[1] > p.rows[0] for p in sharded.values()):  # e.g. a rank with items but no users
             sdir = shard_dir(directory, step)
             sdir.mkdir(parents=True, exist_ok=True)
             rel = f"{sdir.name}/rank-{rank:05d}.h5"
@@ -230,7 +229,11 @@ class Snapshot:
             return f[name].shape if name in f else None
 
     def rows(self, name: str, lo: int, hi: int) -> np.ndarray:
-        """Rows ``[lo, hi)`` of sharded part ``name``, from whichever files hold them (any rank count)."""
+        """Rows ``[lo, hi)`` of part ``name``, from whichever files hold them (any rank count); a
+        replicated part is read from the main file (V is replicated or item-sharded)."""
+        if name not in self.marker["sharded"]:
+            with h5py.File(self.path, "r") as f:
+                return f[name][lo:hi]
         spec = self.marker["sharded"][name]
         out = np.empty((hi - lo, *spec["row_shape"]), dtype=np.dtype(spec["dtype"]))
         for rel, a, b in spec["pieces"]:

@@ -312,3 +312,29 @@ def allreduce_object_sum(comm: MPI.Comm, value):
     squares ``Uᵀy`` of :mod:`lepton_hpc.linalg.lstsq`). Collective over ``comm``.
     """
     return comm.allreduce(value, op=MPI.SUM)
+
+
+# -- personalised exchange (appended for the item-sharded recommender) -------------------------
+
+def alltoall_counts(comm: MPI.Comm, send_counts) -> np.ndarray:
+    """``recv[q]`` = what rank ``q`` passed as ``send_counts[comm.rank]`` (int64, one entry per rank)."""
+    send = np.ascontiguousarray(send_counts, dtype=np.int64)
+    recv = np.empty_like(send)
+    comm.Alltoall(send, recv)
+    return recv
+
+
+def alltoallv(comm: MPI.Comm, send: np.ndarray, send_counts, recv: np.ndarray, recv_counts) -> np.ndarray:
+    """Personalised exchange of rows: ``send_counts[q]`` rows of ``send`` (in rank order) go to rank
+    ``q``; ``recv`` gets ``recv_counts[q]`` rows from each rank ``q``, stacked in rank order.
+
+    ``send`` and ``recv`` are contiguous arrays of one dtype with the same row width (1-d: one
+    element per row). Returns ``recv``. Collective over ``comm``.
+    """
+    width = int(np.prod(send.shape[1:], dtype=np.int64)) if send.ndim > 1 else 1
+    specs = []
+    for counts in (send_counts, recv_counts):
+        sizes = np.asarray(counts, dtype=np.int64) * width
+        specs.append((sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)))
+    comm.Alltoallv([np.ascontiguousarray(send).reshape(-1), specs[0]], [recv.reshape(-1), specs[1]])
+    return recv

@@ -100,6 +100,8 @@ class ModelConfig:
                              ("cholesky", "cg"))
     cg_steps: int = _key(3, "mf implicit, inner_solver=cg: conjugate-gradient steps per row and half-sweep")
     top_k: int = _key(10, "mf implicit: k of the held-out ranking metrics precision@k, recall@k, nDCG@k")
+    shard_items: bool = _key(False, "mf: each rank owns a block of items' factors (V is not replicated); "
+                                    "each half-sweep fetches only the factor rows its ratings need")
 
     def __post_init__(self):
         _check(math.isfinite(self.alpha) and self.alpha >= 0, "model", "alpha", "finite and >= 0", self.alpha)
@@ -109,6 +111,7 @@ class ModelConfig:
         _check(0 <= self.l1_ratio <= 1, "model", "l1_ratio", "in [0, 1]", self.l1_ratio)
         _check(self.classes >= 0, "model", "classes", ">= 0", self.classes)
         _check(self.rank >= 0, "model", "rank", ">= 0", self.rank)
+        _check(isinstance(self.shard_items, bool), "model", "shard_items", "true or false", self.shard_items)
 
 
 @dataclass(frozen=True)

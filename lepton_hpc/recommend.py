@@ -49,7 +49,7 @@ def _check_shapes(snap, shard, k: int) -> int:
 def recommend_rows(snap, shard, k: int) -> tuple[np.ndarray, np.ndarray]:
     """This rank's users' (items, scores), each (n_local_users × k). Not collective."""
     _check_shapes(snap, shard, k)
-    V = np.ascontiguousarray(snap.replicated("model/V")["model/V"], dtype=np.float64)
+    V = np.ascontiguousarray(snap.rows("model/V", 0, snap.shape("model/V")[0]), dtype=np.float64)
     U = snap.rows("model/U", shard.user_lo, shard.user_hi)
     n_local = shard.user_hi - shard.user_lo
     items, scores = np.empty((n_local, k), dtype=np.int64), np.empty((n_local, k), dtype=np.float64)

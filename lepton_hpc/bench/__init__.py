@@ -9,9 +9,10 @@
     python -m lepton_hpc.bench predict   [--rows 2000000 --cols 32 --reps 3 --rounds 2]
     python -m lepton_hpc.bench als       [--users 200000 --items 2000 --density 0.01 --ranks 2]
     python -m lepton_hpc.bench implicit  [--users 50000 --items 2000 --factors 16 --iterations 10]
+    python -m lepton_hpc.bench mfshard   [--users 200000 --items 2000 --ranks 2 --steps 6 --solver als]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
-:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`); :mod:`.common` holds what
+:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.mfshard`); :mod:`.common` holds what
 they share (the verdict, launching ranks, the default job's data).
 
 Each prints ONE JSON object on stdout (notes go to stderr): the timings as
@@ -44,6 +45,7 @@ BENCHES = {
     "als": ("lepton_hpc.bench.als", "ALS-WR sweep time / single-lambda sweep (<= 1.2) and test RMSE (<= 0.667)"),
     "implicit": ("lepton_hpc.bench.implicit", "implicit ALS vs the implicit library: its time / ours at -n 2 "
                  "(>= 1.0), precision@10 within 0.01"),
+    "mfshard": ("lepton_hpc.bench.mfshard", "mf sweep with item-sharded V / replicated V (target <= 1.3)"),
 }
 
 __all__ = ["BENCHES"]

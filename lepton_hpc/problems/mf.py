@@ -10,6 +10,12 @@ per-chunk partials summed by :class:`~lepton_hpc.reduce.ItemBlockReducer`.
 Solvers (:mod:`.mf_solvers`): ``gd`` (full-batch steps with any optimizer) and
 ``als`` (a step is one sweep).
 
+With ``model.shard_items = true`` V is not replicated either: each rank owns a
+balanced block of items' rows (and their optimizer state), the plan of
+:mod:`.mf_exchange` fetches the factor rows each half-sweep needs, and the
+solvers of :mod:`.mf_sharded` give the replicated run's factors bit for bit;
+``model/V`` is then a row-sharded part written by its owners.
+
 Checkpoints: ``/model/V`` and V's optimizer state are replicated parts;
 ``model/U`` and U's optimizer accumulators (``optimizer_u/<name>``, users x k) are
 row-sharded parts written by their owners, so nothing is gathered to one rank,
@@ -39,9 +45,12 @@ _INIT_U_STREAM = 2**32 - 4
 INIT_SCALE = 0.3
 
 
-def init_factors(seed: int, rank: int, n_items: int, chunks, n_users: int, chunk_rows: int):
-    """Initial V (n_items x k) and the U rows of ``chunks``: from (seed, stream[, chunk])."""
-    V = np.random.default_rng([seed, _INIT_V_STREAM]).standard_normal((n_items, rank)) * INIT_SCALE
+def init_factors(seed: int, rank: int, n_items: int, chunks, n_users: int, chunk_rows: int, item_rows=None):
+    """Initial V (n_items x k) and the U rows of ``chunks``: from (seed, stream[, chunk]).
+
+    ``item_rows=(lo, hi)``: only V's rows [lo, hi), the same bits, drawn block by block (bounded memory).
+    """
+    V = init_item_rows(seed, rank, n_items, *(item_rows or (0, n_items)))
     parts = []
     for c in chunks:
         lo, hi = chunk_range(n_users, chunk_rows, c)
@@ -49,6 +58,21 @@ def init_factors(seed: int, rank: int, n_items: int, chunks, n_users: int, chunk
                      * INIT_SCALE)
     U = np.concatenate(parts) if parts else np.zeros((0, rank))
     return np.ascontiguousarray(U), V
+
+
+def init_item_rows(seed: int, rank: int, n_items: int, lo: int, hi: int, block: int = 1 << 16) -> np.ndarray:
+    """Rows [lo, hi) of the initial V: the one stream drawn in order, kept where it falls in the range."""
+    rng = np.random.default_rng([seed, _INIT_V_STREAM])
+    if (lo, hi) == (0, n_items):
+        return rng.standard_normal((n_items, rank)) * INIT_SCALE
+    V = np.zeros((hi - lo, rank))
+    for a in range(0, hi, block):
+        z = min(a + block, hi)
+        rows = rng.standard_normal((z - a, rank))
+        s, e = max(a, lo), z
+        if s < e:
+            V[s - lo:e - lo] = rows[s - a:] * INIT_SCALE
+    return V
 
 
 class MFProblem(Problem):
@@ -81,15 +105,27 @@ class MFProblem(Problem):
         self.k, self.reg = cfg.model.rank, cfg.model.reg
         C.agree(comm, self._check_rank)
         with self.timer.phase("read"):
-            self.index = [K.ChunkIndex(b.train[0], b.train[1]) for b in sh.blocks]
+            self.index = [None if cfg.model.shard_items else K.ChunkIndex(b.train[0], b.train[1])
+                          for b in sh.blocks]  # item-sharded: the plan holds the item side
         self._count()
         m = cfg.model
         self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
         self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
-        self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
-        solver = self.solver_class()
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
+        self.item_side = None
+        if cfg.model.shard_items:  # V item-sharded: the in-block/out-block plan of .mf_exchange
+            from .mf_sharded import SHARDED_SOLVERS, ItemSide
+
+            with self.timer.phase("read"):
+                self.item_side = ItemSide(self)
+            self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users,
+                                          sh.chunk_rows, self.item_side.rows[:2])
+            self.items = None
+            self.solver = SHARDED_SOLVERS[cfg.train.solver](self)
+            return
+        self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
+        solver = self.solver_class()
         self.items = ItemBlockReducer(comm, sh.layout, sh.n_items, solver.width_of(self.k), cfg.comm.reduction)
         self.solver = solver(self)
 
@@ -103,6 +139,10 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
+        if cfg.model.shard_items and (cfg.model.reg_scaling != "none" or cfg.model.feedback != "explicit"):
+            raise UserError("model.shard_items=true supports explicit ratings with one lambda for now; set "
+                            "model.reg_scaling=\"none\" and model.feedback=\"explicit\", or "
+                            "model.shard_items=false")
 
     def _check_memory(self, node_ranks: int) -> None:
         """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""
@@ -167,18 +207,37 @@ class MFProblem(Problem):
         """V^T and each local chunk's U rows transposed (contiguous): the kernels' layout."""
         return (np.ascontiguousarray(self.V.T), [np.ascontiguousarray(Uc.T) for _, _, Uc, _ in self.blocks()])
 
+    def with_items(self):
+        """Yield ``(i, block, Uc, VT, train, test)`` per local chunk; item-sharded, ``VT`` holds the V rows
+        the chunk's round fetched and ``train``/``test`` index them (collective: run the loop to its end)."""
+        if not self.item_side:
+            VT = np.ascontiguousarray(self.V.T)
+            for i, b, Uc, _ in self.blocks():
+                yield i, b, Uc, VT, b.train, b.test
+            return
+        plan = self.item_side.plan
+        for c0, c1, VT in self.item_side.user_rounds():
+            for i in range(c0, c1):
+                b = self.shard.blocks[i]
+                yield i, b, self.U[b.offset:b.offset + b.n_users], VT, plan.train[i], plan.test[i]
+
+    def sumsq_V(self) -> float:
+        """|V|^2 (item-sharded: an exact reduction over item rows). Collective when item-sharded."""
+        return self.item_side.sumsq(self.V)[0] if self.item_side else K.sumsq(self.V)
+
     def evaluate(self, step: int = 0) -> tuple[float, float, float]:
         """(objective, train RMSE, test RMSE) at the current factors. Collective."""
         red = self.scalars
         with self.timer.phase("compute", step):
-            VT, UT = self.transposed()
-            for i, b, Uc, _ in self.blocks():
-                e_tr = K.residuals(UT[i], VT, *b.train)
-                e_te = K.residuals(UT[i], VT, *b.test)
+            for i, b, Uc, VT, train, test in self.with_items():
+                UcT = np.ascontiguousarray(Uc.T)
+                e_tr = K.residuals(UcT, VT, *train)
+                e_te = K.residuals(UcT, VT, *test)
                 red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), R.penalty(self.reg_u[i], Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
-        loss = (0.5 * sse + 0.5 * (uu + R.penalty(self.reg_v, self.V))) / self.n_train
+            vv = self.reg * self.sumsq_V() if self.item_side else R.penalty(self.reg_v, self.V)
+        loss = (0.5 * sse + 0.5 * (uu + vv)) / self.n_train
         test = math.sqrt(sse_test / self.n_test) if self.n_test else float("nan")
         return float(loss), math.sqrt(sse / self.n_train), test
 
@@ -217,6 +276,10 @@ class MFProblem(Problem):
             parts.update(pv)
             attrs.update(au)
             attrs.update(av)
+        if self.item_side:
+            from .mf_sharded import sharded_state
+
+            sharded_state(self, parts, attrs)
         return parts, attrs
 
     def load_state(self, snap) -> None:
@@ -236,12 +299,23 @@ class MFProblem(Problem):
         if feedback != self.cfg.model.feedback:
             raise UserError(f"checkpoint in {snap.directory} was written with model.feedback={feedback}, this job "
                             f"uses {self.cfg.model.feedback}; resume with the same feedback or start a fresh --out")
+        sharded = bool(snap.attrs.get("shard_items", False))
+        if solver == "gd" and sharded != self.cfg.model.shard_items:
+            raise UserError(f"checkpoint in {snap.directory} was written with model.shard_items="
+                            f"{str(sharded).lower()} and train.solver=gd (V's optimizer state is stored "
+                            f"{'by item rows' if sharded else 'whole'}); resume with the same model.shard_items "
+                            f"or start a fresh --out")
         lo, hi, _ = self._rows()
         self.U[:] = snap.rows("model/U", lo, hi)
-        self.V[:] = snap.replicated("model/V")["model/V"]
         s = self.solver
         if s.opt_U is not None:
             s.opt_U.load_state_dict(optimizer_state(snap, "optimizer_u", s.opt_U, (lo, hi)))
+        if self.item_side:
+            from .mf_sharded import load_sharded
+
+            return load_sharded(self, snap)
+        self.V[:] = snap.rows("model/V", 0, self.shard.n_items)
+        if s.opt_V is not None:
             s.opt_V.load_state_dict(optimizer_state(snap, "optimizer", s.opt_V))
 
     # -- the end ------------------------------------------------------------------------------
@@ -253,9 +327,10 @@ class MFProblem(Problem):
         """This rank's bytes by component; :mod:`.mf_memory` projects the same."""
         opt, work = self.solver.nbytes()
         return {"users": self.shard.n_local_users, "U_block_bytes": self.U.nbytes, "V_bytes": self.V.nbytes,
-                "ratings_bytes": self.shard.nbytes + sum(ix.nbytes for ix in self.index),
+                "ratings_bytes": self.shard.nbytes + sum(ix.nbytes for ix in self.index if ix is not None),
                 "optimizer_state_bytes": opt, "work_buffer_bytes": work,
-                "reduce_buffer_bytes": self.items.nbytes + self.scalars.partials.nbytes,
+                "reduce_buffer_bytes": (self.items.nbytes if self.items else 0) + self.scalars.partials.nbytes,
+                "exchange_bytes": self.item_side.nbytes() if self.item_side else 0,
                 "peak_rss_bytes": peak_rss_bytes()}
 
     def summary(self, final: dict, every: list[dict]) -> dict:
@@ -271,7 +346,8 @@ class MFProblem(Problem):
                      + (f", noise sigma {noise:g}" if noise is not None else "")
                      + (f" (test/sigma {ratio:.3f})" if ratio is not None else "")
                      + f"; U block per rank {memory['U_block_bytes']['max'] / 2**20:.2f} MiB max of "
-                       f"{memory['U_total_bytes'] / 2**20:.2f} MiB total, V {self.V.nbytes / 2**20:.2f} MiB, "
+                       f"{memory['U_total_bytes'] / 2**20:.2f} MiB total, V {memory['V_bytes']['max'] / 2**20:.2f} MiB"
+                       f"{' (item-sharded) max' if self.item_side else ''}, "
                        f"peak RSS {memory['peak_rss_bytes']['max'] / 2**20:.0f} MiB max")
         return {**final, "noise": noise, "test_rmse_over_noise": ratio,
                 "rel_error_to_exact": None,  # no exact solution to compare with; see test_rmse_over_noise
@@ -282,8 +358,12 @@ class MFProblem(Problem):
                          "ratings_train": self.n_train, "ratings_test": self.n_test,
                          "users_without_ratings": self.users_without, "items_without_ratings": self.items_without,
                          "chunk_rows": sh.chunk_rows, "chunks": sh.n_chunks, "fingerprint": self.fingerprint},
-                "item_blocks": self.items.n_blocks,
-                "bytes_reduced_per_step": self.items.bytes_per_reduce + self.scalars.bytes_per_reduce,
+                "shard_items": self.item_side is not None,
+                "exchange_rounds": ([len(self.item_side.plan.v_rounds), len(self.item_side.plan.u_rounds)]
+                                    if self.item_side else None),
+                "item_blocks": self.items.n_blocks if self.items else None,
+                "bytes_reduced_per_step": (self.items.bytes_per_reduce if self.items else 0)
+                + self.scalars.bytes_per_reduce,
                 "memory": memory}
 
     def close(self) -> None:

@@ -54,7 +54,7 @@ def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chu
 
 
 KEYS = ("peak_rss_bytes", "users", "U_block_bytes", "V_bytes", "ratings_bytes", "optimizer_state_bytes",
-        "work_buffer_bytes", "reduce_buffer_bytes")
+        "work_buffer_bytes", "reduce_buffer_bytes", "exchange_bytes")
 
 
 def measured(every: list[dict], u_total_bytes: int) -> dict:

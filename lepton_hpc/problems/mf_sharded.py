@@ -1,0 +1,192 @@
+"""How the recommender steps with item-sharded factors (``model.shard_items = true``).
+
+``pb.V`` holds only this rank's item block (rows ``[item_lo, item_hi)`` of V); the
+:class:`~.mf_exchange.ItemPlan` fetches the rows each half-sweep needs. The user
+half-sweep runs the replicated path's kernels on the fetched V rows (same terms,
+same order); the item half-sweep sums each owned item's terms on its owner
+(:func:`~.mf_exchange.owner_item_sums`). Both solvers give the replicated run's
+factors bit for bit, at any rank count. Collective where marked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import comm as C
+from ..checkpoint import Part, optimizer_parts, optimizer_state
+from ..layout import Layout
+from ..models import mf as K
+from ..optimizers import make_optimizer, optimizer_kwargs
+from ..reduce import ChunkReducer
+from .mf_exchange import ItemPlan, owner_item_sums
+
+
+class ItemSide:
+    """The item half of an item-sharded problem: plan, fetch buffers, per-item-row scalar sums."""
+
+    def __init__(self, pb):
+        self.pb = pb
+        gd = pb.cfg.train.solver == "gd"
+        self.plan = plan = ItemPlan(pb.comm, pb.shard, pb.k, pb.k if gd else K.packed_width(pb.k), keep_order=gd)
+        k = pb.k
+        (nv, sv), (nu, su) = plan.max_rows("v"), plan.max_rows("u")
+        self.V_need, self.v_send = np.zeros((nv, k)), np.zeros((sv, k))
+        self.U_need, self.u_send = np.zeros((nu, k)), np.zeros((su, k))
+        # sums over item rows (|V|^2, |grad_V|^2): a fixed tree over items, one item per leaf
+        self.scalars = ChunkReducer(pb.comm, Layout(plan.n_items, 1, pb.comm.size, pb.comm.rank), 2, "exact")
+
+    @property
+    def rows(self) -> tuple[int, int, int]:
+        return (self.plan.item_lo, self.plan.item_hi, self.plan.n_items)
+
+    @staticmethod
+    def _fetch(ex, own, need, send) -> np.ndarray:
+        n, m = ex.need.shape[0], ex.send_rows.shape[0]
+        return ex.fetch(own, need[:n], send[:m])
+
+    def user_rounds(self):
+        """Yield ``(c0, c1, VT)``: local chunks [c0, c1) and the V rows they touch, transposed. Collective:
+        every rank runs the loop to its end (a round is one fetch)."""
+        for c0, c1, ex in self.plan.v_rounds:
+            yield c0, c1, np.ascontiguousarray(self._fetch(ex, self.pb.V, self.V_need, self.v_send).T)
+
+    def item_rounds(self):
+        """Yield ``(g0, g1, UT)``: item groups [g0, g1) of the in-block (whole owned items) and the U rows
+        of their users, transposed. Collective, as :meth:`user_rounds`."""
+        for g0, g1, ex in self.plan.u_rounds:
+            yield g0, g1, np.ascontiguousarray(self._fetch(ex, self.pb.U, self.U_need, self.u_send).T)
+
+    def sumsq(self, *arrays) -> list[float]:
+        """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
+        p = self.scalars.partials
+        p[:] = 0.0
+        for j, a in enumerate(arrays):
+            p[:, j] = np.einsum("ij,ij->i", a, a)
+        return [float(x) for x in self.scalars.reduce()[:len(arrays)]]
+
+    def nbytes(self) -> int:
+        return (self.plan.nbytes + self.V_need.nbytes + self.v_send.nbytes + self.U_need.nbytes
+                + self.u_send.nbytes + self.scalars.nbytes)
+
+
+class ShardedGradientDescent:
+    """Full-batch gradient descent with item-sharded V: grad_V is summed on each item's owner."""
+
+    def __init__(self, pb):
+        self.pb = pb
+        kw = optimizer_kwargs(pb.cfg.optimizer)
+        self.opt_U = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
+        self.opt_V = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
+        self.grad_U = np.zeros_like(pb.U)
+        self.grad_V = np.zeros_like(pb.V)
+        plan = pb.item_side.plan
+        n = int(plan.send_counts.sum())
+        self.e_flat = np.zeros(n)
+        self.e_send = np.zeros(n)
+        self.e_recv = np.zeros(plan.n_in)
+        cuts = np.cumsum([0] + [b.train[0].shape[0] for b in pb.shard.blocks])
+        self.e = [self.e_flat[a:z] for a, z in zip(cuts[:-1], cuts[1:])]
+
+    def next_eta(self) -> float:
+        return self.opt_V.next_eta()
+
+    def gradient(self, step: int) -> tuple[float, float]:
+        """grad_U (local) and grad_V (this rank's items); (objective, |grad|). Collective."""
+        pb, side = self.pb, self.pb.item_side
+        red, N, reg, timer = pb.scalars, pb.n_train, pb.reg, pb.timer
+        with timer.phase("compute", step):
+            for c0, c1, VT in side.user_rounds():
+                for i in range(c0, c1):
+                    b = pb.shard.blocks[i]
+                    Uc, gU = pb.U[b.offset:b.offset + b.n_users], self.grad_U[b.offset:b.offset + b.n_users]
+                    K.gd_user_pass(np.ascontiguousarray(Uc.T), VT, *side.plan.train[i], side.plan.user_index[i],
+                                   reg, N, self.e[i], gU)
+                    red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), K.sumsq(Uc)]
+        with timer.phase("reduce", step):
+            sse, gu2, uu = red.reduce()
+            e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
+        with timer.phase("compute", step):
+            total = np.zeros_like(pb.V)
+            for g0, g1, UT in side.item_rounds():
+                for g in range(g0, g1):
+                    items, sums = owner_item_sums(side.plan, g, UT, e_own, normal=False)
+                    total[items] = sums
+            np.add(total, reg * pb.V, out=self.grad_V)
+            self.grad_V /= N
+        with timer.phase("reduce", step):
+            vv, gv2 = side.sumsq(pb.V, self.grad_V)
+        loss = (0.5 * sse + 0.5 * reg * (uu + vv)) / N
+        return float(loss), math.sqrt(gu2 + gv2)
+
+    def apply_update(self, step: int) -> None:
+        pb = self.pb
+        self.opt_U.update(pb.U.reshape(-1), self.grad_U.reshape(-1), out=pb.U.reshape(-1))
+        self.opt_V.update(pb.V.reshape(-1), self.grad_V.reshape(-1), out=pb.V.reshape(-1))
+
+    def nbytes(self) -> tuple[int, int]:
+        opt = sum(getattr(o, key).nbytes for o in (self.opt_U, self.opt_V) for key in o.accumulator_names
+                  if getattr(o, key) is not None)
+        work = self.grad_U.nbytes + self.grad_V.nbytes + self.e_flat.nbytes + self.e_send.nbytes
+        return opt, work + self.e_recv.nbytes
+
+
+class ShardedALS:
+    """A sweep: users from the fetched V rows, then each owned item from its owner's normal equations."""
+
+    opt_U = opt_V = None
+
+    def __init__(self, pb):
+        self.pb = pb
+
+    def next_eta(self) -> None:
+        return None
+
+    def gradient(self, step: int) -> tuple[float, None]:
+        return self.pb.evaluate(step)[0], None
+
+    def apply_update(self, step: int) -> None:
+        """One sweep. Collective: two fetches of factor rows, no reduction of normal equations."""
+        pb, side = self.pb, self.pb.item_side
+        with pb.timer.phase("compute", step):
+            for c0, c1, VT in side.user_rounds():
+                for i in range(c0, c1):
+                    b = pb.shard.blocks[i]
+                    K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg,
+                                pb.U[b.offset:b.offset + b.n_users])
+            V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
+            for g0, g1, UT in side.item_rounds():
+                for g in range(g0, g1):
+                    items, S = owner_item_sums(side.plan, g, UT, side.plan.vals, normal=True)
+                    V_new[items] = K.solve_packed(S, pb.k, pb.reg)
+        pb.V[:] = V_new
+
+    def nbytes(self) -> tuple[int, int]:
+        return 0, 0
+
+
+SHARDED_SOLVERS = {"gd": ShardedGradientDescent, "als": ShardedALS}
+
+
+def sharded_state(pb, parts: dict, attrs: dict) -> None:
+    """V (and V's optimizer state) as row-sharded parts written by their owners: nothing gathered."""
+    rows = pb.item_side.rows
+    parts["model/V"] = Part(pb.V, rows)
+    attrs["shard_items"] = True
+    s = pb.solver
+    if s.opt_V is not None:
+        for name in [n for n in parts if n.startswith("optimizer/")]:
+            del parts[name]
+        pv, av = optimizer_parts("optimizer", s.opt_V, rows, pb.k)
+        parts.update(pv)
+        attrs.update(av)
+
+
+def load_sharded(pb, snap) -> None:
+    """This rank's V rows (and V's optimizer state) from a checkpoint of any rank count."""
+    lo, hi, _ = pb.item_side.rows
+    s = pb.solver
+    pb.V[:] = snap.rows("model/V", lo, hi)
+    if s.opt_V is not None:
+        s.opt_V.load_state_dict(optimizer_state(snap, "optimizer", s.opt_V, (lo, hi)))

@@ -87,8 +87,7 @@ class Loop:
         eta = p.next_eta()
         if eta is not None and eta < self.tc.eta_floor:
             ctx.log(f"stopping at step {step}: the step size {eta:.3e} fell below train.eta_floor="
-                    f"{self.tc.eta_floor:g}; the schedule has no step left (raise optimizer.learning_rate "
-                    f"or lower optimizer.alpha)")
+                    f"{self.tc.eta_floor:g}; {p.eta_floor_hint()}")
             return "eta_floor", None
         self.flag.start(float(ctx.stop_signal))
         loss, grad_norm = p.gradient(step)

@@ -13,6 +13,10 @@ Newton-CG (larger models): the direction comes from conjugate gradients on ``H d
 each H·v product one pass with an exact reduction, stopped at a residual of
 ``min(0.5, sqrt|g|)·|g|``, at negative curvature or after 100 products.
 
+Least squares (model.kind=linear) takes the normal equations of the reference pass instead:
+the Hessian is ``XaᵀXa / Σs`` exactly and the gradient ``(Gθ − c) / Σs`` is d x d work, so its
+iterations read no data (``passes`` 0).
+
 Both take Armijo backtracking from the full step ``a = 1`` (``F(θ + a d) <= F + 1e-4 a gᵀd``);
 the accepted dense trial's pass already holds the next Hessian, so an iteration whose
 full step is accepted costs one pass. The checkpoint adds the Hessian at θ (dense) to the
@@ -24,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checkpoint import Part
+from ..models.glm import gram_grad_loss
 from ..models.glm_hessian import CurvatureKernel
 from ..reduce import ChunkReducer
 from .glm_linesearch import backtracking
@@ -52,6 +57,10 @@ class Newton(Method):
         self.l2[:self.penalty.n_weights] = self.penalty.l2
         self.H = np.zeros((self.n, self.n)) if dense else None
         self.damping = 0.0
+        # least squares: the reference pass's normal equations are the exact constant Hessian and give
+        # the gradient with d x d work, so an iteration reads no data
+        ref = problem.ref
+        self.gram = ref if problem.kernel.kind == "linear" and ref.G is not None and dense else None
 
     def _reduce(self):
         with self.pb.timer.phase("reduce", self.stats["iterations"]):
@@ -64,6 +73,8 @@ class Newton(Method):
     def evaluate(self, theta):
         if not self.dense:
             return super().evaluate(theta)
+        if self.gram is not None:
+            return self._evaluate_gram(theta)
         with self.pb.timer.phase("compute", self.stats["iterations"]):
             for i, X, y, sw in self.shard.chunks_iter():
                 self.curv.dense_partial(X, y, sw, theta, self.red.partials[i])
@@ -76,6 +87,20 @@ class Newton(Method):
         self.stats["function_evals"] += 1
         self.stats["hessian_evals"] += 1
         return loss, g
+
+    def _evaluate_gram(self, theta):
+        r, g = self.gram, np.empty(self.n)
+        loss = gram_grad_loss(r.G, r.c, r.yty, r.weight_sum, theta, g) + self.penalty.add_smooth(theta, g)
+        H = r.G / r.weight_sum
+        H[np.diag_indices(self.n)] += self.l2
+        self.trial_H = H
+        self.stats["function_evals"] += 1
+        self.stats["hessian_evals"] += 1
+        return loss, g
+
+    @property
+    def passes(self) -> int:
+        return 0 if self.gram is not None else super().passes
 
     def hv(self, theta, v):
         with self.pb.timer.phase("compute", self.stats["iterations"]):

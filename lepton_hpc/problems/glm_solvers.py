@@ -106,6 +106,8 @@ def make_strategy(problem):
 
 #: the solvers that run as a :class:`~lepton_hpc.problems.glm_qn.Method` (one iteration per loop step)
 METHODS = ("lbfgs", "owlqn", "newton")
+#: auto takes newton for logistic/softmax up to this d·K (a dense Hessian pass costs ~ d·K/8 gradient passes)
+AUTO_NEWTON_MAX_PARAMS = 8
 
 
 def l1_in_config(model) -> bool:
@@ -116,8 +118,11 @@ def l1_in_config(model) -> bool:
 def resolve_solver(cfg, n_cols: int, n_classes: int) -> str:
     """``train.solver`` with ``auto`` made concrete for a GLM.
 
-    auto: mini-batches (train.batch_size) keep gd; an L1 part takes owlqn; otherwise newton
-    when d·K <= train.newton_max_params (the Hessian is small), else lbfgs.
+    auto: mini-batches (train.batch_size) keep gd; an L1 part takes owlqn; least squares takes
+    newton when d <= train.newton_max_params (its Hessian is the reference pass's X^T X: an
+    iteration reads no data); logistic/softmax take newton only when d·K <= AUTO_NEWTON_MAX_PARAMS,
+    else lbfgs. Measured at 10^6 x 64 (logistic, -n 2): a dense-Hessian pass costs about 9 gradient
+    passes while L-BFGS needs under 2x Newton's iterations, so past a few parameters lbfgs is faster.
     """
     solver = cfg.train.solver
     if solver != "auto":
@@ -126,7 +131,9 @@ def resolve_solver(cfg, n_cols: int, n_classes: int) -> str:
         return "gd"
     if l1_in_config(cfg.model):
         return "owlqn"
-    return "newton" if n_cols * n_classes <= cfg.train.newton_max_params else "lbfgs"
+    if cfg.model.kind == "linear":
+        return "newton" if n_cols <= cfg.train.newton_max_params else "lbfgs"
+    return "newton" if n_cols * n_classes <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
 
 
 def make_method(problem, solver: str):

@@ -170,9 +170,9 @@ def test_resume_on_another_rank_count_is_bitwise_exact(case):
     kind, penalty, steps, split = RESUME[case]
     args = ["train.tol=0", "checkpoint.every=1"] + (["train.newton_max_params=1"] if case == "newton-cg" else [])
 
-    def cfg(n):
-        return config(kind, case.split("-")[0], penalty, *args, f"train.steps={n}")
-
+    # configs first: config() writes the data file through a collective, so never inside run_on_root
+    configs = {n: config(kind, case.split("-")[0], penalty, *args, f"train.steps={n}") for n in (split, steps)}
+    cfg = configs.__getitem__
     out = Path(run_on_root(WORLD, lambda: tempfile.mkdtemp(prefix="glmsolv-resume-")))
     _, s, whole = train(cfg(steps), WORLD, out / "straight")
     assert s["steps"] == steps and s["stop_reason"] == "steps"

@@ -94,3 +94,21 @@ def test_predict_reports_both_sub_verdicts():
     assert two["ratio"] == pytest.approx(two["speedup"] / two["read_bandwidth_ratio"])
     for key in ("baseline_s", "predict_s_n1", "predict_s_n2"):
         assert_spread(res[key])
+
+
+def test_solve_reports_time_to_the_same_objective_against_sklearn():
+    pytest.importorskip("sklearn")
+    res = run_bench("solve", "--rows", "20000", "--cols", "8", "--softmax-cols", "4", "--classes", "3",
+                    "--rounds", "1", timeout=600)
+    assert_verdict(res, "solve", 2.0, ">=")
+    for kind, solver in (("logistic", "newton"), ("softmax", "lbfgs"), ("linear", "newton")):
+        r = res[kind]
+        assert r["lepton"]["solver"] == solver and r["lepton"]["stop_reason"] in ("tol", "eta_floor")
+        assert r["same_objective"], r["objective"]  # both answers within 1e-8 of the lower objective
+        assert_spread(r["lepton_s"])
+        assert_spread(r["sklearn_s"])
+        assert r["ratio"] == pytest.approx(r["sklearn_s"]["median"] / r["lepton_s"]["median"])
+        assert all(b["num_threads"] == 2 for b in r["sklearn_blas"])
+    assert res["ratio"] == res["logistic"]["ratio"] and positive(res["lepton_startup_s"])
+    assert res["pass"] == (res["logistic"]["pass"] and all(res[k]["same_objective"] for k in
+                                                           ("logistic", "softmax", "linear")))

@@ -304,7 +304,7 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
         "solver_stats": None if pb.method is None else pb.method.summary(),
         "batch_size": cfg.train.batch_size,
         "optimizer": None if pb.method is not None else pb.opt.hyperparameters(),
-        "eta_final": pb.opt.eta,
+        "eta_final": pb.method.eta if pb.method is not None else pb.opt.eta,  # methods: the last line-search step
         "curvature_min_max": None if ref.curvature is None else list(ref.curvature),
         "condition_number": None if fac is None else fac.kappa,
         "singular_values_cut": None if fac is None else fac.n_cut,

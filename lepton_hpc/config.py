@@ -147,10 +147,18 @@ class OptimizerConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     steps: int = _key(200, "number of optimizer steps (the run may stop earlier on tol or eta_floor)")
-    solver: str = _key("gd", "gd: stream the shard each step; gram: one pass for X^T X, X^T y, then d x d "
-                             "steps; svd: least squares through TSQR factors; svd_gd: whitened gradient "
-                             "descent in factor space; als: alternating least squares (mf)",
-                       ("gd", "gram", "svd", "svd_gd", "als"))
+    solver: str = _key("auto", "auto: full-batch GLMs take owlqn with an L1 penalty, else newton when "
+                               "d*K <= newton_max_params, else lbfgs; mini-batches, mf and matmul take gd; "
+                               "gd: stream the shard each step with optimizer.*; lbfgs: L-BFGS with a "
+                               "strong-Wolfe line search; owlqn: orthant-wise L-BFGS (L1/elasticnet); newton: "
+                               "damped Newton, Hessian in the gradient pass (Newton-CG past newton_max_params); "
+                               "gram: one pass for X^T X, X^T y, then d x d steps; svd: least squares through "
+                               "TSQR factors; svd_gd: whitened gradient descent in factor space; als: "
+                               "alternating least squares (mf)",
+                       ("auto", "gd", "lbfgs", "owlqn", "newton", "gram", "svd", "svd_gd", "als"))
+    lbfgs_memory: int = _key(10, "lbfgs/owlqn: number of (s, y) correction pairs kept")
+    newton_max_params: int = _key(2048, "newton: largest d*K with a dense Hessian (Cholesky); above it "
+                                        "Newton-CG with Hessian-vector products (auto picks lbfgs there)")
     rcond: float = _key(1e-12, "svd solver: singular values below rcond * s_max are cut off")
     batch_size: int = _key(0, "global mini-batch size per step, drawn from (seed, step); 0 means full batch")
     batch_block_rows: int = _key(0, "mini-batches of whole contiguous blocks of this many rows (must divide "
@@ -177,6 +185,8 @@ class TrainConfig:
         _check(self.batch_size >= 0, s, "batch_size", ">= 0", self.batch_size)
         _check(self.batch_block_rows >= 0, s, "batch_block_rows", ">= 0", self.batch_block_rows)
         _check(self.patience >= 0, s, "patience", ">= 0", self.patience)
+        _check(self.lbfgs_memory >= 1, s, "lbfgs_memory", ">= 1", self.lbfgs_memory)
+        _check(self.newton_max_params >= 1, s, "newton_max_params", ">= 1", self.newton_max_params)
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,8 @@ class MatmulConfig:
         _check(self.power_iters >= 0, "matmul", "power_iters", ">= 0", self.power_iters)
 
 
+GLM_KINDS = ("linear", "logistic", "softmax")
+
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
     "model": ModelConfig,
@@ -251,6 +263,11 @@ class JobConfig:
     comm: CommConfig
     metrics: MetricsConfig
     matmul: MatmulConfig
+
+    def __post_init__(self):
+        # train.solver=auto is decided by the GLM problem from d and K; every other job steps with gd
+        if self.train.solver == "auto" and (self.model.kind not in GLM_KINDS or self.train.batch_size):
+            object.__setattr__(self, "train", dataclasses.replace(self.train, solver="gd"))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """The sections that apply to this job's ``model.kind`` (:func:`sections_for`), key by key."""

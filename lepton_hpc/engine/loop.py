@@ -2,7 +2,9 @@
 
 Per step, on every rank: the eta floor → post the stop flag → ``problem.gradient``
 (collective) → wait for the flag → the finite check → the convergence test →
-``problem.apply_update``. The loop owns the stop flag, the eta floor, the finite
+``problem.apply_update``. (For the GLM solvers lbfgs/owlqn/newton, ``gradient`` hands back the
+objective at θ cached by the last line search and ``apply_update`` is one whole iteration,
+line-search passes included: one step is one solver iteration.) The loop owns the stop flag, the eta floor, the finite
 check, tol/patience, the metrics window and progress line, checkpoint cadence and
 the exit codes. Collective over ``ctx.comm`` from start to end.
 
@@ -97,8 +99,7 @@ class Loop:
         eta = p.next_eta()
         if eta is not None and eta < self.tc.eta_floor:
             ctx.log(f"stopping at step {step}: the step size {eta:.3e} fell below train.eta_floor="
-                    f"{self.tc.eta_floor:g}; the schedule has no step left (raise optimizer.learning_rate "
-                    f"or lower optimizer.alpha)")
+                    f"{self.tc.eta_floor:g}; {p.eta_floor_hint()}")
             return "eta_floor", None
         self.flag.start(float(ctx.stop_signal))
         loss, grad_norm = p.gradient(step)

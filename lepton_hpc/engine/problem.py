@@ -81,6 +81,10 @@ class Problem:
         """Collective: extra figures for the progress line and metrics.jsonl at a log step."""
         return {}
 
+    def eta_floor_hint(self) -> str:
+        """What to change when the step size fell below train.eta_floor."""
+        return "the schedule has no step left (raise optimizer.learning_rate or lower optimizer.alpha)"
+
     def diverged_hint(self) -> str:
         return "lower optimizer.learning_rate"
 

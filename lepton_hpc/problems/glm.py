@@ -25,7 +25,7 @@ from .glm_metrics import evaluate
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass
-from .glm_solvers import make_strategy
+from .glm_solvers import METHODS, l1_in_config, make_method, make_strategy, resolve_solver
 from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
@@ -57,6 +57,9 @@ class GLMProblem(Problem):
         self.solver = make_strategy(self)
         if cfg.train.solver in ("gram", "svd_gd"):
             self.work_unit = None  # a step is d x d work: samples/s would mean nothing
+        # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
+        self.solver_name = resolve_solver(cfg, self.shard.n_cols, self.n_classes)
+        self.method = make_method(self, self.solver_name)
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
         self.grad = np.zeros(self.solver.n_coords)
@@ -115,6 +118,9 @@ class GLMProblem(Problem):
         if solver in ("svd", "svd_gd") and (cfg.model.standardize or cfg.model.penalty != "none"):
             raise UserError(f"train.solver={solver} factors X itself: set model.standardize=false and "
                             f"model.penalty=none (or use solver gd/gram)")
+        if solver in ("lbfgs", "newton") and l1_in_config(cfg.model):
+            raise UserError(f"train.solver={solver} needs a smooth objective; model.penalty={cfg.model.penalty} "
+                            f"has an L1 part: use train.solver=owlqn (or auto)")
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
 
@@ -141,6 +147,8 @@ class GLMProblem(Problem):
 
     def _check_prox(self) -> None:
         """The L1 part is a proximal step after the update: exact for plain gradient steps only."""
+        if self.cfg.train.solver in METHODS + ("auto",):  # owlqn handles the L1 part itself
+            return
         if self.penalty.has_l1 and self.opt.accumulator_names:
             raise UserError(f"model.penalty={self.cfg.model.penalty} takes its L1 part as a proximal step, "
                             f"which converges to the L1 optimum only after plain gradient steps; "
@@ -167,7 +175,7 @@ class GLMProblem(Problem):
         name, tol, curv = self.opt.name, self.cfg.train.tol, self.ref.curvature
         remaining = self.cfg.train.steps - step
         if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.comm.rank != 0
-                or curv is None or curv[0] is None or self.direct):
+                or curv is None or curv[0] is None or self.direct or self.method is not None):
             return
         etas = self.opt.schedule(remaining)
         # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
@@ -212,14 +220,27 @@ class GLMProblem(Problem):
 
     # -- one step ----------------------------------------------------------------------
     def next_eta(self) -> float:
-        return self.opt.next_eta()
+        """The optimizer's step size; for lbfgs/owlqn/newton the last accepted line-search step (0: failed)."""
+        return self.method.eta if self.method is not None else self.opt.next_eta()
+
+    def eta_floor_hint(self) -> str:
+        if self.method is not None:
+            return ("the line search found no point with a lower objective: it is flat to float64 precision "
+                    "here (loosen train.tol to stop earlier)")
+        return super().eta_floor_hint()
 
     def gradient(self, step: int) -> tuple[float, float]:
+        if self.method is not None:
+            loss = self.method.current(self.theta, self.grad)
+            return loss, float(np.linalg.norm(self.grad))
         loss = self.solver.gradient(self.theta, self.grad, step)
         loss += self.penalty.add_smooth(self.theta, self.grad)
         return loss, float(np.linalg.norm(self.grad))
 
     def apply_update(self, step: int, eta: float) -> None:
+        if self.method is not None:
+            self.method.step(self.theta)
+            return
         self.opt.update(self.theta, self.grad, out=self.theta)
         self.penalty.prox(self.theta, self.opt.eta)
 
@@ -251,6 +272,9 @@ class GLMProblem(Problem):
     def state(self):
         parts = {k: Part(np.asarray(v)) for k, v in self.param_arrays().items()}
         opt_parts, opt_attrs = optimizer_parts("optimizer", self.opt)
+        if self.method is not None:
+            m_parts, m_attrs = self.method.state()
+            opt_parts, opt_attrs = {**opt_parts, **m_parts}, {**opt_attrs, **m_attrs}
         return {**parts, **opt_parts}, {**opt_attrs, "model_kind": self.cfg.model.kind,
                                         "standardized": self.std.active, **self.label_attrs()}
 
@@ -276,6 +300,15 @@ class GLMProblem(Problem):
                 theta[nw:] = np.asarray(arrays["model/b"]).ravel()
             self.theta[:] = self.std.from_original(theta)
         self.opt.load_state_dict(optimizer_state(snap, "optimizer", self.opt))
+        written_by = snap.group_attrs("solver").get("name")
+        why = None
+        if self.method is not None:
+            why = self.method.load(snap)
+        elif written_by is not None:
+            why = (f"checkpoint in {snap.directory} was written by train.solver={written_by}, this job uses "
+                   f"{self.solver_name}; resume with the same solver or start a fresh --out")
+        if why:
+            raise UserError(why)
 
     # -- the end -----------------------------------------------------------------------
     def final(self) -> dict:
@@ -321,10 +354,12 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
         "w": np.asarray(arrays["model/w"]).tolist(),
         "b": np.asarray(arrays["model/b"]).tolist() if "model/b" in arrays else None,
         "w_exact": None if exact is None else exact[:d * k].tolist(),
-        "solver": cfg.train.solver,
+        "solver": pb.solver_name,
+        "solver_requested": cfg.train.solver,
+        "solver_stats": None if pb.method is None else pb.method.summary(),
         "batch_size": cfg.train.batch_size,
-        "optimizer": pb.opt.hyperparameters(),
-        "eta_final": pb.opt.eta,
+        "optimizer": None if pb.method is not None else pb.opt.hyperparameters(),
+        "eta_final": pb.method.eta if pb.method is not None else pb.opt.eta,  # methods: the last line-search step
         "curvature_min_max": None if ref.curvature is None else list(ref.curvature),
         "condition_number": None if fac is None else fac.kappa,
         "singular_values_cut": None if fac is None else fac.n_cut,
@@ -335,7 +370,10 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
                  "classes": pb.classes, "feature_names": sh.feature_names,
                  "fingerprint": pb.fingerprint, "dtype": sh.dtype.name,
                  "in_memory": sh.in_memory, "test_fraction": cfg.data.test_fraction},
-        "bytes_reduced_per_step": pb.solver.bytes_reduced_per_step if cfg.train.solver == "gd" else 0,
+        "bytes_reduced_per_step": (
+            pb.solver.bytes_reduced_per_step if pb.solver_name == "gd" else
+            pb.method.red.bytes_per_reduce if getattr(pb.method, "red", None) is not None else
+            pb.solver.bytes_reduced_per_step if pb.method is not None else 0),
     }
 
 

@@ -106,10 +106,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> floa
     w_pos, w_neg = weights[pos].sum(), weights[neg].sum()
     if w_pos <= 0 or w_neg <= 0:
         return None
-    if np.all(weights == 1.0):
-        from scipy.stats import rankdata
-
-        ranks = rankdata(scores)
+    if np.all(weights == 1.0):  # midranks (scipy.stats.rankdata's "average"), without its ~1 s import
+        order = np.argsort(scores, kind="stable")
+        _, start, counts = np.unique(scores[order], return_index=True, return_counts=True)
+        ranks = np.empty(len(scores))
+        ranks[order] = np.repeat(start + (counts + 1) / 2.0, counts)
         return float((ranks[pos].sum() - pos.sum() * (pos.sum() + 1) / 2) / (pos.sum() * neg.sum()))
     order = np.argsort(scores, kind="stable")
     s, l, w = scores[order], labels[order], weights[order]

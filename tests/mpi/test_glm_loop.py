@@ -38,7 +38,7 @@ def config(*overrides):
     raw = {"data": {"rows": ROWS, "cols": 3, "chunk_rows": 700, "seed": 1, "noise": 0.1},
            "model": {"kind": "linear"},
            "optimizer": {"name": "adaptive", "learning_rate": 0.1, "alpha": 0.01},
-           "train": {"steps": 12, "tol": 0.0, "log_every": 4},
+           "train": {"steps": 12, "tol": 0.0, "log_every": 4, "solver": "gd"},
            "checkpoint": {"every": 0, "keep": 2}}
     return build(raw, "glmtest", list(overrides))
 

@@ -117,3 +117,21 @@ def test_implicit_reports_library_over_ours_and_precision():
     assert set(res["metrics_ours"]) == set(res["metrics_implicit"]) == {"precision_at_10", "recall_at_10",
                                                                           "ndcg_at_10", "auc"}
     assert res["precision_pass"] == (res["precision_diff"] <= 0.01)
+
+
+def test_solve_reports_time_to_the_same_objective_against_sklearn():
+    pytest.importorskip("sklearn")
+    res = run_bench("solve", "--rows", "20000", "--cols", "8", "--softmax-cols", "4", "--classes", "3",
+                    "--rounds", "1", timeout=600)
+    assert_verdict(res, "solve", 2.0, ">=")
+    for kind, solver in (("logistic", "newton"), ("softmax", "lbfgs"), ("linear", "newton")):
+        r = res[kind]
+        assert r["lepton"]["solver"] == solver and r["lepton"]["stop_reason"] in ("tol", "eta_floor")
+        assert r["same_objective"], r["objective"]  # both answers within 1e-8 of the lower objective
+        assert_spread(r["lepton_s"])
+        assert_spread(r["sklearn_s"])
+        assert r["ratio"] == pytest.approx(r["sklearn_s"]["median"] / r["lepton_s"]["median"])
+        assert all(b["num_threads"] == 2 for b in r["sklearn_blas"])
+    assert res["ratio"] == res["logistic"]["ratio"] and positive(res["lepton_startup_s"])
+    assert res["pass"] == (res["logistic"]["pass"] and all(res[k]["same_objective"] for k in
+                                                           ("logistic", "softmax", "linear")))

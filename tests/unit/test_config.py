@@ -71,3 +71,26 @@ def test_help_lists_every_key_with_default_and_doc():
         for f in dataclasses.fields(cls):
             line = next(l for l in text.splitlines() if l.strip().startswith(f"{f.name} = "))
             assert "--" in line and len(line.split("--", 1)[1].strip()) > 10
+
+
+@pytest.mark.parametrize("overrides,want", [
+    ([], "auto"),  # a full-batch GLM: the problem picks newton/lbfgs/owlqn from d, K and the penalty
+    (["model.kind=softmax"], "auto"),
+    (["model.kind=logistic", "train.batch_size=100"], "gd"),  # mini-batches step with gd
+    (["model.kind=mf"], "gd"),
+    (["model.kind=matmul"], "gd"),
+    (["model.kind=mf", "train.solver=als"], "als"),
+    (["train.solver=lbfgs"], "lbfgs"),
+])
+def test_solver_auto_is_gd_outside_full_batch_glms(overrides, want):
+    assert build({}, "t", overrides).train.solver == want
+
+
+@pytest.mark.parametrize("override,match", [
+    ("train.lbfgs_memory=0", r"train\.lbfgs_memory must be >= 1, got 0"),
+    ("train.newton_max_params=0", r"train\.newton_max_params must be >= 1, got 0"),
+    ("train.solver=bfgs", r"train\.solver must be one of auto, gd, lbfgs, owlqn, newton"),
+])
+def test_solver_keys_are_checked(override, match):
+    with pytest.raises(ValueError, match=match):
+        build({}, "t", [override])

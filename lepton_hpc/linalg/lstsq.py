@@ -28,6 +28,7 @@ class Factored:
     uty: np.ndarray     # (k,) Uᵀy (replicated)
     kappa: float        # condition number s_max / s_min of Z (all singular values)
     n_cut: int          # singular values below rcond·s_max that were dropped
+    qr_path: str = "householder"  # the QR that factored Z (linalg.cholqr.PATHS)
 
     def theta(self, phi: np.ndarray) -> np.ndarray:
         """Parameters θ = V S⁻¹ φ."""
@@ -65,13 +66,16 @@ def design_block(shard, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
 def factor(Z_local: np.ndarray, y_local: np.ndarray, comm, rcond: float) -> Factored:
     """Thin SVD of the row-distributed Z and the replicated Uᵀy. Collective over ``comm``.
 
+    Z is factored by CholeskyQR2, by shifted CholeskyQR3 when κ(Z) is too large for it
+    (κ = 1e8 is), or by Householder TSQR (rank-deficient Z): ``qr_path`` says which.
     Uᵀy is summed by :func:`lepton_hpc.comm.allreduce_object_sum` (the pickled sum this
     solver has always used, so its results keep their bits); its order depends on the
     rank count, as ``U`` itself does (TSQR's local QRs follow the row split).
     """
-    U_local, S, V = svd_tsqr(Z_local, comm)
+    svd = svd_tsqr(Z_local, comm)
+    U_local, S, V = svd
     uty = C.allreduce_object_sum(comm, U_local.T @ y_local)
     keep = S > rcond * S[0] if S.size and S[0] > 0 else np.zeros(S.shape, bool)
     kappa = float(S[0] / S[-1]) if S.size and S[-1] > 0 else float("inf")
     return Factored(V=V[:, keep], S=S[keep], uty=np.asarray(uty)[keep], kappa=kappa,
-                    n_cut=int((~keep).sum()))
+                    n_cut=int((~keep).sum()), qr_path=svd.path)

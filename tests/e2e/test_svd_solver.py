@@ -41,6 +41,7 @@ def test_svd_solver_is_accurate_where_normal_equations_are_not(tmp_path, ill_con
     assert np.linalg.norm(theta - ref) / np.linalg.norm(ref) <= 1e-6
     assert s["condition_number"] == pytest.approx(kappa, rel=1e-3)
     assert s["stop_reason"] == "direct" and s["steps"] == 0
+    assert s["qr_path"] == "shifted_cholesky_qr3"  # κ = 1e8 is too much for CholeskyQR2
     assert s["normal_equations_rel_error"] > 1e-6  # the normal-equation route does not get there
     with h5py.File(run / "checkpoints" / "step-00000000.h5", "r") as f:
         assert np.allclose(np.r_[f["model/w"][()], f["model/b"][()]], theta)

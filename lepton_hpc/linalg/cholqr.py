@@ -73,12 +73,17 @@ class CholQR(NamedTuple):
     r_last : ndarray (n, n), the last pass's Cholesky factor (near the identity)
     r : ndarray (n, n), the product of all passes' factors (replicated, diag > 0)
     path : str, one of :data:`PATHS`
+    chunks, ownership, layout, chunk_rows : how ``rows`` is cut into owned Gram chunks
     """
 
     rows: np.ndarray
     r_last: np.ndarray
     r: np.ndarray
     path: str
+    chunks: "_Rows"
+    ownership: "_Ownership"
+    layout: object
+    chunk_rows: int
 
     def q(self) -> np.ndarray:
         """This rank's rows of ``Q = rows · r_last⁻¹``."""
@@ -87,6 +92,20 @@ class CholQR(NamedTuple):
     def times(self, small: np.ndarray) -> np.ndarray:
         """This rank's rows of ``Q · small`` for an ``n × p`` ``small`` (one GEMM)."""
         return self.rows @ _solve_upper(self.r_last, small)
+
+    def project(self, y_local: np.ndarray, small: np.ndarray, comm) -> np.ndarray:
+        """``(Q · small)ᵀ y`` for a row-distributed vector ``y``, reduced exactly.  Collective.
+
+        Per owned chunk ``X_jᵀ y_j`` (``y``'s rows cut like ``rows``, heads
+        exchanged the same way), summed in the fixed tree, then ``(R_last⁻¹ small)ᵀ``
+        times it: bitwise the same at any rank count.
+        """
+        y = np.ascontiguousarray(np.asarray(y_local, dtype=np.float64).reshape(-1, 1))
+        y_rows, _ = _Rows.split(y, self.layout, self.chunk_rows, comm)
+        reducer = ChunkReducer(comm, self.ownership, self.rows.shape[1], "exact")
+        for i, (x, yc) in enumerate(zip(self.chunks.chunks(), y_rows.chunks())):
+            reducer.partials[i] = (x.T @ yc)[:, 0]
+        return _solve_upper(self.r_last, small).T @ reducer.reduce()
 
 
 # ----------------------------------------------------------------------- kernels
@@ -241,7 +260,7 @@ def factor(block: np.ndarray, layout, comm, chunk_rows: Optional[int] = None):
         g2 = gram.finish()
         r2 = _cholesky(g2)
         if r2 is not None and _off_identity(g2) <= ORTH_TOL:
-            return CholQR(q1.block, r2, np.triu(r2 @ r1), "cholesky_qr2"), "cholesky_qr2"
+            return CholQR(q1.block, r2, np.triu(r2 @ r1), "cholesky_qr2", q1, ownership, layout, c), "cholesky_qr2"
     shift = 11.0 * (m * n + n * (n + 1)) * _EPS * float(np.trace(g))
     rs = _cholesky(g + shift * np.eye(n))
     if rs is None:
@@ -255,4 +274,5 @@ def factor(block: np.ndarray, layout, comm, chunk_rows: Optional[int] = None):
     r3 = _cholesky(g3)
     if r3 is None or _off_identity(g3) > ORTH_TOL:
         return None, "A is too ill-conditioned for shifted CholeskyQR3 (its last Gram matrix is far from I)"
-    return CholQR(q2.block, r3, np.triu(r3 @ np.triu(r2 @ rs)), "shifted_cholesky_qr3"), "shifted_cholesky_qr3"
+    r = np.triu(r3 @ np.triu(r2 @ rs))
+    return CholQR(q2.block, r3, r, "shifted_cholesky_qr3", q2, ownership, layout, c), "shifted_cholesky_qr3"

@@ -270,6 +270,23 @@ def _svd_full(block: np.ndarray, layout: RowLayout, comm, method: str = "auto",
     return ThinSVD(chol.times(u_r), s, vt.T, path)
 
 
+def svd_projection(block: np.ndarray, y_local: np.ndarray, comm):
+    """``(S, V, Uᵀy, path)`` of the thin SVD of a validated block, ``U`` not kept.  Collective.
+
+    On the Cholesky paths ``Uᵀy`` is reduced exactly over the Gram chunks (bitwise
+    the same at any rank count, like ``S`` and ``V``) and ``U`` is never formed;
+    on the Householder path it is ``U_localᵀ y`` summed by
+    :func:`lepton_hpc.comm.allreduce_object_sum`.
+    """
+    layout = agree_on_layout(comm, block.shape[0], block.shape[1])
+    chol, path = _qr(block, layout, comm, "auto", None)
+    if chol is None:
+        full = _svd_full(block, layout, comm, "householder")
+        return full.S, full.V, np.asarray(C.allreduce_object_sum(comm, full.U_local.T @ y_local)), path
+    u_r, s, vt = kernels.small_svd(chol.r)
+    return s, vt.T, chol.project(y_local, u_r, comm), path
+
+
 def svd_tsqr_untruncated(A_local, comm, k: Optional[int] = None, *, method: str = "auto",
                          chunk_rows: Optional[int] = None):
     """Validate like :func:`svd_tsqr`, but return all ``min(m, n)`` triplets.

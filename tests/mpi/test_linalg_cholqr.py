@@ -132,3 +132,23 @@ def test_default_chunk_rows_depends_on_the_shape_only():
     assert cholqr.default_chunk_rows(2_000_000, 64) == 4096
     big = cholqr.default_chunk_rows(10 ** 7, 512)  # partials of n = 512 would not fit at 4096 rows
     assert big > 4096 and (-(-10 ** 7 // big)) * 512 * 513 // 2 * 8 <= cholqr.PARTIALS_BUDGET_BYTES
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("split", SPLITS)
+def test_least_squares_projection_is_bitwise_across_splits(split):
+    from lepton_hpc.linalg.decompositions import svd_projection
+
+    comm = MPI.COMM_WORLD
+    m, n = 300, 8
+    z = make_matrix(m, n, 1e9, seed=7)
+    y = np.random.default_rng(8).standard_normal(m)
+    bounds = bounds_for(split, m, n, comm.size)
+    s, v, uty, path = svd_projection(block(z, bounds, comm.rank), y[bounds[comm.rank]:bounds[comm.rank + 1]],
+                                     comm)
+    s1, v1, uty1, path1 = svd_projection(z, y, MPI.COMM_SELF)
+    u, s_ref, vt = np.linalg.svd(z, full_matrices=False)
+    assert path == path1 == "shifted_cholesky_qr3"
+    assert np.array_equal(uty, uty1) and np.array_equal(s, s1) and np.array_equal(v, v1)
+    theta, theta_ref = v @ (uty / s), np.linalg.lstsq(z, y, rcond=None)[0]
+    assert np.linalg.norm(theta - theta_ref) <= 1e-6 * np.linalg.norm(theta_ref)

@@ -85,6 +85,9 @@ class TSQRResult(_QRFields):
         self.path = path
         return self
 
+    def _replace(self, **fields):
+        return type(self)(*super()._replace(**fields), path=self.path)
+
 
 class _SVDFields(NamedTuple):
     U_local: np.ndarray
@@ -114,6 +117,9 @@ class ThinSVD(_SVDFields):
         self = super().__new__(cls, U_local, S, V)
         self.path = path
         return self
+
+    def _replace(self, **fields):
+        return type(self)(*super()._replace(**fields), path=self.path)
 
 
 # --------------------------------------------------------------------------

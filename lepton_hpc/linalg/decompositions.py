@@ -27,7 +27,8 @@ MKL users should enable conditional numerical reproducibility).
 The default path is not Householder but CholeskyQR2 (two SYRK passes, each
 reduced exactly over fixed chunks, and two small Cholesky factorisations), with
 shifted CholeskyQR3 when ``A`` is too ill-conditioned for it and the Householder
-TSQR above when ``m < n`` or ``A`` is numerically rank deficient; see
+TSQR above when ``m < n`` or ``A`` is too ill-conditioned even for that
+(κ beyond about 1e12 at tall-skinny sizes); see
 :mod:`~lepton_hpc.linalg.cholqr`.  ``.path`` of the result names the one that ran.
 On the Cholesky paths ``R`` is bitwise identical across rank counts and row splits.
 

@@ -103,8 +103,9 @@ def test_svd_reports_baseline_over_lepton_with_accuracy_and_path():
         (6000, 8, 1), (6000, 8, 2), (3000, 4, 1), (3000, 4, 2)]
     for c in res["cases"]:
         assert c["path"] == "cholesky_qr2"  # a normal matrix is well conditioned
-        assert_spread(c["lepton_s"])
-        assert_spread(c["baseline_s"])
+        for key in ("lepton_s", "baseline_s", "lepton_cpu_s", "baseline_cpu_s"):
+            assert_spread(c[key])
+        assert positive(c["ratio_cpu"])
         for side in ("lepton", "baseline"):
             assert 0 < c["accuracy"][side]["orthogonality"] < 1e-13
             assert 0 < c["accuracy"][side]["reconstruction"] < 1e-13

@@ -11,9 +11,10 @@
     python -m lepton_hpc.bench implicit  [--users 50000 --items 2000 --factors 16 --iterations 10]
     python -m lepton_hpc.bench mfshard   [--users 200000 --items 2000 --ranks 2 --steps 6 --solver als]
     python -m lepton_hpc.bench solve     [--rows 1000000 --cols 64 --reg 1e-4 --ranks 2]
+    python -m lepton_hpc.bench svd       [--sizes 200000x32,2000000x64 --ranks 1,2 --repeats 5]
 
-One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
-:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.mfshard`, :mod:`.solve`); :mod:`.common` holds what
+One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`, :mod:`.matmul`,
+:mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.mfshard`, :mod:`.solve`, :mod:`.svd`, ...); :mod:`.common` holds what
 they share (the verdict, launching ranks, the default job's data).
 
 Each prints ONE JSON object on stdout (notes go to stderr): the timings as
@@ -49,6 +50,7 @@ BENCHES = {
     "mfshard": ("lepton_hpc.bench.mfshard", "mf sweep with item-sharded V / replicated V (target <= 1.3)"),
     "solve": ("lepton_hpc.bench.solve", "time to the answer, solver auto -n 2 vs scikit-learn lbfgs with 2 "
               "BLAS threads (target >= 2.0)"),
+    "svd": ("lepton_hpc.bench.svd", "tall-skinny SVD -n 1/-n 2: numpy QR+SVD time / svd_tsqr time (target >= 2.5)"),
 }
 
 __all__ = ["BENCHES"]

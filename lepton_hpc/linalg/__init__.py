@@ -11,8 +11,9 @@ numpy/scipy; :mod:`~lepton_hpc.linalg.hdf5io` is serial file I/O and
 
 Public API
 ----------
-tsqr(A_local, comm) -> TSQRResult(Q_local, R)
-svd_tsqr(A_local, comm, k=None) -> ThinSVD(U_local, S, V)
+tsqr(A_local, comm, *, method="auto", chunk_rows=None) -> TSQRResult(Q_local, R), .path
+svd_tsqr(A_local, comm, k=None, *, method="auto", chunk_rows=None) -> ThinSVD(U_local, S, V), .path
+    (CholeskyQR2 / shifted CholeskyQR3 / Householder TSQR: :mod:`~lepton_hpc.linalg.cholqr`)
 randomized_svd(A_local, comm, k, *, oversampling=10, n_power_iter=2, seed=0) -> ThinSVD
 orthogonality_error(U_local, comm, ord=2) -> float
 FactoredMatrix: ``A ≈ U diag(S) Vᵀ`` with row-distributed ``U``.

@@ -24,6 +24,14 @@ results (``R``, ``S``, ``V``) are bit-identical on every rank as long as all
 ranks run the same LAPACK build with the same thread count (the usual case;
 MKL users should enable conditional numerical reproducibility).
 
+The default path is not Householder but CholeskyQR2 (two SYRK passes, each
+reduced exactly over fixed chunks, and two small Cholesky factorisations), with
+shifted CholeskyQR3 when ``A`` is too ill-conditioned for it and the Householder
+TSQR above when ``m < n`` or ``A`` is too ill-conditioned even for that
+(κ beyond about 1e12 at tall-skinny sizes); see
+:mod:`~lepton_hpc.linalg.cholqr`.  ``.path`` of the result names the one that ran.
+On the Cholesky paths ``R`` is bitwise identical across rank counts and row splits.
+
 Thin SVD: ``A = Q R``, ``R = U_r S Vᵀ`` (small replicated SVD),
 ``U_local = Q_local U_r``.  Randomized SVD follows Halko, Martinsson & Tropp
 (2011), Algorithms 4.3/4.4 + 5.1, with TSQR re-orthonormalisation.
@@ -42,14 +50,22 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import kernels
+from . import cholqr, kernels
 from .collectives import RowLayout, agree_on_layout
 from .. import comm as C
+
+#: The ``method`` values of :func:`tsqr` and :func:`svd_tsqr`.
+QR_METHODS = ("auto", "householder")
 
 __all__ = ["TSQRResult", "ThinSVD", "tsqr", "svd_tsqr", "randomized_svd", "orthogonality_error"]
 
 
-class TSQRResult(NamedTuple):
+class _QRFields(NamedTuple):
+    Q_local: np.ndarray
+    R: np.ndarray
+
+
+class TSQRResult(_QRFields):
     """Distributed QR factors: ``A = Q R``.
 
     Attributes
@@ -58,13 +74,29 @@ class TSQRResult(NamedTuple):
         This rank's rows of ``Q`` (orthonormal columns globally).
     R : ndarray, shape (min(m, n), n)
         Upper trapezoidal, non-negative diagonal; replicated.
+    path : str
+        Which algorithm ran (not a tuple field): ``cholesky_qr2``,
+        ``shifted_cholesky_qr3`` or ``householder`` (:mod:`~lepton_hpc.linalg.cholqr`).
     """
 
-    Q_local: np.ndarray
-    R: np.ndarray
+    path = "householder"
+
+    def __new__(cls, Q_local, R, path: str = "householder"):
+        self = super().__new__(cls, Q_local, R)
+        self.path = path
+        return self
+
+    def _replace(self, **fields):
+        return type(self)(*super()._replace(**fields), path=self.path)
 
 
-class ThinSVD(NamedTuple):
+class _SVDFields(NamedTuple):
+    U_local: np.ndarray
+    S: np.ndarray
+    V: np.ndarray
+
+
+class ThinSVD(_SVDFields):
     """Distributed (possibly truncated) SVD: ``A ≈ U diag(S) Vᵀ``.
 
     Attributes
@@ -75,11 +107,20 @@ class ThinSVD(NamedTuple):
         Singular values, non-increasing; replicated.
     V : ndarray, shape (n, k)
         Right singular vectors as columns (not ``Vᵀ``); replicated.
+    path : str
+        The QR path that ran (see :class:`TSQRResult`; for the randomized SVD,
+        that of its last orthonormalisation).  Not a tuple field.
     """
 
-    U_local: np.ndarray
-    S: np.ndarray
-    V: np.ndarray
+    path = "householder"
+
+    def __new__(cls, U_local, S, V, path: str = "householder"):
+        self = super().__new__(cls, U_local, S, V)
+        self.path = path
+        return self
+
+    def _replace(self, **fields):
+        return type(self)(*super()._replace(**fields), path=self.path)
 
 
 # --------------------------------------------------------------------------
@@ -144,17 +185,43 @@ def check_rank_fits(k: int, layout: RowLayout) -> None:
 # TSQR
 
 
-def _tsqr_block(block: np.ndarray, comm) -> TSQRResult:
-    """TSQR of an already validated float64 block.  Collective over `comm`."""
+def _householder(block: np.ndarray, comm) -> TSQRResult:
+    """Householder TSQR of an already validated float64 block.  Collective over `comm`."""
     q_local, r_local = kernels.local_qr(block)
     r_blocks = C.allgather(comm, r_local)
     q_stacked, r = kernels.qr_of_stacked(r_blocks, block.shape[1])
     start = sum(rb.shape[0] for rb in r_blocks[: comm.rank])
     q_piece = q_stacked[start : start + r_local.shape[0]]
-    return TSQRResult(q_local @ q_piece, r)
+    return TSQRResult(q_local @ q_piece, r, "householder")
 
 
-def tsqr(A_local, comm) -> TSQRResult:
+def _qr(block: np.ndarray, layout: RowLayout, comm, method: str, chunk_rows):
+    """``(CholQR or None, path)``: the Cholesky QR where ``method`` and ``A`` allow.  Collective."""
+    if method == "householder":
+        return None, "householder"
+    chol, _reason = cholqr.factor(block, layout, comm, chunk_rows)
+    return chol, chol.path if chol is not None else "householder"
+
+
+def _tsqr_block(block: np.ndarray, layout: RowLayout, comm, method: str = "auto",
+                chunk_rows=None) -> TSQRResult:
+    """QR of an already validated float64 block (``layout`` agreed).  Collective over `comm`."""
+    chol, path = _qr(block, layout, comm, method, chunk_rows)
+    if chol is None:
+        return _householder(block, comm)
+    return TSQRResult(chol.q(), chol.r, path)
+
+
+def _method_errors(method, chunk_rows) -> list:
+    errors = []
+    if method not in QR_METHODS:
+        errors.append(f"method must be one of {QR_METHODS}, got {method!r}")
+    if chunk_rows is not None and not (_is_count(chunk_rows) and chunk_rows > 0):
+        errors.append(f"chunk_rows must be a positive int or None, got {chunk_rows!r}")
+    return errors
+
+
+def tsqr(A_local, comm, *, method: str = "auto", chunk_rows: Optional[int] = None) -> TSQRResult:
     """Tall-skinny QR of a row-distributed matrix.
 
     Collective over `comm`.
@@ -165,13 +232,23 @@ def tsqr(A_local, comm) -> TSQRResult:
         This rank's contiguous row block of ``A`` (rank order = row order).
         May have fewer rows than columns or none at all.
     comm : mpi4py communicator
+    method : {"auto", "householder"}, default "auto"
+        ``auto``: CholeskyQR2, shifted CholeskyQR3 when ``A`` is too
+        ill-conditioned for it, Householder TSQR when ``m < n`` or ``A`` is
+        numerically rank deficient (:mod:`~lepton_hpc.linalg.cholqr`).
+        ``householder``: always Householder TSQR.
+    chunk_rows : int, optional
+        Rows per chunk of the Cholesky paths' Gram reduction (default
+        :func:`~lepton_hpc.linalg.cholqr.default_chunk_rows`: 4096 unless ``n`` is large).
+        With the same value, ``R`` is bitwise identical at every rank count
+        and row split on those paths.
 
     Returns
     -------
     TSQRResult
         ``(Q_local, R)`` with ``Q_local`` of shape ``(n_rows_local, min(m, n))``
         and the replicated ``R`` of shape ``(min(m, n), n)`` whose diagonal is
-        non-negative.
+        non-negative; ``.path`` names the algorithm that ran.
 
     Raises
     ------
@@ -179,22 +256,46 @@ def tsqr(A_local, comm) -> TSQRResult:
         (a ``UserError``) on every rank, if any rank's block is not a finite real 2-D array or
         the column counts differ.
     """
-    block, _ = prepare_block(A_local, comm)
-    return _tsqr_block(block, comm)
+    errors = _method_errors(method, chunk_rows)
+    block, layout = prepare_block(A_local, comm, errors=errors, replicated=(str(method), chunk_rows))
+    return _tsqr_block(block, layout, comm, method, chunk_rows)
 
 
 # --------------------------------------------------------------------------
 # SVDs
 
 
-def _svd_full(block: np.ndarray, comm) -> ThinSVD:
+def _svd_full(block: np.ndarray, layout: RowLayout, comm, method: str = "auto",
+              chunk_rows=None) -> ThinSVD:
     """Untruncated thin SVD (``min(m, n)`` triplets).  Collective over `comm`."""
-    q_local, r = _tsqr_block(block, comm)
-    u_r, s, vt = kernels.small_svd(r)
-    return ThinSVD(q_local @ u_r, s, vt.T)
+    chol, path = _qr(block, layout, comm, method, chunk_rows)
+    if chol is None:
+        q_local, r = _householder(block, comm)
+        u_r, s, vt = kernels.small_svd(r)
+        return ThinSVD(q_local @ u_r, s, vt.T, path)
+    u_r, s, vt = kernels.small_svd(chol.r)
+    return ThinSVD(chol.times(u_r), s, vt.T, path)
 
 
-def svd_tsqr_untruncated(A_local, comm, k: Optional[int] = None):
+def svd_projection(block: np.ndarray, y_local: np.ndarray, comm):
+    """``(S, V, Uᵀy, path)`` of the thin SVD of a validated block, ``U`` not kept.  Collective.
+
+    On the Cholesky paths ``Uᵀy`` is reduced exactly over the Gram chunks (bitwise
+    the same at any rank count, like ``S`` and ``V``) and ``U`` is never formed;
+    on the Householder path it is ``U_localᵀ y`` summed by
+    :func:`lepton_hpc.comm.allreduce_object_sum`.
+    """
+    layout = agree_on_layout(comm, block.shape[0], block.shape[1])
+    chol, path = _qr(block, layout, comm, "auto", None)
+    if chol is None:
+        full = _svd_full(block, layout, comm, "householder")
+        return full.S, full.V, np.asarray(C.allreduce_object_sum(comm, full.U_local.T @ y_local)), path
+    u_r, s, vt = kernels.small_svd(chol.r)
+    return s, vt.T, chol.project(y_local, u_r, comm), path
+
+
+def svd_tsqr_untruncated(A_local, comm, k: Optional[int] = None, *, method: str = "auto",
+                         chunk_rows: Optional[int] = None):
     """Validate like :func:`svd_tsqr`, but return all ``min(m, n)`` triplets.
 
     Collective over `comm`.  Used by :class:`FactoredMatrix` to keep the
@@ -205,13 +306,16 @@ def svd_tsqr_untruncated(A_local, comm, k: Optional[int] = None):
     (ThinSVD, RowLayout)
     """
     k, k_error = _rank_or_error(k, optional=True)
-    block, layout = prepare_block(A_local, comm, errors=(k_error,), replicated=(k,))
+    errors = (k_error, *_method_errors(method, chunk_rows))
+    block, layout = prepare_block(A_local, comm, errors=errors,
+                                  replicated=(k, str(method), chunk_rows))
     if k is not None:
         check_rank_fits(k, layout)
-    return _svd_full(block, comm), layout
+    return _svd_full(block, layout, comm, method, chunk_rows), layout
 
 
-def svd_tsqr(A_local, comm, k: Optional[int] = None) -> ThinSVD:
+def svd_tsqr(A_local, comm, k: Optional[int] = None, *, method: str = "auto",
+             chunk_rows: Optional[int] = None) -> ThinSVD:
     """Thin SVD through TSQR, optionally truncated to rank ``k``.
 
     Collective over `comm`.
@@ -223,22 +327,26 @@ def svd_tsqr(A_local, comm, k: Optional[int] = None) -> ThinSVD:
     comm : mpi4py communicator
     k : int, optional
         Keep the ``k`` leading triplets; default keeps all ``min(m, n)``.
+    method, chunk_rows :
+        As for :func:`tsqr`; ``U = Q U_R`` is formed as ``Q_prev (R_last⁻¹ U_R)``
+        on the Cholesky paths (one GEMM, ``Q`` never formed).
 
     Returns
     -------
     ThinSVD
         ``(U_local, S, V)``: ``U_local`` is ``(n_rows_local, k)``, ``S`` is
-        ``(k,)`` and ``V`` is ``(n, k)``; ``S`` and ``V`` are replicated.
+        ``(k,)`` and ``V`` is ``(n, k)``; ``S`` and ``V`` are replicated;
+        ``.path`` names the QR algorithm that ran.
 
     Raises
     ------
     lepton_hpc.comm.JobError
         (a ``UserError``) on every rank, e.g. "requested rank k=… exceeds min(m, n)=…".
     """
-    full, _ = svd_tsqr_untruncated(A_local, comm, k)
+    full, _ = svd_tsqr_untruncated(A_local, comm, k, method=method, chunk_rows=chunk_rows)
     if k is None:
         return full
-    return ThinSVD(full.U_local[:, :k], full.S[:k], full.V[:, :k])
+    return ThinSVD(full.U_local[:, :k], full.S[:k], full.V[:, :k], full.path)
 
 
 def _is_count(value) -> bool:
@@ -282,13 +390,14 @@ def randomized_svd_untruncated(
 
     n_sketch = min(k + int(oversampling), *layout.shape)
     omega = kernels.gaussian_sketch(layout.n_cols, n_sketch, seed)
-    q_local = _tsqr_block(block @ omega, comm).Q_local
+    sketch_layout = RowLayout(layout.offsets, layout.rank, n_sketch)
+    qr = _tsqr_block(block @ omega, sketch_layout, comm)
     for _ in range(int(n_power_iter)):
-        z = kernels.orthonormalize(C.allreduce_sum(comm, block.T @ q_local))
-        q_local = _tsqr_block(block @ z, comm).Q_local
-    b = C.allreduce_sum(comm, q_local.T @ block)  # (n_sketch, n), replicated
+        z = kernels.orthonormalize(C.allreduce_sum(comm, block.T @ qr.Q_local))
+        qr = _tsqr_block(block @ z, sketch_layout, comm)
+    b = C.allreduce_sum(comm, qr.Q_local.T @ block)  # (n_sketch, n), replicated
     u_b, s, vt = kernels.small_svd(b)
-    return ThinSVD(q_local @ u_b, s, vt.T), layout
+    return ThinSVD(qr.Q_local @ u_b, s, vt.T, qr.path), layout
 
 
 def randomized_svd(
@@ -334,7 +443,7 @@ def randomized_svd(
     full, _ = randomized_svd_untruncated(
         A_local, comm, k, oversampling=oversampling, n_power_iter=n_power_iter, seed=seed
     )
-    return ThinSVD(full.U_local[:, :k], full.S[:k], full.V[:, :k])
+    return ThinSVD(full.U_local[:, :k], full.S[:k], full.V[:, :k], full.path)
 
 
 def orthogonality_error(U_local, comm, ord=2) -> float:

@@ -53,7 +53,8 @@ class FactoredMatrix:
     :meth:`from_local_factors` and :meth:`load` are the collective builders.
     """
 
-    def __init__(self, U_local, S, V, *, row_range, shape, s_discarded=None, tail_complete=False):
+    def __init__(self, U_local, S, V, *, row_range, shape, s_discarded=None, tail_complete=False,
+                 qr_path=None):
         self.U_local = np.ascontiguousarray(U_local, dtype=np.float64)
         self.S = np.ascontiguousarray(S, dtype=np.float64).reshape(-1)
         self.V = np.ascontiguousarray(V, dtype=np.float64)
@@ -62,6 +63,7 @@ class FactoredMatrix:
         discarded = np.zeros(0) if s_discarded is None else s_discarded
         self.s_discarded = np.ascontiguousarray(discarded, dtype=np.float64).reshape(-1)
         self.tail_complete = bool(tail_complete)
+        self.qr_path = qr_path  # which QR factored A (ThinSVD.path); None when not factored here
         k = self.S.shape[0]
         start, stop = self.row_range
         if self.U_local.ndim != 2 or self.U_local.shape != (stop - start, k):
@@ -108,7 +110,7 @@ class FactoredMatrix:
             self.U_local[:, :k], self.S[:k], self.V[:, :k],
             row_range=self.row_range, shape=self.shape,
             s_discarded=np.concatenate([self.S[k:], self.s_discarded]),
-            tail_complete=self.tail_complete,
+            tail_complete=self.tail_complete, qr_path=self.qr_path,
         )
 
     # ------------------------------------------------------------ constructors
@@ -152,7 +154,8 @@ class FactoredMatrix:
         FactoredMatrix
             With ``s_discarded`` set to the dropped singular values (all of them
             for TSQR; for the randomized SVD only the ``oversampling`` extra ones,
-            which are lower bounds of the true ones).
+            which are lower bounds of the true ones) and ``qr_path`` naming the
+            QR that ran (``cholesky_qr2``, ``shifted_cholesky_qr3`` or ``householder``).
 
         Raises
         ------
@@ -171,7 +174,7 @@ class FactoredMatrix:
                 A_local, comm, k, oversampling=oversampling, n_power_iter=n_power_iter, seed=seed)
             tail_complete = full.S.shape[0] == min(layout.shape)
         fm = cls(full.U_local, full.S, full.V, row_range=(layout.row_start, layout.row_stop),
-                 shape=layout.shape, tail_complete=tail_complete)
+                 shape=layout.shape, tail_complete=tail_complete, qr_path=full.path)
         return fm if k is None or k == fm.k else fm.truncate(k)
 
     # ---------------------------------------------------------------- products

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decompositions import svd_tsqr
-from .. import comm as C
+from .decompositions import svd_projection
 
 
 @dataclass
@@ -28,6 +27,7 @@ class Factored:
     uty: np.ndarray     # (k,) Uᵀy (replicated)
     kappa: float        # condition number s_max / s_min of Z (all singular values)
     n_cut: int          # singular values below rcond·s_max that were dropped
+    qr_path: str = "householder"  # the QR that factored Z (linalg.cholqr.PATHS)
 
     def theta(self, phi: np.ndarray) -> np.ndarray:
         """Parameters θ = V S⁻¹ φ."""
@@ -65,13 +65,15 @@ def design_block(shard, fit_intercept: bool) -> tuple[np.ndarray, np.ndarray]:
 def factor(Z_local: np.ndarray, y_local: np.ndarray, comm, rcond: float) -> Factored:
     """Thin SVD of the row-distributed Z and the replicated Uᵀy. Collective over ``comm``.
 
-    Uᵀy is summed by :func:`lepton_hpc.comm.allreduce_object_sum` (the pickled sum this
-    solver has always used, so its results keep their bits); its order depends on the
-    rank count, as ``U`` itself does (TSQR's local QRs follow the row split).
+    Z is factored by CholeskyQR2, by shifted CholeskyQR3 when κ(Z) is too large for it
+    (κ = 1e8 is), or by Householder TSQR (Z beyond κ ≈ 1e12): ``qr_path`` says which.
+    On the Cholesky paths S, V and Uᵀy (reduced exactly over fixed chunks, U never
+    formed) are bitwise the same at any rank count; on the Householder path Uᵀy is
+    summed by :func:`lepton_hpc.comm.allreduce_object_sum` and depends on the rank
+    count, as ``U`` itself does (TSQR's local QRs follow the row split).
     """
-    U_local, S, V = svd_tsqr(Z_local, comm)
-    uty = C.allreduce_object_sum(comm, U_local.T @ y_local)
+    S, V, uty, path = svd_projection(np.ascontiguousarray(Z_local, dtype=np.float64), y_local, comm)
     keep = S > rcond * S[0] if S.size and S[0] > 0 else np.zeros(S.shape, bool)
     kappa = float(S[0] / S[-1]) if S.size and S[-1] > 0 else float("inf")
     return Factored(V=V[:, keep], S=S[keep], uty=np.asarray(uty)[keep], kappa=kappa,
-                    n_cut=int((~keep).sum()))
+                    n_cut=int((~keep).sum()), qr_path=path)

@@ -363,6 +363,7 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
         "curvature_min_max": None if ref.curvature is None else list(ref.curvature),
         "condition_number": None if fac is None else fac.kappa,
         "singular_values_cut": None if fac is None else fac.n_cut,
+        "qr_path": None if fac is None else fac.qr_path,
         "normal_equations_rel_error": None if fac is None or normal_eq is None else float(
             np.linalg.norm(normal_eq - exact) / np.linalg.norm(exact)),
         "data": {"source": sh.describe(), "rows": sh.n_rows, "cols": d,

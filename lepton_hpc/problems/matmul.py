@@ -270,6 +270,7 @@ class MatmulProblem(Problem):
             "rank_k": fm.k,
             "model_rank": cfg.model.rank,
             "method": mm.method,
+            "qr_path": fm.qr_path,
             "oversampling": mm.oversampling,
             "power_iters": mm.power_iters,
             "seed": mm.seed,

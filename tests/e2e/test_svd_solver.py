@@ -31,7 +31,7 @@ def _theta(run):
 
 
 def test_svd_solver_is_accurate_where_normal_equations_are_not(tmp_path, ill_conditioned, n_ranks=3):
-    # one rank against the world within 1e-11: tests/mpi/test_glm_loop.py
+    # one rank against the world, bitwise, at the default condition: tests/mpi/test_glm_loop.py
     path, ref, kappa = ill_conditioned
     run = tmp_path / "svd"
     args = ["--out", run, "--set", f"data.path={path}", "--set", "data.chunk_rows=97", "--set", "train.solver=svd"]
@@ -41,6 +41,11 @@ def test_svd_solver_is_accurate_where_normal_equations_are_not(tmp_path, ill_con
     assert np.linalg.norm(theta - ref) / np.linalg.norm(ref) <= 1e-6
     assert s["condition_number"] == pytest.approx(kappa, rel=1e-3)
     assert s["stop_reason"] == "direct" and s["steps"] == 0
+    assert s["qr_path"] == "shifted_cholesky_qr3"  # κ = 1e8 is too much for CholeskyQR2
+    one = tmp_path / "svd1"
+    assert run_mpi(1, ["--out", one, *args[2:]]).returncode == 0
+    theta1, s1 = _theta(one)
+    assert np.array_equal(theta1, theta) and s1["qr_path"] == s["qr_path"]  # the same bits at 1 and 3 ranks
     assert s["normal_equations_rel_error"] > 1e-6  # the normal-equation route does not get there
     with h5py.File(run / "checkpoints" / "step-00000000.h5", "r") as f:
         assert np.allclose(np.r_[f["model/w"][()], f["model/b"][()]], theta)

@@ -50,15 +50,9 @@ def params(out) -> bytes:
     return b"".join(np.asarray(arrays[k]).tobytes() for k in sorted(arrays))
 
 
-FACTORED = ("train.solver=svd", "train.solver=svd_gd")  # TSQR: the factors depend on the rank count's tree
-
-
-def same(p: bytes, q: bytes, factored: bool) -> bool:
-    """Bitwise equal; for the TSQR solvers (not bitwise across rank counts) within 1e-11 relative."""
-    if not factored:
-        return p == q
-    a, b = np.frombuffer(p), np.frombuffer(q)
-    return a.shape == b.shape and bool(np.all(np.abs(a - b) <= 1e-11 * np.abs(b)))
+def same(p: bytes, q: bytes) -> bool:
+    """Bitwise equal (the SVD solvers too: their Cholesky QR reduces over fixed chunks)."""
+    return p == q
 
 
 def train(cfg, comm, out, resume=None):
@@ -96,12 +90,12 @@ def test_world_and_one_rank_give_the_same_bits(case):
     code, s, p = train(cfg, WORLD, out / "world")
     code1, s1, p1 = train(cfg, MPI.COMM_SELF, out / f"self{WORLD.rank}")
     parallel_assert(WORLD, code == code1 == 0, lambda: f"exit codes {code}, {code1}")
-    factored = any(f in CASES[case] for f in FACTORED)
-    parallel_assert(WORLD, same(p, p1, factored), "the parameters differ from a one-rank run's bits")
-    parallel_assert(WORLD, factored or s["final_loss"] == s1["final_loss"], "the final loss differs")
+    parallel_assert(WORLD, same(p, p1), "the parameters differ from a one-rank run's bits")
+    parallel_assert(WORLD, s["final_loss"] == s1["final_loss"], "the final loss differs")
     n_steps = 0 if case == "svd" else 12
     checks = {"world size": s["world_size"] == WORLD.size, "rows": s["data"]["rows"] == ROWS,
               "steps": s["steps"] == n_steps and s["stop_reason"] == ("direct" if case == "svd" else "steps"),
+              "qr path": s["qr_path"] == ("cholesky_qr2" if case.startswith("svd") else None),
               "a rank owns nothing at 4 ranks (3 chunks)": WORLD.size != 4 or s["shard_rows"]["min"] == 0,
               "batch size": s["batch_size"] in ((300, 1500) if "batch_size" in " ".join(CASES[case]) else (0,)),
               "test accuracy": "data.test_fraction=0.2" not in CASES[case]
@@ -133,11 +127,10 @@ def test_resume_on_another_rank_count_is_bitwise_exact(case):
     # ... and written by all, resumed by one
     train(config(*args, f"train.steps={split}"), WORLD, out / "b")
     p_b = run_on_root(WORLD, lambda: train(config(*args, "train.steps=16"), MPI.COMM_SELF, out / "b", "auto")[2])
-    factored = any(f in extra for f in FACTORED)
-    parallel_assert(WORLD, code_a == 0 and same(p_a, whole, factored), "resumed on the world: other bits")
-    parallel_assert(WORLD, same(p_b, whole, factored), "resumed on one rank: other bits than a straight run")
+    parallel_assert(WORLD, code_a == 0 and same(p_a, whole), "resumed on the world: other bits")
+    parallel_assert(WORLD, same(p_b, whole), "resumed on one rank: other bits than a straight run")
     assert s_a["steps"] == s["steps"] == 16
-    if factored:  # exact at the same rank count: the checkpoint holds phi itself
+    if "train.solver=svd_gd" in extra:  # and at the same rank count: the checkpoint holds phi itself
         train(config(*args, f"train.steps={split}"), WORLD, out / "c")
         _, _, p_c = train(config(*args, "train.steps=16"), WORLD, out / "c", resume="auto")
         parallel_assert(WORLD, p_c == whole, "resumed on the same ranks: other bits than a straight run")

@@ -135,3 +135,23 @@ def test_solve_reports_time_to_the_same_objective_against_sklearn():
     assert res["ratio"] == res["logistic"]["ratio"] and positive(res["lepton_startup_s"])
     assert res["pass"] == (res["logistic"]["pass"] and all(res[k]["same_objective"] for k in
                                                            ("logistic", "softmax", "linear")))
+
+
+def test_svd_reports_baseline_over_lepton_with_accuracy_and_path():
+    res = run_bench("svd", "--sizes", "6000x8,3000x4", "--ranks", "1,2", "--repeats", "1")
+    assert_verdict(res, "svd", 2.5, ">=")
+    assert [(c["rows"], c["cols"], c["ranks"]) for c in res["cases"]] == [
+        (6000, 8, 1), (6000, 8, 2), (3000, 4, 1), (3000, 4, 2)]
+    for c in res["cases"]:
+        assert c["path"] == "cholesky_qr2"  # a normal matrix is well conditioned
+        for key in ("lepton_s", "baseline_s", "lepton_cpu_s", "baseline_cpu_s"):
+            assert_spread(c[key])
+        assert positive(c["ratio_cpu"])
+        for side in ("lepton", "baseline"):
+            assert 0 < c["accuracy"][side]["orthogonality"] < 1e-13
+            assert 0 < c["accuracy"][side]["reconstruction"] < 1e-13
+        assert c["equal_accuracy"] is True and c["singular_values_rel_diff"] < 1e-13
+    assert res["ratio"] == min(c["ratio"] for c in res["cases"])
+    assert res["pass"] == all(c["pass"] for c in res["cases"])
+    shifted = run_bench("svd", "--sizes", "3000x6", "--ranks", "1", "--repeats", "1", "--kappa", "1e10")
+    assert shifted["paths"] == ["shifted_cholesky_qr3"]

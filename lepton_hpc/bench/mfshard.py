@@ -86,13 +86,13 @@ def worker(args) -> int:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=200_000)
-    p.add_argument("--items", type=int, default=2_000)
-    p.add_argument("--density", type=float, default=0.01)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--reg", type=float, default=2.0)
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--solver", choices=["als", "gd"], default="als")
+    p.add_argument("--users", type=int, default=200_000, help="number of users (rows of the ratings)")
+    p.add_argument("--items", type=int, default=2_000, help="number of items (columns of the ratings)")
+    p.add_argument("--density", type=float, default=0.01, help="share of observed user-item entries")
+    p.add_argument("--rank", type=int, default=8, help="rank of the fitted factors")
+    p.add_argument("--reg", type=float, default=2.0, help="regularisation lambda")
+    p.add_argument("--chunk-rows", type=int, default=4096, help="users per logical chunk (data.chunk_rows)")
+    p.add_argument("--solver", choices=["als", "gd"], default="als", help="mf solver to time")
     p.add_argument("--steps", type=int, default=6, help="timed steps per mode (after one warm-up)")
 
 
@@ -103,7 +103,7 @@ def cli(argv) -> int:
         return worker(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench mfshard", description=HELP)
     add_args(p)
-    p.add_argument("--ranks", type=int, default=2)
+    p.add_argument("--ranks", type=int, default=2, help="MPI ranks of the lepton_hpc run")
     p.add_argument("--timeout", type=int, default=600, help="seconds for the mpiexec launch")
     p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")

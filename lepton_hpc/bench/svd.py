@@ -173,7 +173,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions per side (matrices up to 1e7 entries)")
     p.add_argument("--repeats-large", type=int, default=3, help="timed repetitions per side, larger matrices")
     p.add_argument("--kappa", type=float, default=1.0, help="column scaling range (1: plain normal matrix)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per mpiexec launch")
     p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")

@@ -186,8 +186,6 @@ def _run(args) -> None:
     if args.cmd == "synth" and args.kind == "mf":
         from .ratings import synth_mf
 
-        if args.noise is None and not args.implicit:
-            raise UserError("synth mf needs --noise for ratings (or --implicit for interaction counts)")
         synth_mf(args.out, args.users, args.items, args.rank, args.density,
                  0.0 if args.noise is None else args.noise, args.seed, args.chunk_rows, args.compression,
                  args.implicit)
@@ -204,7 +202,10 @@ def _run(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    p = parser()
+    args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.cmd == "synth" and args.kind == "mf" and args.noise is None and not args.implicit:
+        p.error("synth mf: --noise is required for ratings (or pass --implicit for interaction counts)")
     try:
         if args.cmd in ("synth", "import"):
             check_out(args.out, synth_bytes(args))

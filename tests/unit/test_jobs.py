@@ -26,7 +26,8 @@ def test_list_and_copy_through_the_command(tmp_path, capsys):
     out = capsys.readouterr().out
     copied = target / "breast_cancer_logistic.toml"
     assert copied.read_text() == (ROOT / "jobs/breast_cancer_logistic.toml").read_text()
-    assert f"lepton-hpc data import sklearn:breast_cancer --out {target / 'data/breast_cancer.h5'}" in out
+    # the bundled jobs say data.path = "../data/NAME.h5", relative to the job file's folder
+    assert f"lepton-hpc data import sklearn:breast_cancer --out {target.parent / 'data/breast_cancer.h5'}" in out
     assert main(["jobs", "copy", "default", str(target)]) == 0
     assert "data import" not in capsys.readouterr().out           # synthetic: no data file to make
 

@@ -98,3 +98,19 @@ def test_gram_progress_line_has_no_samples_per_second(tmp_path):
     assert proc.returncode == 0, proc.stderr
     steps = [l for l in proc.stdout.splitlines() if l.startswith("step ")]
     assert steps and all("samples/s" not in l and "ETA" in l for l in steps)
+
+
+@pytest.mark.parametrize("job", ["breast_cancer_logistic", "diabetes_linear", "digits_softmax", "wine_softmax"])
+def test_bundled_data_jobs_converge_with_no_optimizer_or_solver_keys(tmp_path, job):
+    import tomllib
+
+    path = ROOT / "jobs" / f"{job}.toml"
+    raw = tomllib.loads(path.read_text())
+    assert "optimizer" not in raw and "solver" not in raw["train"] and "steps" not in raw["train"]
+    out = tmp_path / "run"
+    proc = run_mpi(2, [path, "--out", out])
+    assert proc.returncode == 0, proc.stderr
+    s = summary(out)
+    assert s["converged"] is True and s["stop_reason"] == "tol", _final(proc)
+    assert s["steps"] < s["steps_budget"] == 200 and s["solver_requested"] == "auto"
+    assert "test " in _final(proc)  # the held-out metric

@@ -214,11 +214,15 @@ def runs(tmp_path_factory):
             plan.append(job("wine", "wine_w", ["--set", "data.w_dataset=w", "--set", f"data.path={files['wine_w']}"]))
             # patience: full-batch and mini-batch plateaus
             plan.append(job("wine", "patience", ["--set", "train.patience=5", "--set", "train.tol=1e-4",
-                                                 "--set", "optimizer.name=constant",
+                                                 "--set", "train.steps=3000",
+                                                 "--set", "train.solver=gd", "--set", "optimizer.name=constant",
                                                  "--set", "optimizer.learning_rate=1"]))
-            refused = job("wine", "l1-momentum", ["--set", "model.penalty=l1"])
+            refused = job("wine", "l1-momentum", ["--set", "model.penalty=l1", "--set", "train.solver=gd",
+                                                  "--set", "optimizer.name=momentum"])
             plan.append({**refused, "expect": 1})
             plan.append(job("wine", "patience-mb", ["--set", "train.batch_size=32", "--set", "train.patience=2",
+                                                    "--set", "train.steps=3000", "--set", "optimizer.name=momentum",
+                                                    "--set", "optimizer.alpha=0",
                                                     "--set", "optimizer.learning_rate=0.5", "--set", "train.tol=1e-3"]))
             for kind in SCALE:
                 out = where / f"scale-{kind}"

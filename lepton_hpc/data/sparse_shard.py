@@ -37,6 +37,29 @@ def _attr(node, name, default=None):
     return v.decode() if isinstance(v, bytes) else v
 
 
+class CSRRows:
+    """Rows of a CSR group in a file, read on demand: ``shape``, ``attrs`` and :meth:`read_rows`."""
+
+    def __init__(self, group: h5py.Group, path: str):
+        self.g, self.attrs = group, group.attrs
+        shape = _attr(group, "shape")
+        if shape is None or np.shape(shape) != (2,) or any(k not in group for k in ("data", "indices", "indptr")):
+            raise UserError(f"{group.name} in {path} is marked csr but lacks data, indices, indptr or the attr "
+                            f"shape; re-import the file")
+        self.shape = tuple(int(v) for v in shape)
+
+    def read_rows(self, a: int, b: int) -> sp.csr_matrix:
+        """Rows ``[a, b)`` as a CSR matrix: reads indptr[a:b+1] and those rows' data and indices only."""
+        indptr = np.asarray(self.g["indptr"][a:b + 1], dtype=np.int64)
+        p, q = int(indptr[0]), int(indptr[-1])
+        data = np.asarray(self.g["data"][p:q], dtype=np.float64)
+        indices = np.asarray(self.g["indices"][p:q])
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.shape[1]):
+            raise UserError(f"{self.g.name}/indices has a column outside [0, {self.shape[1]}) in rows {a}..{b}; "
+                            f"re-import the file")
+        return _csr(data, indices.astype(np.int32), indptr - p, self.shape[1])
+
+
 class LocalRows:
     """The rank's rows as one CSR view: ``rows[a:b]`` and ``rows[index_array]`` give csr_matrix.
 

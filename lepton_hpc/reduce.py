@@ -30,6 +30,40 @@ def pairwise_sum(rows: np.ndarray) -> np.ndarray:
     return rows[0]
 
 
+#: Partial vectors of at least this many floats are summed depth first into preallocated rows
+#: (:func:`tree_sum_into`) instead of level by level with temporaries (:func:`pairwise_sum`).
+WIDE_PARTIAL = 1 << 16
+
+
+def tree_sum_into(rows: np.ndarray, out: np.ndarray, bufs: list) -> np.ndarray:
+    """:func:`pairwise_sum` of ``rows`` into ``out``, the same additions (the same bits), no allocation.
+
+    Depth first: a node is its left child (computed into ``out`` itself) plus its right child
+    (computed into ``bufs[level]``), or its left child alone past the last row; ``bufs`` holds
+    ceil(log2(n)) rows of scratch. For wide partials (sparse X: one float per feature) the
+    level-by-level sum would allocate and fault in half the partials per level.
+    """
+    n = rows.shape[0]
+
+    def node(lo: int, level: int, dst: np.ndarray) -> None:
+        if level == 0:
+            dst[:] = rows[lo]
+            return
+        half = 1 << (level - 1)
+        if lo + half >= n:  # no right child
+            node(lo, level - 1, dst)
+        elif level == 1:
+            np.add(rows[lo], rows[lo + 1], out=dst)
+        else:
+            node(lo, level - 1, dst)
+            right = bufs[level - 1]
+            node(lo + half, level - 1, right)
+            np.add(dst, right, out=dst)  # left + right: one IEEE addition, the same bits either order
+
+    node(0, max(0, (n - 1).bit_length()), out)
+    return out
+
+
 class ChunkReducer:
     """Reduce per-chunk partials of width ``width`` to one global vector.
 
@@ -89,9 +123,17 @@ class ChunkReducer:
             self.comm.Allreduce(self._local, self.result)
             return self.result
         first = self.chunks.start
+        wide = self.width >= WIDE_PARTIAL
+        if wide and not hasattr(self, "_bufs"):
+            depth = max([level for level, _ in self._cover] or [0])
+            self._bufs = [np.empty(self.width) for _ in range(depth)]
         for i, (level, index) in enumerate(self._cover):
             lo = (index << level) - first
-            self._send[i] = pairwise_sum(self.partials[lo:lo + (1 << level)])
+            block = self.partials[lo:lo + (1 << level)]
+            if wide:
+                tree_sum_into(block, self._send[i], self._bufs)
+            else:
+                self._send[i] = pairwise_sum(block)
         self.comm.Allgatherv(self._send, [self._recv, self._spec])
         self.result[:] = self._finish()
         return self.result

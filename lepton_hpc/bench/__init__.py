@@ -7,9 +7,10 @@
     python -m lepton_hpc.bench allreduce [--ranks 2]
     python -m lepton_hpc.bench models    --what steps2v1|epoch
     python -m lepton_hpc.bench predict   [--rows 2000000 --cols 32 --reps 3 --rounds 2]
+    python -m lepton_hpc.bench sparse    [--rows 1000000 --cols 1048576 --nnz-per-row 50]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
-:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`); :mod:`.common` holds what
+:mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.sparse`); :mod:`.common` holds what
 they share (the verdict, launching ranks, the default job's data).
 
 Each prints ONE JSON object on stdout (notes go to stderr): the timings as
@@ -39,6 +40,7 @@ BENCHES = {
     "models": ("lepton_hpc.bench.models", "training steps of the app: -n 1 / -n 2, epoch / full batch"),
     "predict": ("lepton_hpc.bench.predict", "predict -n 1 vs numpy+h5py (>= 1.0); -n 2 speedup share of "
                 "read bandwidth (>= 0.85)"),
+    "sparse": ("lepton_hpc.bench.sparse", "CSR gradient pass vs scipy.sparse X.T @ (X @ w - y) (target >= 1.0)"),
 }
 
 __all__ = ["BENCHES"]

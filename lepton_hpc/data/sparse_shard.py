@@ -195,13 +195,14 @@ class SparseShard(Shard):
         data = np.empty(q - p)
         if q > p:
             g["data"].read_direct(data, np.s_[p:q], np.s_[0:q - p])
-        indices = np.asarray(g["indices"][p:q])
+        indices = np.empty(q - p, dtype=np.int32)  # HDF5 converts int64 -> int32 on read (saturating)
+        if q > p:
+            g["indices"].read_direct(indices, np.s_[p:q], np.s_[0:q - p])
         if len(indices) and (indices.min() < 0 or indices.max() >= self.n_cols):
             bad = int(np.argmax((indices < 0) | (indices >= self.n_cols)))
             row = self.row_lo + int(np.searchsorted(indptr, p + bad, side="right")) - 1
             raise UserError(f"/{self.cfg.x_dataset}/indices in {path} has column {int(indices[bad])} at row "
                             f"{row}, outside [0, {self.n_cols}); re-import the file")
-        indices = indices.astype(np.int32)
         local = indptr - p
         unsorted = np.diff(indices) <= 0
         starts = local[1:-1]

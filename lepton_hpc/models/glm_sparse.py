@@ -49,12 +49,13 @@ def partial(kernel, X, y: np.ndarray, sw, theta: np.ndarray, out: np.ndarray) ->
     d, k = kernel.n_cols, kernel.n_out
     Ws = _scaled_w(kernel, W)
     if _c_applies(kernel, X):
-        row = kernel._row
-        fused.csr_partial(kernel.kind, X, y, sw, Ws, float(b) if kernel.fit_intercept else 0.0, row)
-        out[:d] = row[:d]
-        if kernel.fit_intercept:
-            out[d] = row[d]
-        out[-2:] = row[d + 1:]
+        if kernel.fit_intercept and out.flags.c_contiguous:  # the C row's layout is the partial's: write in place
+            fused.csr_partial(kernel.kind, X, y, sw, Ws, float(b), out)
+        else:
+            row = kernel._row
+            fused.csr_partial(kernel.kind, X, y, sw, Ws, 0.0, row)
+            out[:d] = row[:d]
+            out[-2:] = row[d + 1:]
     else:
         dz, loss = kernel.residual(X @ Ws + b, y, sw)
         out[:d * k] = (X.T @ dz).ravel()

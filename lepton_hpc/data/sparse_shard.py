@@ -99,6 +99,24 @@ def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int)
     return X
 
 
+CHECK_BLOCK = 1 << 22  # entries compared per step of the sortedness check (a few MiB of temporaries)
+
+
+def _first_unsorted(indices: np.ndarray, indptr: np.ndarray) -> int | None:
+    """Position of the first entry not above its predecessor in the same row, else None.
+
+    Block by block, so the check costs a few MiB whatever the shard's size."""
+    starts = indptr[1:-1]
+    for a in range(0, max(len(indices) - 1, 0), CHECK_BLOCK):
+        b = min(a + CHECK_BLOCK, len(indices) - 1)
+        down = indices[a + 1:b + 1] <= indices[a:b]  # entry j + 1 against entry j
+        s = starts[(starts > a) & (starts <= b)]
+        down[s - 1 - a] = False  # a new row may start lower
+        if down.any():
+            return a + 1 + int(np.argmax(down))
+    return None
+
+
 class SparseShard(Shard):
     """A :class:`Shard` of CSR data: the same interface, chunks are csr_matrix (see the module doc).
 
@@ -204,11 +222,9 @@ class SparseShard(Shard):
             raise UserError(f"/{self.cfg.x_dataset}/indices in {path} has column {int(indices[bad])} at row "
                             f"{row}, outside [0, {self.n_cols}); re-import the file")
         local = indptr - p
-        unsorted = np.diff(indices) <= 0
-        starts = local[1:-1]
-        unsorted[starts[(starts > 0) & (starts < len(indices))] - 1] = False  # a new row may start lower
-        if unsorted.any():
-            row = self.row_lo + int(np.searchsorted(local, int(np.argmax(unsorted)) + 1, side="right")) - 1
+        bad = _first_unsorted(indices, local)
+        if bad is not None:
+            row = self.row_lo + int(np.searchsorted(local, bad, side="right")) - 1
             raise UserError(f"/{self.cfg.x_dataset}/indices in {path} are not strictly increasing within "
                             f"row {row} (sorted, no duplicates, as CSR needs); re-import the file")
         self.nnz = q - p

@@ -142,7 +142,16 @@ class GLMProblem(Problem):
         return fac
 
     def ready(self, step: int) -> None:
-        """Warn when a decaying schedule cannot reach train.tol in the steps left."""
+        """Warn when a decaying schedule cannot reach train.tol in the steps left (and, sparse X,
+        when each chunk's dense partial row outweighs the chunk's non-zeros)."""
+        sh = self.shard
+        if sh.sparse and self.comm.rank == 0 and sh.n_chunks:
+            partial_bytes, nnz_bytes = 8 * self.kernel.width, 12 * sh.nnz / max(len(sh.chunks), 1)
+            if partial_bytes > 4 * nnz_bytes:
+                kib = lambda b: f"{b / 1024:.1f} KiB"  # noqa: E731
+                self.ctx.log(f"warning: each chunk's partial gradient is a dense row of {kib(partial_bytes)}, "
+                             f"more than 4x the chunk's {kib(nnz_bytes)} of non-zeros; raise "
+                             f"data.chunk_rows (now {sh.chunk_rows}) for less work and memory per step")
         name, tol, curv = self.opt.name, self.cfg.train.tol, self.ref.curvature
         remaining = self.cfg.train.steps - step
         if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.comm.rank != 0

@@ -58,13 +58,32 @@ def partial(kernel, X, y: np.ndarray, sw, theta: np.ndarray, out: np.ndarray) ->
             out[-2:] = row[d + 1:]
     else:
         dz, loss = kernel.residual(X @ Ws + b, y, sw)
-        out[:d * k] = (X.T @ dz).ravel()
+        _xt_dz_into(X, dz, out[:d * k])
         if kernel.fit_intercept:
             out[d * k:kernel.n_params] = dz.sum(axis=0)
         out[-2] = loss
         out[-1] = X.shape[0] if sw is None else sw.sum()
     if kernel.scale is not None:
         _unscale(kernel, out[:d * k])
+
+
+def _xt_dz_into(X, dz: np.ndarray, g: np.ndarray) -> None:
+    """g = Xᵀ dz (g is d·K, row-major) without a d·K temporary per chunk: scipy's own
+    ``csc_matvec(s)`` kernel (what ``X.T @ dz`` calls, so the same bits) accumulating into g."""
+    try:
+        from scipy.sparse import _sparsetools as kernels
+    except ImportError:  # a scipy without the private kernels: the public product
+        kernels = None
+    if kernels is None or not g.flags.c_contiguous or X.indices.dtype != X.indptr.dtype:
+        g[:] = (X.T @ dz).ravel()
+        return
+    g[:] = 0.0
+    m, d = X.shape
+    dz = np.ascontiguousarray(dz, dtype=np.float64)
+    if dz.ndim == 1:
+        kernels.csc_matvec(d, m, X.indptr, X.indices, X.data, dz, g)
+    else:
+        kernels.csc_matvecs(d, m, dz.shape[1], X.indptr, X.indices, X.data, dz.ravel(), g)
 
 
 def _unscale(kernel, g: np.ndarray) -> None:
@@ -83,7 +102,7 @@ def batch_partials(kernel, X, y, sw, theta, starts: np.ndarray, out: np.ndarray)
     dz, losses = kernel.residual(X @ _scaled_w(kernel, W) + b, y, sw, per_row=True)
     ends = np.r_[starts[1:], X.shape[0]]
     for s, (a, e) in enumerate(zip(starts.tolist(), ends.tolist())):
-        out[s, :d * k] = (X[a:e].T @ dz[a:e]).ravel()
+        _xt_dz_into(X[a:e], dz[a:e], out[s, :d * k])
         if kernel.scale is not None:
             _unscale(kernel, out[s, :d * k])
     if kernel.fit_intercept:

@@ -94,7 +94,10 @@ def _csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int)
         indptr = indptr.astype(np.int32)
     else:
         indices = indices.astype(np.int64)
-    X = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols), copy=False)
+    # scipy's constructor copies a view of a much larger array (its prune step), which would
+    # double a shard held as per-chunk views: build an empty matrix and hand it the arrays
+    X = sp.csr_matrix((len(indptr) - 1, n_cols), dtype=data.dtype)
+    X.data, X.indices, X.indptr = data, indices, indptr
     X.has_sorted_indices = True  # the contract: sorted within a row (checked on read)
     return X
 

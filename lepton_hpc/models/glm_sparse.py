@@ -67,23 +67,26 @@ def partial(kernel, X, y: np.ndarray, sw, theta: np.ndarray, out: np.ndarray) ->
         _unscale(kernel, out[:d * k])
 
 
-def _xt_dz_into(X, dz: np.ndarray, g: np.ndarray) -> None:
+def _xt_dz_into(X, dz: np.ndarray, g: np.ndarray, data: np.ndarray | None = None) -> None:
     """g = Xᵀ dz (g is d·K, row-major) without a d·K temporary per chunk: scipy's own
-    ``csc_matvec(s)`` kernel (what ``X.T @ dz`` calls, so the same bits) accumulating into g."""
+    ``csc_matvec(s)`` kernel (what ``X.T @ dz`` calls, so the same bits) accumulating into g.
+    (``X.T`` itself would build a csc matrix, whose constructor copies views of a shard.)
+    ``data``: other values on X's pattern (the moments' x²)."""
+    data = X.data if data is None else data
     try:
         from scipy.sparse import _sparsetools as kernels
     except ImportError:  # a scipy without the private kernels: the public product
         kernels = None
     if kernels is None or not g.flags.c_contiguous or X.indices.dtype != X.indptr.dtype:
-        g[:] = (X.T @ dz).ravel()
+        g[:] = (sp.csr_matrix((data, X.indices, X.indptr), shape=X.shape).T @ dz).ravel()
         return
     g[:] = 0.0
     m, d = X.shape
     dz = np.ascontiguousarray(dz, dtype=np.float64)
     if dz.ndim == 1:
-        kernels.csc_matvec(d, m, X.indptr, X.indices, X.data, dz, g)
+        kernels.csc_matvec(d, m, X.indptr, X.indices, data, dz, g)
     else:
-        kernels.csc_matvecs(d, m, dz.shape[1], X.indptr, X.indices, X.data, dz.ravel(), g)
+        kernels.csc_matvecs(d, m, dz.shape[1], X.indptr, X.indices, data, dz.ravel(), g)
 
 
 def _unscale(kernel, g: np.ndarray) -> None:
@@ -120,5 +123,7 @@ def decision(kernel, X, theta: np.ndarray) -> np.ndarray:
 def moments(X, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Σ s x and Σ s x² per column of a CSR chunk (no densification)."""
     X = as_csr(X)
-    X2 = sp.csr_matrix((X.data * X.data, X.indices, X.indptr), shape=X.shape)
-    return X.T @ s, X2.T @ s
+    sx, sx2 = np.empty(X.shape[1]), np.empty(X.shape[1])
+    _xt_dz_into(X, s, sx)
+    _xt_dz_into(X, s, sx2, X.data * X.data)
+    return sx, sx2

@@ -69,6 +69,8 @@ def test_each_rank_reads_its_rows_and_the_chunks_are_the_dense_rows(lin, size):
         for i, Xc, yc, sw in sh.chunks_iter():
             lo = sh.chunk_start(i)
             assert sp.isspmatrix_csr(Xc) and Xc.indices.dtype == np.int32 and Xc.indptr[0] == 0
+            # views of the shard's arrays: the shard is held once
+            assert np.shares_memory(Xc.data, sh.X_all.data) and np.shares_memory(Xc.indices, sh.X_all.indices)
             np.testing.assert_array_equal(Xc.toarray(), dense[lo:lo + Xc.shape[0]])
             np.testing.assert_array_equal(yc, y[lo:lo + Xc.shape[0]])
             assert sw is None

@@ -64,6 +64,25 @@ def tree_sum_into(rows: np.ndarray, out: np.ndarray, bufs: list) -> np.ndarray:
     return out
 
 
+def tree_sum_lazy(n: int, leaf, out: np.ndarray, bufs: list) -> np.ndarray:
+    """:func:`tree_sum_into` of rows made on demand: ``leaf(j, dst)`` writes row ``j`` (0 <= j < n)
+    into ``dst``. Only ceil(log2(n)) rows exist at once, never all n; the same additions."""
+
+    def node(lo: int, level: int, dst: np.ndarray) -> None:
+        if level == 0:
+            leaf(lo, dst)
+            return
+        half = 1 << (level - 1)
+        node(lo, level - 1, dst)
+        if lo + half < n:
+            right = bufs[level - 1]
+            node(lo + half, level - 1, right)
+            np.add(dst, right, out=dst)
+
+    node(0, max(0, (n - 1).bit_length()), out)
+    return out
+
+
 class ChunkReducer:
     """Reduce per-chunk partials of width ``width`` to one global vector.
 
@@ -124,16 +143,50 @@ class ChunkReducer:
             return self.result
         first = self.chunks.start
         wide = self.width >= WIDE_PARTIAL
-        if wide and not hasattr(self, "_bufs"):
-            depth = max([level for level, _ in self._cover] or [0])
-            self._bufs = [np.empty(self.width) for _ in range(depth)]
         for i, (level, index) in enumerate(self._cover):
             lo = (index << level) - first
             block = self.partials[lo:lo + (1 << level)]
             if wide:
-                tree_sum_into(block, self._send[i], self._bufs)
+                tree_sum_into(block, self._send[i], self.scratch_rows())
             else:
                 self._send[i] = pairwise_sum(block)
+        return self.exchange()
+
+    def scratch_rows(self) -> list:
+        """ceil(log2(local chunks)) rows of scratch for the depth-first sums (made once)."""
+        if not hasattr(self, "_bufs"):
+            levels = [level for level, _ in getattr(self, "_cover", [])]  # fast mode: no cover
+            depth = max(levels or [max(len(self.chunks) - 1, 0).bit_length()] + [1])
+            self._bufs = [np.empty(self.width) for _ in range(depth)]
+        return self._bufs
+
+    def local_lazy(self, leaf) -> None:
+        """This rank's share of the sum with chunk partials made on demand, for wide partials.
+
+        ``leaf(i, dst)`` writes local chunk ``i``'s partial into ``dst``; at most log2(local
+        chunks) + (cover nodes) rows exist at once, so ``partials`` is never touched (its pages
+        are never mapped). Exact mode: the same tree, so the same bits as filling ``partials``
+        and :meth:`reduce`. Finish with :meth:`exchange` (collective).
+        """
+        bufs = self.scratch_rows()
+        if self.mode == "fast":
+            self._local[:] = 0.0
+            row = bufs[0]
+            for i in range(len(self.chunks)):
+                leaf(i, row)
+                self._local += row
+            return
+        first = self.chunks.start
+        for k, (level, index) in enumerate(self._cover):
+            lo = (index << level) - first
+            n = min(1 << level, len(self.chunks) - lo)
+            tree_sum_lazy(n, lambda j, dst: leaf(lo + j, dst), self._send[k], bufs)
+
+    def exchange(self) -> np.ndarray:
+        """The global sum from this rank's share (after :meth:`local_lazy` or inside :meth:`reduce`). Collective."""
+        if self.mode == "fast":
+            self.comm.Allreduce(self._local, self.result)
+            return self.result
         self.comm.Allgatherv(self._send, [self._recv, self._spec])
         self.result[:] = self._finish()
         return self.result

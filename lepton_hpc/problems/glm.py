@@ -28,6 +28,7 @@ from .glm_reference import reference_pass
 from .glm_solvers import make_strategy
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
+SUMMARY_MAX_WEIGHTS = 100_000  # summary.json lists w up to this many weights (the checkpoint has all)
 
 
 class GLMProblem(Problem):
@@ -282,9 +283,10 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
     return {
         **final,
         "rel_error_to_exact": rel_err,
-        "w": np.asarray(arrays["model/w"]).tolist(),
+        # a wide model (sparse X: up to 2^20 x K weights) stays in the checkpoint's /model/w only
+        "w": np.asarray(arrays["model/w"]).tolist() if d * k <= SUMMARY_MAX_WEIGHTS else None,
         "b": np.asarray(arrays["model/b"]).tolist() if "model/b" in arrays else None,
-        "w_exact": None if exact is None else exact[:d * k].tolist(),
+        "w_exact": None if exact is None or d * k > SUMMARY_MAX_WEIGHTS else exact[:d * k].tolist(),
         "solver": cfg.train.solver,
         "batch_size": cfg.train.batch_size,
         "optimizer": pb.opt.hyperparameters(),

@@ -67,6 +67,9 @@ def info(path: str) -> str:
         attr_lines(f.attrs, "  ")
 
         def visit(name, obj):
+            if isinstance(obj, h5py.Group):  # e.g. a CSR /X: its format and shape
+                lines.append(f"  /{name}: group")
+                attr_lines(obj.attrs, "    ")
             if isinstance(obj, h5py.Dataset):
                 extra = f", chunks {obj.chunks}" if obj.chunks else ""
                 extra += f", {obj.compression}" if obj.compression else ""

@@ -205,3 +205,19 @@ def test_wide_partials_made_inside_the_tree_equal_the_table(kind, mode):
     else:
         parallel_assert(WORLD, np.allclose(g_lazy, g_table, rtol=1e-12, atol=1e-15), "fast sums differ")
     sh.close()
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("opt", ["adaptive", "inverse_time", "constant", "momentum", "adagrad", "adam"])
+def test_every_optimizer_trains_on_sparse_x(opt):
+    import json
+
+    out = shared_dir() / "r"
+    lr = {"momentum": 0.5, "adagrad": 0.5, "adam": 0.1}.get(opt, 2.0)  # plain steps: curvature ~ 0.4
+    cfg = config("logistic", f"optimizer.name={opt}", f"optimizer.learning_rate={lr}", "optimizer.alpha=0.001",
+                 "train.steps=30", "train.log_every=1")
+    code, s, _ = train(cfg, WORLD, out)
+    first = run_on_root(WORLD, lambda: json.loads((out / "metrics.jsonl").read_text().splitlines()[0]))
+    parallel_assert(WORLD, code == 0 and s["optimizer"]["name"] == opt and s["steps"] == 30, f"exit {code}")
+    # the first record is the loss at theta = 0 (log 2), before any update
+    parallel_assert(WORLD, s["final_loss"] < 0.9 * first["loss"], lambda: f"{first['loss']} -> {s['final_loss']}")

@@ -30,6 +30,59 @@ def pairwise_sum(rows: np.ndarray) -> np.ndarray:
     return rows[0]
 
 
+#: Partial vectors of at least this many floats are summed depth first into preallocated rows
+#: (:func:`tree_sum_into`) instead of level by level with temporaries (:func:`pairwise_sum`).
+WIDE_PARTIAL = 1 << 16
+
+
+def tree_sum_into(rows: np.ndarray, out: np.ndarray, bufs: list) -> np.ndarray:
+    """:func:`pairwise_sum` of ``rows`` into ``out``, the same additions (the same bits), no allocation.
+
+    Depth first: a node is its left child (computed into ``out`` itself) plus its right child
+    (computed into ``bufs[level]``), or its left child alone past the last row; ``bufs`` holds
+    ceil(log2(n)) rows of scratch. For wide partials (sparse X: one float per feature) the
+    level-by-level sum would allocate and fault in half the partials per level.
+    """
+    n = rows.shape[0]
+
+    def node(lo: int, level: int, dst: np.ndarray) -> None:
+        if level == 0:
+            dst[:] = rows[lo]
+            return
+        half = 1 << (level - 1)
+        if lo + half >= n:  # no right child
+            node(lo, level - 1, dst)
+        elif level == 1:
+            np.add(rows[lo], rows[lo + 1], out=dst)
+        else:
+            node(lo, level - 1, dst)
+            right = bufs[level - 1]
+            node(lo + half, level - 1, right)
+            np.add(dst, right, out=dst)  # left + right: one IEEE addition, the same bits either order
+
+    node(0, max(0, (n - 1).bit_length()), out)
+    return out
+
+
+def tree_sum_lazy(n: int, leaf, out: np.ndarray, bufs: list) -> np.ndarray:
+    """:func:`tree_sum_into` of rows made on demand: ``leaf(j, dst)`` writes row ``j`` (0 <= j < n)
+    into ``dst``. Only ceil(log2(n)) rows exist at once, never all n; the same additions."""
+
+    def node(lo: int, level: int, dst: np.ndarray) -> None:
+        if level == 0:
+            leaf(lo, dst)
+            return
+        half = 1 << (level - 1)
+        node(lo, level - 1, dst)
+        if lo + half < n:
+            right = bufs[level - 1]
+            node(lo + half, level - 1, right)
+            np.add(dst, right, out=dst)
+
+    node(0, max(0, (n - 1).bit_length()), out)
+    return out
+
+
 class ChunkReducer:
     """Reduce per-chunk partials of width ``width`` to one global vector.
 
@@ -89,9 +142,51 @@ class ChunkReducer:
             self.comm.Allreduce(self._local, self.result)
             return self.result
         first = self.chunks.start
+        wide = self.width >= WIDE_PARTIAL
         for i, (level, index) in enumerate(self._cover):
             lo = (index << level) - first
-            self._send[i] = pairwise_sum(self.partials[lo:lo + (1 << level)])
+            block = self.partials[lo:lo + (1 << level)]
+            if wide:
+                tree_sum_into(block, self._send[i], self.scratch_rows())
+            else:
+                self._send[i] = pairwise_sum(block)
+        return self.exchange()
+
+    def scratch_rows(self) -> list:
+        """ceil(log2(local chunks)) rows of scratch for the depth-first sums (made once)."""
+        if not hasattr(self, "_bufs"):
+            levels = [level for level, _ in getattr(self, "_cover", [])]  # fast mode: no cover
+            depth = max(levels or [max(len(self.chunks) - 1, 0).bit_length()] + [1])
+            self._bufs = [np.empty(self.width) for _ in range(depth)]
+        return self._bufs
+
+    def local_lazy(self, leaf) -> None:
+        """This rank's share of the sum with chunk partials made on demand, for wide partials.
+
+        ``leaf(i, dst)`` writes local chunk ``i``'s partial into ``dst``; at most log2(local
+        chunks) + (cover nodes) rows exist at once, so ``partials`` is never touched (its pages
+        are never mapped). Exact mode: the same tree, so the same bits as filling ``partials``
+        and :meth:`reduce`. Finish with :meth:`exchange` (collective).
+        """
+        bufs = self.scratch_rows()
+        if self.mode == "fast":
+            self._local[:] = 0.0
+            row = bufs[0]
+            for i in range(len(self.chunks)):
+                leaf(i, row)
+                self._local += row
+            return
+        first = self.chunks.start
+        for k, (level, index) in enumerate(self._cover):
+            lo = (index << level) - first
+            n = min(1 << level, len(self.chunks) - lo)
+            tree_sum_lazy(n, lambda j, dst: leaf(lo + j, dst), self._send[k], bufs)
+
+    def exchange(self) -> np.ndarray:
+        """The global sum from this rank's share (after :meth:`local_lazy` or inside :meth:`reduce`). Collective."""
+        if self.mode == "fast":
+            self.comm.Allreduce(self._local, self.result)
+            return self.result
         self.comm.Allgatherv(self._send, [self._recv, self._spec])
         self.result[:] = self._finish()
         return self.result

@@ -189,3 +189,111 @@ const char *lepton_isa(void)
     return "default (no clones: not GCC on x86)";
 #endif
 }
+
+/* Rows ahead whose g entries the scatter prefetches (the columns are known ahead; the dot
+ * phase needs none: its four interleaved chains keep enough reads of w in flight). */
+#ifndef CSR_PREFETCH_ROWS
+#define CSR_PREFETCH_ROWS 3
+#endif
+#if !defined(__GNUC__)
+#define __builtin_prefetch(p, rw, loc) ((void)0)
+#endif
+
+/* One CSR row's residual r and s·ℓ from its score z (kind 0: least squares, 1: log-loss). */
+static inline double csr_residual(int kind, double z, double y, double s, double *l)
+{
+    if (kind == 0) {
+        double r = z - y;
+        *l = 0.5 * r * (s * r);
+        return r;
+    }
+    double p, softplus;
+    if (z >= 0) {
+        double e = exp(-z);
+        p = 1.0 / (1.0 + e);
+        softplus = z + log1p(e);
+    } else {
+        double e = exp(z);
+        p = e / (1.0 + e);
+        softplus = log1p(e);
+    }
+    *l = s * (softplus - y * z);
+    return p - y;
+}
+
+/* Row i's score x·w + b, the row's products summed in index order. */
+static inline double csr_dot(const double *restrict data, const int *restrict indices, long lo, long hi,
+                             const double *restrict w)
+{
+    double z = 0.0;
+    for (long k = lo; k < hi; ++k) z += data[k] * w[indices[k]];
+    return z;
+}
+
+/* One CSR chunk (n rows, int32 column indices sorted per row, int32 indptr from 0):
+ * z = Σ data·w[col] + b, r = residual, g[col] += s·r·data. kind 0: least squares, 1: binary
+ * log-loss. out = [g (d), Σ s r, Σ s ℓ, Σ s], the layout of the dense kernels.
+ *
+ * Rows go in blocks of CSR_BLOCK: first the block's scores (four rows' dot products as
+ * interleaved independent chains, each row's sum still in index order), then its rows scatter
+ * into g one after the other, in row order. The block's data and indices are read from memory
+ * once (the scatter rereads them from L2), and each phase's random accesses touch one vector
+ * (w, then g), not both. Every sum has the same operations in the same order as one row at a
+ * time: the same bits wherever the chunk is computed. */
+#ifndef CSR_BLOCK
+#define CSR_BLOCK 256
+#endif
+CLONES void lepton_csr_partial(int kind, const double *restrict data, const int *restrict indices,
+                               const int *restrict indptr, const double *restrict y,
+                               const double *restrict sw, const double *restrict w, double b,
+                               long n, long d, double *restrict out)
+{
+    double *g = out;
+    double sum_r = 0.0, loss = 0.0, wsum = 0.0;
+    double z[CSR_BLOCK];
+    for (long j = 0; j < d; ++j) g[j] = 0.0;
+    for (long i0 = 0; i0 < n; i0 += CSR_BLOCK) {
+        const long nb = n - i0 < CSR_BLOCK ? n - i0 : CSR_BLOCK;
+        long q = 0;
+        for (; q + 4 <= nb; q += 4) {
+            long lo[4], len[4];
+            for (int t = 0; t < 4; ++t) {
+                lo[t] = indptr[i0 + q + t];
+                len[t] = indptr[i0 + q + t + 1] - lo[t];
+            }
+            long m = len[0];
+            for (int t = 1; t < 4; ++t) m = len[t] < m ? len[t] : m;
+            double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0;
+            const double *d0 = data + lo[0], *d1 = data + lo[1], *d2 = data + lo[2], *d3 = data + lo[3];
+            const int *c0 = indices + lo[0], *c1 = indices + lo[1], *c2 = indices + lo[2], *c3 = indices + lo[3];
+            for (long k = 0; k < m; ++k) {
+                a0 += d0[k] * w[c0[k]];
+                a1 += d1[k] * w[c1[k]];
+                a2 += d2[k] * w[c2[k]];
+                a3 += d3[k] * w[c3[k]];
+            }
+            for (long k = m; k < len[0]; ++k) a0 += d0[k] * w[c0[k]];
+            for (long k = m; k < len[1]; ++k) a1 += d1[k] * w[c1[k]];
+            for (long k = m; k < len[2]; ++k) a2 += d2[k] * w[c2[k]];
+            for (long k = m; k < len[3]; ++k) a3 += d3[k] * w[c3[k]];
+            z[q] = a0, z[q + 1] = a1, z[q + 2] = a2, z[q + 3] = a3;
+        }
+        for (; q < nb; ++q) z[q] = csr_dot(data, indices, indptr[i0 + q], indptr[i0 + q + 1], w);
+        for (q = 0; q < nb; ++q) {
+            const long i = i0 + q;
+            if (CSR_PREFETCH_ROWS > 0 && i + CSR_PREFETCH_ROWS < n)  /* the columns are known ahead */
+                for (long k = indptr[i + CSR_PREFETCH_ROWS]; k < indptr[i + CSR_PREFETCH_ROWS + 1]; ++k)
+                    __builtin_prefetch(g + indices[k], 1, 3);
+            double s = sw ? sw[i] : 1.0, l;
+            double r = csr_residual(kind, z[q] + b, y[i], s, &l);
+            double sr = s * r;
+            for (long k = indptr[i]; k < indptr[i + 1]; ++k) g[indices[k]] += sr * data[k];
+            sum_r += sr;
+            loss += l;
+            wsum += s;
+        }
+    }
+    out[d] = sum_r;
+    out[d + 1] = loss;
+    out[d + 2] = wsum;
+}

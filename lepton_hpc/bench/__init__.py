@@ -12,6 +12,7 @@
     python -m lepton_hpc.bench mfshard   [--users 200000 --items 2000 --ranks 2 --steps 6 --solver als]
     python -m lepton_hpc.bench solve     [--rows 1000000 --cols 64 --reg 1e-4 --ranks 2]
     python -m lepton_hpc.bench svd       [--sizes 200000x32,2000000x64 --ranks 1,2 --repeats 5]
+    python -m lepton_hpc.bench sparse    [--rows 1000000 --cols 1048576 --nnz-per-row 50]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`, :mod:`.matmul`,
 :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.mfshard`, :mod:`.solve`, :mod:`.svd`, ...); :mod:`.common` holds what
@@ -51,6 +52,7 @@ BENCHES = {
     "solve": ("lepton_hpc.bench.solve", "time to the answer, solver auto -n 2 vs scikit-learn lbfgs with 2 "
               "BLAS threads (target >= 2.0)"),
     "svd": ("lepton_hpc.bench.svd", "tall-skinny SVD -n 1/-n 2: numpy QR+SVD time / svd_tsqr time (target >= 2.5)"),
+    "sparse": ("lepton_hpc.bench.sparse", "CSR gradient pass vs scipy.sparse X.T @ (X @ w - y) (target >= 1.0)"),
 }
 
 __all__ = ["BENCHES"]

@@ -6,6 +6,8 @@
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
     import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
+    synth sparse-linear|sparse-logistic|sparse-softmax --rows N --cols D --nnz-per-row K
+                 [--classes C] [--noise S] [--seed K] --out FILE.h5      (CSR /X)
     synth mf --users M --items N --rank R --density P (--noise S | --implicit) [--seed K --chunk-rows C] --out FILE.h5
     info FILE.h5
 
@@ -73,6 +75,8 @@ def synth_bytes(args) -> float:
         return 0
     if args.kind == "mf":  # int32 row, int32 col, float64 value per rating
         return args.users * args.items * args.density * 16 + 4096
+    if args.kind.startswith("sparse-"):  # float64 value + int64 column per non-zero, int64 indptr, y
+        return args.rows * (args.nnz_per_row * 16 + 16) + 4096
     itemsize = 4 if args.dtype == "float32" else 8
     return args.rows * (args.cols * itemsize + 8) + 4096
 
@@ -96,6 +100,9 @@ def info(path: str) -> str:
         attr_lines(f.attrs, "  ")
 
         def visit(name, obj):
+            if isinstance(obj, h5py.Group):  # e.g. a CSR /X: its format and shape
+                lines.append(f"  /{name}: group")
+                attr_lines(obj.attrs, "    ")
             if isinstance(obj, h5py.Dataset):
                 extra = f", chunks {obj.chunks}" if obj.chunks else ""
                 extra += f", {obj.compression}" if obj.compression else ""
@@ -122,7 +129,8 @@ def _synth_parsers(sub) -> None:
     s = sub.add_parser("synth", help="write synthetic data from known weights (or factors)",
                        description="Write synthetic data: the same rows (ratings) a job with data.path empty, the "
                                    "same data.seed and data.chunk_rows generates in-process.")
-    kinds = s.add_subparsers(dest="kind", required=True, metavar="{linear,logistic,softmax,mf}")
+    kinds = s.add_subparsers(dest="kind", required=True,
+                             metavar="{linear,logistic,softmax,mf,sparse-linear,sparse-logistic,sparse-softmax}")
     for kind, text in (("linear", "y = X w + b + noise (least squares)"),
                        ("logistic", "binary labels from a logistic model"),
                        ("softmax", "K-class labels from a multinomial model")):
@@ -158,6 +166,18 @@ def _synth_parsers(sub) -> None:
                    help="interaction counts instead of ratings: each user makes Poisson(density x items) draws "
                         "of items from softmax(2 u*.v*), a known rank-R model (data.implicit = true)")
     _synth_common(m, "seed of the factors and of every user chunk")
+    for kind, text in (("sparse-linear", "CSR X with y = X w + b + noise"),
+                       ("sparse-logistic", "CSR X with binary labels from a logistic model"),
+                       ("sparse-softmax", "CSR X with K-class labels from a multinomial model")):
+        q = kinds.add_parser(kind, help=text, description=f"Synthetic sparse data ({text}): the CSR /X group "
+                                                         f"(data, indices, indptr, attr shape) the trainer reads.")
+        q.add_argument("--rows", type=int, required=True, help="number of rows")
+        q.add_argument("--cols", type=int, required=True, help="number of feature columns")
+        q.add_argument("--nnz-per-row", type=int, required=True, help="non-zeros drawn per row (duplicates dropped)")
+        q.add_argument("--classes", type=int, default=None, help="sparse-softmax: number of classes K")
+        q.add_argument("--noise", type=float, default=0.1, help="noise of the target (linear) or of the logits")
+        q.add_argument("--bias", type=float, default=None, help="sparse-linear: the intercept (default: drawn)")
+        _synth_common(q, "seed of the weights and of every chunk (chunk c is drawn from (seed, c))")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -183,7 +203,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _run(args) -> None:
-    if args.cmd == "synth" and args.kind == "mf":
+    if args.cmd == "synth" and args.kind.startswith("sparse-"):
+        from .sparse_synth import synth_sparse
+
+        synth_sparse(args.out, args.kind, args.rows, args.cols, args.nnz_per_row, args.noise, args.seed,
+                     args.classes, args.chunk_rows, args.bias, args.compression)
+    elif args.cmd == "synth" and args.kind == "mf":
         from .ratings import synth_mf
 
         synth_mf(args.out, args.users, args.items, args.rank, args.density,

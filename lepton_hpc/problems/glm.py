@@ -29,6 +29,7 @@ from .glm_solvers import METHODS, l1_in_config, make_method, make_strategy, reso
 from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
+SUMMARY_MAX_WEIGHTS = 100_000  # summary.json lists w up to this many weights (the checkpoint has all)
 
 
 class GLMProblem(Problem):
@@ -44,6 +45,7 @@ class GLMProblem(Problem):
         with self.timer.phase("read"):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator(),
                                  node_ranks=C.node_size(comm))
+        C.agree(comm, self._check_sparse)
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty
@@ -124,6 +126,13 @@ class GLMProblem(Problem):
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
 
+    def _check_sparse(self) -> None:
+        solver = self.cfg.train.solver
+        if self.shard.sparse and solver in ("gram", "svd", "svd_gd"):
+            raise UserError(f"train.solver={solver} forms dense d x d (or rows x d) factors, which sparse X "
+                            f"({self.shard.n_cols} columns, CSR in {self.cfg.data.path}) does not get; "
+                            f"use train.solver=gd")
+
     def _check_classes(self) -> list | None:
         """The data's class labels for a logistic/softmax model (None: unknown, or linear);
         a UserError when the data names another number of classes than the model has."""
@@ -171,7 +180,16 @@ class GLMProblem(Problem):
         return fac
 
     def ready(self, step: int) -> None:
-        """Warn when a decaying schedule cannot reach train.tol in the steps left."""
+        """Warn when a decaying schedule cannot reach train.tol in the steps left (and, sparse X,
+        when each chunk's dense partial row outweighs the chunk's non-zeros)."""
+        sh = self.shard
+        if sh.sparse and self.comm.rank == 0 and sh.n_chunks:
+            partial_bytes, nnz_bytes = 8 * self.kernel.width, 12 * sh.nnz / max(len(sh.chunks), 1)
+            if partial_bytes > 4 * nnz_bytes:
+                kib = lambda b: f"{b / 1024:.1f} KiB"  # noqa: E731
+                self.ctx.log(f"warning: each chunk's partial gradient is a dense row of {kib(partial_bytes)}, "
+                             f"more than 4x the chunk's {kib(nnz_bytes)} of non-zeros; raise "
+                             f"data.chunk_rows (now {sh.chunk_rows}) for less work and memory per step")
         name, tol, curv = self.opt.name, self.cfg.train.tol, self.ref.curvature
         remaining = self.cfg.train.steps - step
         if (name not in SCHEDULE_DRIVEN or remaining <= 0 or tol <= 0 or self.comm.rank != 0
@@ -180,7 +198,9 @@ class GLMProblem(Problem):
         etas = self.opt.schedule(remaining)
         # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
         lam_min, lam_max = curv
-        shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max))
+        # sparse X: only λ_max is estimated (power iteration), λ_min is None
+        shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max) if lam is not None)
+        lam_min = lam_max if lam_min is None else lam_min
         # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
         if shrink ** 2 > tol:
             self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "
@@ -351,9 +371,10 @@ def _summary(pb: GLMProblem, final: dict) -> dict:
     return {
         **final,
         "rel_error_to_exact": rel_err,
-        "w": np.asarray(arrays["model/w"]).tolist(),
+        # a wide model (sparse X: up to 2^20 x K weights) stays in the checkpoint's /model/w only
+        "w": np.asarray(arrays["model/w"]).tolist() if d * k <= SUMMARY_MAX_WEIGHTS else None,
         "b": np.asarray(arrays["model/b"]).tolist() if "model/b" in arrays else None,
-        "w_exact": None if exact is None else exact[:d * k].tolist(),
+        "w_exact": None if exact is None or d * k > SUMMARY_MAX_WEIGHTS else exact[:d * k].tolist(),
         "solver": pb.solver_name,
         "solver_requested": cfg.train.solver,
         "solver_stats": None if pb.method is None else pb.method.summary(),

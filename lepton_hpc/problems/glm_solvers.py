@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models.glm import gram_grad_loss
-from ..reduce import ChunkReducer
+from ..reduce import WIDE_PARTIAL, ChunkReducer
 
 
 class FullBatch:
@@ -24,6 +24,11 @@ class FullBatch:
         self.reducer = ChunkReducer(comm, shard.layout, kernel.width, reduction)
         self.plan = kernel.plan(shard)  # one C call per full-batch step, when it applies
         self.n_coords = kernel.n_params
+        # sparse X with wide partials (one float per feature): chunk partials made on demand inside
+        # the reduction tree, so the n_chunks x width table is never held (the same bits)
+        self.lazy = (getattr(shard, "sparse", False) and shard.in_memory
+                     and kernel.width >= WIDE_PARTIAL and type(self) is FullBatch)
+        self._views = [v for _, *v in shard.chunks_iter()] if self.lazy else None
 
     @property
     def bytes_reduced_per_step(self) -> int:
@@ -39,10 +44,17 @@ class FullBatch:
 
     def gradient(self, theta: np.ndarray, grad: np.ndarray, step: int) -> float:
         """Mean loss at ``theta``; the mean gradient into ``grad``. Collective."""
-        with self.timer.phase("compute", step):
-            self.partials(theta, step)
-        with self.timer.phase("reduce", step):
-            total = self.reducer.reduce()
+        if self.lazy:
+            k, views = self.kernel, self._views
+            with self.timer.phase("compute", step):
+                self.reducer.local_lazy(lambda i, dst: k.partial(*views[i], theta, dst))
+            with self.timer.phase("reduce", step):
+                total = self.reducer.exchange()
+        else:
+            with self.timer.phase("compute", step):
+                self.partials(theta, step)
+            with self.timer.phase("reduce", step):
+                total = self.reducer.reduce()
         p = self.kernel.n_params
         weight = total[-1]
         np.divide(total[:p], weight if weight > 0 else 1.0, out=grad)

@@ -109,12 +109,12 @@ def bench_sparse(args) -> dict:
 
 def cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench sparse", description=HELP)
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--cols", type=int, default=1 << 20)
-    p.add_argument("--nnz-per-row", type=int, default=50)
+    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSR matrix")
+    p.add_argument("--cols", type=int, default=1 << 20, help="columns (features)")
+    p.add_argument("--nnz-per-row", type=int, default=50, help="non-zeros per row")
     p.add_argument("--chunk-rows", type=int, default=65536,
                    help="data.chunk_rows: each chunk's partial is a dense row of cols + 2 floats")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed passes per side (medians are reported)")
     p.add_argument("--tmpdir", default=None, help="where the temporary CSR file goes (default: the system's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)

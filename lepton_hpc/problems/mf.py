@@ -110,7 +110,7 @@ class MFProblem(Problem):
         self._count()
         m = cfg.model
         self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
-        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
+        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per row of self.V
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
         self.item_side = None
@@ -119,6 +119,8 @@ class MFProblem(Problem):
 
             with self.timer.phase("read"):
                 self.item_side = ItemSide(self)
+            # λ of the owned item rows only (the plan's exact counts): rows of self.V, as replicated
+            self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_side.plan.item_counts)
             self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users,
                                           sh.chunk_rows, self.item_side.rows[:2])
             self.items = None
@@ -139,10 +141,9 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
-        if cfg.model.shard_items and (cfg.model.reg_scaling != "none" or cfg.model.feedback != "explicit"):
-            raise UserError("model.shard_items=true supports explicit ratings with one lambda for now; set "
-                            "model.reg_scaling=\"none\" and model.feedback=\"explicit\", or "
-                            "model.shard_items=false")
+        if cfg.model.shard_items and cfg.model.feedback != "explicit":
+            raise UserError("model.shard_items=true supports explicit ratings for now; set "
+                            "model.feedback=\"explicit\" or model.shard_items=false")
 
     def _check_memory(self, node_ranks: int) -> None:
         """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""
@@ -221,9 +222,11 @@ class MFProblem(Problem):
                 b = self.shard.blocks[i]
                 yield i, b, self.U[b.offset:b.offset + b.n_users], VT, plan.train[i], plan.test[i]
 
-    def sumsq_V(self) -> float:
-        """|V|^2 (item-sharded: an exact reduction over item rows). Collective when item-sharded."""
-        return self.item_side.sumsq(self.V)[0] if self.item_side else K.sumsq(self.V)
+    def penalty_V(self) -> float:
+        """Σ_i λ_i |v_i|^2 (item-sharded: an exact reduction over the owned item rows). Collective when
+        item-sharded."""
+        return self.item_side.sums(R.row_penalties(self.reg_v, self.V))[0] if self.item_side \
+            else R.penalty(self.reg_v, self.V)
 
     def evaluate(self, step: int = 0) -> tuple[float, float, float]:
         """(objective, train RMSE, test RMSE) at the current factors. Collective."""
@@ -236,7 +239,7 @@ class MFProblem(Problem):
                 red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), R.penalty(self.reg_u[i], Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
-            vv = self.reg * self.sumsq_V() if self.item_side else R.penalty(self.reg_v, self.V)
+            vv = self.penalty_V()
         loss = (0.5 * sse + 0.5 * (uu + vv)) / self.n_train
         test = math.sqrt(sse_test / self.n_test) if self.n_test else float("nan")
         return float(loss), math.sqrt(sse / self.n_train), test

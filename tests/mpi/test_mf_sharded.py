@@ -1,6 +1,7 @@
 """Item-sharded factors (``model.shard_items = true``) in-process at the suite's rank count: the serial
-numpy reference (reg_scaling count and none, gd and ALS items first), the replicated run's bits, a one-rank run's bits, resume across rank counts and modes,
-V checkpointed by its owners, the plan's exact item counts."""
+numpy reference (reg_scaling count and none; gd, and ALS items first), the replicated run's bits, a
+one-rank run's bits, resume across rank counts and modes, V checkpointed by its owners, the plan's
+exact item counts."""
 
 from pathlib import Path
 

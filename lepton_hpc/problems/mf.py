@@ -93,6 +93,12 @@ class MFProblem(Problem):
         """The step strategy (an entry of :data:`.mf_solvers.SOLVERS`)."""
         return SOLVERS[self.cfg.train.solver]
 
+    def sharded_solver_class(self):
+        """The step strategy with item-sharded V (an entry of :data:`.mf_sharded.SHARDED_SOLVERS`)."""
+        from .mf_sharded import SHARDED_SOLVERS
+
+        return SHARDED_SOLVERS[self.cfg.train.solver]
+
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         """Read the shard, check it, count, initialise. Collective."""
@@ -115,7 +121,7 @@ class MFProblem(Problem):
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
         self.item_side = None
         if cfg.model.shard_items:  # V item-sharded: the in-block/out-block plan of .mf_exchange
-            from .mf_sharded import SHARDED_SOLVERS, ItemSide
+            from .mf_sharded import ItemSide
 
             with self.timer.phase("read"):
                 self.item_side = ItemSide(self)
@@ -124,7 +130,7 @@ class MFProblem(Problem):
             self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users,
                                           sh.chunk_rows, self.item_side.rows[:2])
             self.items = None
-            self.solver = SHARDED_SOLVERS[cfg.train.solver](self)
+            self.solver = self.sharded_solver_class()(self)
             return
         self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
         solver = self.solver_class()
@@ -141,9 +147,6 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
-        if cfg.model.shard_items and cfg.model.feedback != "explicit":
-            raise UserError("model.shard_items=true supports explicit ratings for now; set "
-                            "model.feedback=\"explicit\" or model.shard_items=false")
 
     def _check_memory(self, node_ranks: int) -> None:
         """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""

@@ -21,7 +21,7 @@ from ..models import mf as K
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..reduce import ChunkReducer
 from . import mf_reg as R
-from .mf_exchange import ItemPlan, owner_item_sums
+from .mf_exchange import ItemPlan, RowExchange, owner_item_sums
 
 
 class ItemSide:
@@ -58,6 +58,17 @@ class ItemSide:
         of their users, transposed. Collective, as :meth:`user_rounds`."""
         for g0, g1, ex in self.plan.u_rounds:
             yield g0, g1, np.ascontiguousarray(self._fetch(ex, self.pb.U, self.U_need, self.u_send).T)
+
+    def all_rows(self):
+        """Yield ``(first item, rows)``: every owner's block of V in turn, fetched one block at a time
+        (rank r gets block r, then r+1, ...; built as it goes: for final metrics). Collective."""
+        plan, comm = self.plan, self.pb.comm
+        for r in range(comm.size):
+            q = (comm.rank + r) % comm.size
+            lo, hi = plan.item_offsets[q], plan.item_offsets[q + 1]
+            ex = RowExchange(comm, np.arange(lo, hi, dtype=np.int64), plan.item_offsets)
+            out = np.empty((hi - lo, self.pb.k))
+            yield lo, ex.fetch(self.pb.V, out, np.empty((ex.send_rows.shape[0], self.pb.k)))
 
     def sums(self, *columns) -> list[float]:
         """Exact sums of per-owned-item-row values (one column each), the same bits on any rank count."""

@@ -127,6 +127,7 @@ class MFProblem(Problem):
                 self.item_side = ItemSide(self)
             # λ of the owned item rows only (the plan's exact counts): rows of self.V, as replicated
             self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_side.plan.item_counts)
+            self.item_counts = None  # the full-length counts were a setup transient
             self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users,
                                           sh.chunk_rows, self.item_side.rows[:2])
             self.items = None

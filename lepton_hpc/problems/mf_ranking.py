@@ -94,11 +94,22 @@ class ChunkRanking:
             for c in range(a, z, BLOCK_USERS):  # held-out pairs: items of the block scored below each
                 e = min(c + BLOCK_USERS, z)
                 self.below[c:e] += (S[self.te_pos[c:e] - p0] < self.s_test[c:e, None]).sum(axis=1)
-            cand_s = np.concatenate([self.best_s[p0:p1], S], axis=1)
-            cand_i = np.concatenate([self.best_i[p0:p1], np.broadcast_to(np.arange(j0, j0 + nb), S.shape)], axis=1)
-            order = np.lexsort((cand_i, -cand_s), axis=1)[:, :self.k]
-            self.best_s[p0:p1] = np.take_along_axis(cand_s, order, axis=1)
-            self.best_i[p0:p1] = np.take_along_axis(cand_i, order, axis=1)
+            self._merge(p0, p1, j0, S)
+
+    def _merge(self, p0: int, p1: int, j0: int, S: np.ndarray) -> None:
+        """The top k of users [p0, p1) among their current top k and the block's scores ``S``: every
+        block item at least the row's k-th largest score (ties included), sorted by (row, -score, id)."""
+        m, k = p1 - p0, self.k
+        kb = min(k, S.shape[1])
+        thr = -np.partition(-S, kb - 1, axis=1)[:, kb - 1]
+        rows, cols = np.nonzero(S >= thr[:, None])
+        r = np.concatenate([np.repeat(np.arange(m), k), rows])
+        s = np.concatenate([self.best_s[p0:p1].reshape(-1), S[rows, cols]])
+        i = np.concatenate([self.best_i[p0:p1].reshape(-1), j0 + cols])
+        order = np.lexsort((i, -s, r))
+        first = np.searchsorted(r[order], np.arange(m))  # every row has its k current entries
+        take = order[first[:, None] + np.arange(k)]
+        self.best_s[p0:p1], self.best_i[p0:p1] = s[take], i[take]
 
     def sums(self) -> np.ndarray:
         """``[Σ precision@k, Σ recall@k, Σ nDCG@k, Σ AUC, users]`` once every item block is added."""

@@ -126,7 +126,8 @@ def cli(argv) -> int:
     note(f"  mpiexec -n {args.ranks}: {time.perf_counter() - t:.1f}s")
     rep, sh = res["step_s"]["replicated"], res["step_s"]["sharded"]
     result = {"bench": "mfshard", "users": args.users, "items": args.items, "rank": args.rank,
-              "solver": args.solver, "feedback": args.feedback, "reg": args.reg, "reg_scaling": args.reg_scaling, "ranks": args.ranks,
+              "solver": args.solver, "feedback": args.feedback, "reg": args.reg, "reg_scaling": args.reg_scaling,
+              "ranks": args.ranks,
               "steps": args.steps,
               "step_s": {"replicated": spread(rep), "sharded": spread(sh)}, "setup_s": res["setup_s"],
               ("test_precision_at_10" if args.feedback == "implicit" else "test_rmse"): res["test_rmse"],

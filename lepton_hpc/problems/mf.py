@@ -13,7 +13,9 @@ Solvers (:mod:`.mf_solvers`): ``gd`` (full-batch steps with any optimizer) and
 With ``model.shard_items = true`` V is not replicated either: each rank owns a
 balanced block of items' rows (and their optimizer state), the plan of
 :mod:`.mf_exchange` fetches the factor rows each half-sweep needs, and the
-solvers of :mod:`.mf_sharded` give the replicated run's factors bit for bit;
+solvers of :mod:`.mf_sharded` (implicit feedback: :mod:`.mf_implicit`) give the
+replicated run's factors bit for bit, with each owned item's λ (``reg_v`` holds
+the λ of ``V``'s rows in either layout);
 ``model/V`` is then a row-sharded part written by its owners.
 
 Checkpoints: ``/model/V`` and V's optimizer state are replicated parts;

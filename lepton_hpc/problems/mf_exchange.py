@@ -232,6 +232,16 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     Returns (items, sums): the distinct items and one row each.
     """
     item, leaf, vals, n = seg_item, seg_chunk, values, n_chunks
+    if item.shape[0] and n > 1:
+        items, first = K.segments(item)
+        if items.shape[0] * n <= 2 * item.shape[0]:  # at least half the (item, chunk) cells: a dense tree
+            dense = np.zeros((items.shape[0], n, vals.shape[1]))
+            dense[np.repeat(np.arange(items.shape[0]), np.diff(np.append(first, item.shape[0]))), leaf] = vals
+            while dense.shape[1] > 1:
+                half = dense.shape[1] // 2
+                paired = dense[:, 0:2 * half:2] + dense[:, 1:2 * half:2]
+                dense = np.concatenate([paired, dense[:, 2 * half:]], axis=1) if dense.shape[1] % 2 else paired
+            return items, dense[:, 0]
     while n > 1 and item.shape[0]:
         parent = leaf >> 1
         first = np.concatenate([[True], (item[1:] != item[:-1]) | (parent[1:] != parent[:-1])])

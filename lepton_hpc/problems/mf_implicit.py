@@ -9,19 +9,28 @@ with c_ui = 1 + α r_ui (``model.alpha``), p_ui = [r_ui > 0], N the training
 interactions and λ per row from ``model.reg_scaling`` (:mod:`.mf_reg`; ``none``
 is the ``implicit`` library's convention). A sweep solves every user from V,
 then every item from U (the library's order), each row through the Gram trick
-of :mod:`lepton_hpc.models.mf_implicit`: V^T V is formed once per half-sweep
-from the replicated V; U^T U is reduced exactly over user chunks
-(:class:`~lepton_hpc.reduce.ChunkReducer`), the items' packed sums over their
-interactions exactly per item block (:class:`~lepton_hpc.reduce.ItemBlockReducer`).
+of :mod:`lepton_hpc.models.mf_implicit`: V^T V is summed once per half-sweep
+along one fixed tree over item rows (:class:`ItemGram`); U^T U is reduced
+exactly over user chunks (:class:`~lepton_hpc.reduce.ChunkReducer`), the items'
+packed sums over their interactions exactly per item block
+(:class:`~lepton_hpc.reduce.ItemBlockReducer`).
 ``model.inner_solver = "cg"`` takes ``model.cg_steps`` conjugate-gradient steps
 per row from its previous factors instead of an exact solve (the library's
 ``use_cg``): matrix-free for users, on the reduced systems for items.
 
-The state is U (row-sharded) and V (replicated), the explicit problem's
+With ``model.shard_items = true`` (:class:`ShardedImplicitALS`) each rank owns a
+block of V's rows: the users are solved from the V rows the exchange plan
+fetches (:mod:`.mf_exchange`), each item on its owner from its in-block
+interactions (the same per-chunk sums and chunk tree as the replicated
+reduction), V^T V from the owned rows along the same item tree: the replicated
+run's factors and ranking metrics bit for bit, at any rank count.
+
+The state is U (row-sharded) and V (replicated, or row-sharded), the explicit problem's
 checkpoint parts: the Gram matrices are recomputed from them, so a resume on
 any rank count continues with the same bits. Held-out interactions are scored
 by :mod:`.mf_ranking` (precision@k, recall@k, nDCG@k, AUC), each rank its own
-users, only per-chunk metric sums reduced.
+users against one item block at a time (item-sharded: every owner's block in
+turn), only per-chunk metric sums reduced.
 """
 
 from __future__ import annotations

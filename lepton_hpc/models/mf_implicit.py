@@ -181,6 +181,32 @@ def implicit_item_partial(UcT, vals, idx, j0: int, j1: int, alpha: float, out) -
         out[idx.i_ids[s0 + g0:s0 + g1] - j0] = weighted_sums(X, w, c, starts[g0:g1] - a)
 
 
+def segment_sums(UT, uidx, vals, starts: np.ndarray, end: int, alpha: float) -> np.ndarray:
+    """The packed item systems of :func:`implicit_item_partial` per segment ``[starts[s], starts[s+1])``
+    (the last ends at ``end``) of interactions whose users are ``UT[:, uidx[t]]`` and counts
+    ``vals[t]``: the same sums in the same order (C kernel or numpy, as the replicated partials)."""
+    k = UT.shape[0]
+    n_seg = starts.shape[0]
+    if CK.available:
+        bounds = np.append(starts, end)
+        return CK.sums(bounds, uidx[:end], None, vals, np.ascontiguousarray(UT.T), alpha)
+    seg = np.zeros((n_seg, packed_width(k)))
+    for g0, g1, a, b in segment_groups(starts, end, max_rows_for(packed_width(k))):
+        w, c = confidence(vals[a:b], alpha)
+        seg[g0:g1] = weighted_sums(np.take(UT, uidx[a:b], axis=1), w, c, starts[g0:g1] - a)
+    return seg
+
+
+def row_grams(F: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """triu(f f^T) packed row by row, one row per row f of ``F`` (elementwise products: exact)."""
+    k = F.shape[1]
+    off = 0
+    for j in range(k):
+        np.multiply(F[:, j:], F[:, j:j + 1], out=out[:, off:off + k - j])
+        off += k - j
+    return out
+
+
 def objective_terms(UcT, VT, gram, users, items, vals, alpha: float) -> float:
     """This chunk's sum over ALL its users' pairs of c (p - s)^2, s = u.v:
     sum_u u^T (V^T V) u + sum_{observed} [c (1 - s)^2 - s^2] (no dense score matrix)."""

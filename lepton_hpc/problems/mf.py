@@ -13,7 +13,9 @@ Solvers (:mod:`.mf_solvers`): ``gd`` (full-batch steps with any optimizer) and
 With ``model.shard_items = true`` V is not replicated either: each rank owns a
 balanced block of items' rows (and their optimizer state), the plan of
 :mod:`.mf_exchange` fetches the factor rows each half-sweep needs, and the
-solvers of :mod:`.mf_sharded` give the replicated run's factors bit for bit;
+solvers of :mod:`.mf_sharded` (implicit feedback: :mod:`.mf_implicit`) give the
+replicated run's factors bit for bit, with each owned item's λ (``reg_v`` holds
+the λ of ``V``'s rows in either layout);
 ``model/V`` is then a row-sharded part written by its owners.
 
 Checkpoints: ``/model/V`` and V's optimizer state are replicated parts;
@@ -93,6 +95,12 @@ class MFProblem(Problem):
         """The step strategy (an entry of :data:`.mf_solvers.SOLVERS`)."""
         return SOLVERS[self.cfg.train.solver]
 
+    def sharded_solver_class(self):
+        """The step strategy with item-sharded V (an entry of :data:`.mf_sharded.SHARDED_SOLVERS`)."""
+        from .mf_sharded import SHARDED_SOLVERS
+
+        return SHARDED_SOLVERS[self.cfg.train.solver]
+
     # -- setup -------------------------------------------------------------------------
     def setup(self) -> None:
         """Read the shard, check it, count, initialise. Collective."""
@@ -110,19 +118,22 @@ class MFProblem(Problem):
         self._count()
         m = cfg.model
         self.reg_u = R.user_weights(m.reg, m.reg_scaling, sh.blocks)  # λ per user (list per chunk)
-        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per item
+        self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_counts)  # λ per row of self.V
         # per-chunk scalars: [sse_train, sse_test or |grad_U|^2, |U_c|^2]
         self.scalars = ChunkReducer(comm, sh.layout, 3, cfg.comm.reduction)
         self.item_side = None
         if cfg.model.shard_items:  # V item-sharded: the in-block/out-block plan of .mf_exchange
-            from .mf_sharded import SHARDED_SOLVERS, ItemSide
+            from .mf_sharded import ItemSide
 
             with self.timer.phase("read"):
                 self.item_side = ItemSide(self)
+            # λ of the owned item rows only (the plan's exact counts): rows of self.V, as replicated
+            self.reg_v = R.row_weights(m.reg, m.reg_scaling, self.item_side.plan.item_counts)
+            self.item_counts = None  # the full-length counts were a setup transient
             self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users,
                                           sh.chunk_rows, self.item_side.rows[:2])
             self.items = None
-            self.solver = SHARDED_SOLVERS[cfg.train.solver](self)
+            self.solver = self.sharded_solver_class()(self)
             return
         self.U, self.V = init_factors(cfg.data.seed, self.k, sh.n_items, sh.chunks, sh.n_users, sh.chunk_rows)
         solver = self.solver_class()
@@ -139,10 +150,6 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
-        if cfg.model.shard_items and (cfg.model.reg_scaling != "none" or cfg.model.feedback != "explicit"):
-            raise UserError("model.shard_items=true supports explicit ratings with one lambda for now; set "
-                            "model.reg_scaling=\"none\" and model.feedback=\"explicit\", or "
-                            "model.shard_items=false")
 
     def _check_memory(self, node_ranks: int) -> None:
         """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""
@@ -221,9 +228,11 @@ class MFProblem(Problem):
                 b = self.shard.blocks[i]
                 yield i, b, self.U[b.offset:b.offset + b.n_users], VT, plan.train[i], plan.test[i]
 
-    def sumsq_V(self) -> float:
-        """|V|^2 (item-sharded: an exact reduction over item rows). Collective when item-sharded."""
-        return self.item_side.sumsq(self.V)[0] if self.item_side else K.sumsq(self.V)
+    def penalty_V(self) -> float:
+        """Σ_i λ_i |v_i|^2 (item-sharded: an exact reduction over the owned item rows). Collective when
+        item-sharded."""
+        return self.item_side.sums(R.row_penalties(self.reg_v, self.V))[0] if self.item_side \
+            else R.penalty(self.reg_v, self.V)
 
     def evaluate(self, step: int = 0) -> tuple[float, float, float]:
         """(objective, train RMSE, test RMSE) at the current factors. Collective."""
@@ -236,7 +245,7 @@ class MFProblem(Problem):
                 red.partials[i] = [K.sumsq(e_tr), K.sumsq(e_te), R.penalty(self.reg_u[i], Uc)]
         with self.timer.phase("reduce", step):
             sse, sse_test, uu = red.reduce()
-            vv = self.reg * self.sumsq_V() if self.item_side else R.penalty(self.reg_v, self.V)
+            vv = self.penalty_V()
         loss = (0.5 * sse + 0.5 * (uu + vv)) / self.n_train
         test = math.sqrt(sse_test / self.n_test) if self.n_test else float("nan")
         return float(loss), math.sqrt(sse / self.n_train), test

@@ -232,6 +232,16 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     Returns (items, sums): the distinct items and one row each.
     """
     item, leaf, vals, n = seg_item, seg_chunk, values, n_chunks
+    if item.shape[0] and n > 1:
+        items, first = K.segments(item)
+        if items.shape[0] * n <= 2 * item.shape[0]:  # at least half the (item, chunk) cells: a dense tree
+            dense = np.zeros((items.shape[0], n, vals.shape[1]))
+            dense[np.repeat(np.arange(items.shape[0]), np.diff(np.append(first, item.shape[0]))), leaf] = vals
+            while dense.shape[1] > 1:
+                half = dense.shape[1] // 2
+                paired = dense[:, 0:2 * half:2] + dense[:, 1:2 * half:2]
+                dense = np.concatenate([paired, dense[:, 2 * half:]], axis=1) if dense.shape[1] % 2 else paired
+            return items, dense[:, 0]
     while n > 1 and item.shape[0]:
         parent = leaf >> 1
         first = np.concatenate([[True], (item[1:] != item[:-1]) | (parent[1:] != parent[:-1])])
@@ -248,27 +258,36 @@ def chunk_tree_sum(seg_item: np.ndarray, seg_chunk: np.ndarray, values: np.ndarr
     return item, vals
 
 
-def owner_item_sums(plan: ItemPlan, group: int, UT_need: np.ndarray, weights: np.ndarray, normal: bool):
+def owner_item_sums(plan: ItemPlan, group: int, UT_need: np.ndarray, weights: np.ndarray, normal: bool,
+                    alpha: float | None = None):
     """``(items, sums)`` of one group of whole owned items (local ids): each item's sum over its
     in-block ratings, chunk by chunk then along the chunk tree; items without ratings are left out.
 
     ``normal``: packed ALS normal equations [triu(sum u u^T), sum w u] (``weights`` = ratings);
-    else the gradient sums ``sum_u w u`` (``weights`` = residuals). ``UT_need``: the round's fetched
-    U rows, transposed. Each (item, chunk) sum adds the same terms in the same order as the replicated
-    :func:`~lepton_hpc.models.mf.als_item_partial` / :func:`~lepton_hpc.models.mf.item_grad_partial`.
+    with ``alpha`` the implicit-feedback systems [triu(sum (c-1) u u^T), sum c u], c = 1 + alpha r
+    (``weights`` = interaction counts); else the gradient sums ``sum_u w u`` (``weights`` = residuals).
+    ``UT_need``: the round's fetched U rows, transposed. Each (item, chunk) sum adds the same terms in
+    the same order as the replicated :func:`~lepton_hpc.models.mf.als_item_partial` /
+    :func:`~lepton_hpc.models.mf_implicit.implicit_item_partial` /
+    :func:`~lepton_hpc.models.mf.item_grad_partial`.
     """
     t0, t1 = plan.groups[group]
     k = UT_need.shape[0]
     width = K.packed_width(k) if normal else k
     starts = plan.cm_starts[t0:t1]
     end = int(plan.cm_starts[t1]) if t1 < plan.n_seg else plan.n_in
-    seg = np.zeros((t1 - t0, width))
-    for g0, g1, a, b in K.segment_groups(starts, end, K.max_rows_for(width)):
-        X = np.take(UT_need, plan.uidx[a:b], axis=1)
-        if normal:
-            seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
-        else:
-            X *= weights[a:b]
-            seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
+    if alpha is not None:
+        from ..models import mf_implicit as KI
+
+        seg = KI.segment_sums(UT_need, plan.uidx, weights, starts, end, alpha)
+    else:
+        seg = np.zeros((t1 - t0, width))
+        for g0, g1, a, b in K.segment_groups(starts, end, K.max_rows_for(width)):
+            X = np.take(UT_need, plan.uidx[a:b], axis=1)
+            if normal:
+                seg[g0:g1] = K._normal_sums(X, weights[a:b], starts[g0:g1] - a)
+            else:
+                X *= weights[a:b]
+                seg[g0:g1] = np.add.reduceat(X, starts[g0:g1] - a, axis=1).T
     return chunk_tree_sum(plan.seg_item[t0:t1], plan.seg_chunk[t0:t1], seg[plan.seg_perm[t0:t1] - t0],
                           plan.n_chunks)

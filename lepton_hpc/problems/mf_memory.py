@@ -45,10 +45,11 @@ def per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: float, chu
     else:
         opt = 0
         work = v  # the next V
-    total = u_block + v + ratings + opt + work + reduce
+    reg = (users_r + 2 * items) * F64  # ALS-WR's λ per user and per item, and the exact item counts
+    total = u_block + v + ratings + opt + work + reduce + reg
     return {"users_per_rank": users_r, "U_block_bytes": u_block, "U_total_bytes": users * rank * F64,
             "V_bytes": v, "ratings_bytes": ratings, "optimizer_state_bytes": opt, "work_buffer_bytes": work,
-            "reduce_buffer_bytes": reduce, "total_bytes": total,
+            "reduce_buffer_bytes": reduce, "reg_bytes": reg, "total_bytes": total,
             # rank 0 writes the replicated parts (V and its optimizer state); U rows go from their owners
             "checkpoint_root_bytes": v * (1 + (ACCUMULATORS.get(optimizer, 2) if solver == "gd" else 0))}
 

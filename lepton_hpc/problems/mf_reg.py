@@ -45,8 +45,19 @@ def vector(weights, lo: int, hi: int):
     return weights if isinstance(weights, float) else weights[lo:hi, 0]
 
 
+def at(weights, ids: np.ndarray):
+    """The weights of rows ``ids`` as a flat vector, one per row solve (a float stays a float)."""
+    return weights if isinstance(weights, float) else weights[ids, 0]
+
+
 def penalty(weights, F: np.ndarray) -> float:
     """Σ_rows w_row |f_row|² (numpy's own loops: the same bits wherever F lies)."""
     if isinstance(weights, float):
         return weights * K.sumsq(F)
     return float(np.einsum("ij,ij,i->", F, F, weights[:, 0]))
+
+
+def row_penalties(weights, F: np.ndarray) -> np.ndarray:
+    """w_row |f_row|² per row (each row's own sum, then one product: the same bits on any rank)."""
+    sq = np.einsum("ij,ij->i", F, F)
+    return sq * (weights if isinstance(weights, float) else weights[:, 0])

@@ -20,7 +20,8 @@ from ..layout import Layout
 from ..models import mf as K
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..reduce import ChunkReducer
-from .mf_exchange import ItemPlan, owner_item_sums
+from . import mf_reg as R
+from .mf_exchange import ItemPlan, RowExchange, owner_item_sums
 
 
 class ItemSide:
@@ -58,13 +59,28 @@ class ItemSide:
         for g0, g1, ex in self.plan.u_rounds:
             yield g0, g1, np.ascontiguousarray(self._fetch(ex, self.pb.U, self.U_need, self.u_send).T)
 
-    def sumsq(self, *arrays) -> list[float]:
-        """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
+    def all_rows(self):
+        """Yield ``(first item, rows)``: every owner's block of V in turn, fetched one block at a time
+        (rank r gets block r, then r+1, ...; built as it goes: for final metrics). Collective."""
+        plan, comm = self.plan, self.pb.comm
+        for r in range(comm.size):
+            q = (comm.rank + r) % comm.size
+            lo, hi = plan.item_offsets[q], plan.item_offsets[q + 1]
+            ex = RowExchange(comm, np.arange(lo, hi, dtype=np.int64), plan.item_offsets)
+            out = np.empty((hi - lo, self.pb.k))
+            yield lo, ex.fetch(self.pb.V, out, np.empty((ex.send_rows.shape[0], self.pb.k)))
+
+    def sums(self, *columns) -> list[float]:
+        """Exact sums of per-owned-item-row values (one column each), the same bits on any rank count."""
         p = self.scalars.partials
         p[:] = 0.0
-        for j, a in enumerate(arrays):
-            p[:, j] = np.einsum("ij,ij->i", a, a)
-        return [float(x) for x in self.scalars.reduce()[:len(arrays)]]
+        for j, col in enumerate(columns):
+            p[:, j] = col
+        return [float(x) for x in self.scalars.reduce()[:len(columns)]]
+
+    def sumsq(self, *arrays) -> list[float]:
+        """Exact sums of squares of item-sharded arrays (V, grad_V), the same bits on any rank count."""
+        return self.sums(*(np.einsum("ij,ij->i", a, a) for a in arrays))
 
     def nbytes(self) -> int:
         return (self.plan.nbytes + self.V_need.nbytes + self.v_send.nbytes + self.U_need.nbytes
@@ -95,15 +111,15 @@ class ShardedGradientDescent:
     def gradient(self, step: int) -> tuple[float, float]:
         """grad_U (local) and grad_V (this rank's items); (objective, |grad|). Collective."""
         pb, side = self.pb, self.pb.item_side
-        red, N, reg, timer = pb.scalars, pb.n_train, pb.reg, pb.timer
+        red, N, timer = pb.scalars, pb.n_train, pb.timer
         with timer.phase("compute", step):
             for c0, c1, VT in side.user_rounds():
                 for i in range(c0, c1):
                     b = pb.shard.blocks[i]
                     Uc, gU = pb.U[b.offset:b.offset + b.n_users], self.grad_U[b.offset:b.offset + b.n_users]
                     K.gd_user_pass(np.ascontiguousarray(Uc.T), VT, *side.plan.train[i], side.plan.user_index[i],
-                                   reg, N, self.e[i], gU)
-                    red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), K.sumsq(Uc)]
+                                   pb.reg_u[i], N, self.e[i], gU)
+                    red.partials[i] = [K.sumsq(self.e[i]), K.sumsq(gU), R.penalty(pb.reg_u[i], Uc)]
         with timer.phase("reduce", step):
             sse, gu2, uu = red.reduce()
             e_own = side.plan.to_owners(self.e_flat, self.e_send, self.e_recv)
@@ -113,11 +129,11 @@ class ShardedGradientDescent:
                 for g in range(g0, g1):
                     items, sums = owner_item_sums(side.plan, g, UT, e_own, normal=False)
                     total[items] = sums
-            np.add(total, reg * pb.V, out=self.grad_V)
+            np.add(total, pb.reg_v * pb.V, out=self.grad_V)  # λ of the owned rows, as the replicated rows
             self.grad_V /= N
         with timer.phase("reduce", step):
-            vv, gv2 = side.sumsq(pb.V, self.grad_V)
-        loss = (0.5 * sse + 0.5 * reg * (uu + vv)) / N
+            vv, gv2 = side.sums(R.row_penalties(pb.reg_v, pb.V), np.einsum("ij,ij->i", self.grad_V, self.grad_V))
+        loss = (0.5 * sse + 0.5 * (uu + vv)) / N
         return float(loss), math.sqrt(gu2 + gv2)
 
     def apply_update(self, step: int) -> None:
@@ -133,7 +149,7 @@ class ShardedGradientDescent:
 
 
 class ShardedALS:
-    """A sweep: users from the fetched V rows, then each owned item from its owner's normal equations."""
+    """A sweep: each owned item from its owner's normal equations, then users from the fetched V rows."""
 
     opt_U = opt_V = None
 
@@ -147,20 +163,21 @@ class ShardedALS:
         return self.pb.evaluate(step)[0], None
 
     def apply_update(self, step: int) -> None:
-        """One sweep. Collective: two fetches of factor rows, no reduction of normal equations."""
+        """One sweep, items first as the replicated :class:`~.mf_solvers.ALS`. Collective: two fetches of
+        factor rows (U for the items, then the new V for the users), no reduction of normal equations."""
         pb, side = self.pb, self.pb.item_side
         with pb.timer.phase("compute", step):
-            for c0, c1, VT in side.user_rounds():
-                for i in range(c0, c1):
-                    b = pb.shard.blocks[i]
-                    K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg,
-                                pb.U[b.offset:b.offset + b.n_users])
             V_new = np.zeros_like(pb.V)  # items without ratings: 0, as the replicated solve of zero sums
             for g0, g1, UT in side.item_rounds():
                 for g in range(g0, g1):
                     items, S = owner_item_sums(side.plan, g, UT, side.plan.vals, normal=True)
-                    V_new[items] = K.solve_packed(S, pb.k, pb.reg)
-        pb.V[:] = V_new
+                    V_new[items] = K.solve_packed(S, pb.k, R.at(pb.reg_v, items))
+            pb.V[:] = V_new
+            for c0, c1, VT in side.user_rounds():
+                for i in range(c0, c1):
+                    b = pb.shard.blocks[i]
+                    K.als_users(VT, *side.plan.train[i], side.plan.user_index[i], pb.reg_u[i],
+                                pb.U[b.offset:b.offset + b.n_users])
 
     def nbytes(self) -> tuple[int, int]:
         return 0, 0

@@ -73,7 +73,8 @@ def sharded_per_rank_bytes(users: int, items: int, rank: int, size: int, nnz: fl
         opt, work = 0, v_block  # the next V block
     parts = {"U_block_bytes": u_block, "V_bytes": v_block, "ratings_bytes": ratings, "in_block_bytes": in_block,
              "exchange_plan_bytes": plans, "fetch_buffer_bytes": fetch, "optimizer_state_bytes": opt,
-             "work_buffer_bytes": work, "reduce_buffer_bytes": reduce}
+             "work_buffer_bytes": work, "reduce_buffer_bytes": reduce,
+             "reg_bytes": (users_r + items_r) * F64}  # ALS-WR's λ of the own users and own items
     total = sum(parts.values())
     return {"users_per_rank": users_r, "items_per_rank": items_r, "exchange_rounds": [v_rounds, u_rounds],
             **parts, "total_bytes": total, "U_total_bytes": users * k * F64, "V_total_bytes": items * k * F64,

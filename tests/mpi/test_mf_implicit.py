@@ -1,5 +1,6 @@
 """Implicit-feedback ALS in-process at the suite's rank count: a dense serial numpy reference,
-bitwise identity with a one-rank run (factors and ranking metrics), resume across rank counts."""
+bitwise identity with a one-rank run (factors and ranking metrics), resume across rank counts;
+item-sharded V (``model.shard_items = true``): the replicated run's bits and metrics, resume."""
 
 import tempfile
 from pathlib import Path
@@ -38,7 +39,8 @@ def train(cfg, comm, out, resume=None):
     code, s = run_job(cfg, comm, out, resume)
     s = comm.bcast(s, root=0)
     snap = checkpoint.latest_local(Path(out) / "checkpoints")
-    return code, s, snap.rows("model/U", 0, s["data"]["users"]), snap.replicated("model/V")["model/V"]
+    return (code, s, snap.rows("model/U", 0, s["data"]["users"]),
+            snap.rows("model/V", 0, s["data"]["items"]))  # V replicated or row-sharded by its owners
 
 
 def reference(cfg):
@@ -133,3 +135,62 @@ def test_an_explicit_checkpoint_is_not_resumed_as_implicit():
     train(config("model.feedback=explicit"), WORLD, out / "r")  # the same counts, fitted as ratings
     with pytest.raises(JobError, match="written with model.feedback=explicit, this job uses implicit"):
         run_job(config("train.steps=6"), WORLD, out / "r", resume="auto")
+
+
+SHARD = "model.shard_items=true"
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("case", list(CASES))
+def test_sharded_matches_replicated_one_rank_and_reference_bit_for_bit(case):
+    out = shared_dir()
+    cfg = config(*CASES[case], SHARD)
+    code, s, U, V = train(cfg, WORLD, out / "sharded")
+    _, s_rep, Ur, Vr = train(config(*CASES[case]), WORLD, out / "replicated")
+    _, s1, U1, V1 = train(cfg, MPI.COMM_SELF, out / f"self{WORLD.rank}")
+    _, U_ref, V_ref = reference(cfg)
+    parallel_assert(WORLD, code == 0 and s["shard_items"] and not s_rep["shard_items"])
+    parallel_assert(WORLD, U.tobytes() == Ur.tobytes() and V.tobytes() == Vr.tobytes(),
+                    lambda: f"sharded differs from replicated: max |dU| {np.max(np.abs(U - Ur))}, "
+                            f"max |dV| {np.max(np.abs(V - Vr))}")
+    parallel_assert(WORLD, U.tobytes() == U1.tobytes() and V.tobytes() == V1.tobytes(),
+                    "the factors differ from a one-rank run's bits")
+    parallel_assert(WORLD, np.allclose(U, U_ref, rtol=1e-9, atol=1e-11)
+                    and np.allclose(V, V_ref, rtol=1e-9, atol=1e-11))
+    parallel_assert(WORLD, all(s[key] == s1[key] == s_rep[key] for key in METRICS[:5]),
+                    lambda: f"metrics differ: {[(s[key], s1[key], s_rep[key]) for key in METRICS[:5]]}")
+    # the objective sums the item penalty along the item tree, the replicated run in numpy's order
+    assert s["final_loss"] == s1["final_loss"] == pytest.approx(s_rep["final_loss"], rel=1e-12)
+    assert s["users_evaluated"] > 0 and s["steps"] == 4
+
+
+@pytest.mark.mpi(min_size=1)
+@pytest.mark.parametrize("inner", ["cholesky", "cg"])
+def test_sharded_resume_on_another_rank_count_and_from_replicated(inner):
+    out = shared_dir()
+    args = [f"model.inner_solver={inner}", "checkpoint.every=2", SHARD]
+    _, s, U, V = train(config(*args, "train.steps=5"), WORLD, out / "straight")
+    run_on_root(WORLD, lambda: train(config(*args, "train.steps=3"), MPI.COMM_SELF, out / "a")[0])
+    code, sa, Ua, Va = train(config(*args, "train.steps=5"), WORLD, out / "a", resume="auto")
+    train(config(*args[:2], "train.steps=3"), WORLD, out / "r")  # replicated V, resumed item-sharded
+    code_r, sr, Ur, Vr = train(config(*args, "train.steps=5"), WORLD, out / "r", resume="auto")
+    parallel_assert(WORLD, code == code_r == 0 and Ua.tobytes() == U.tobytes() and Va.tobytes() == V.tobytes()
+                    and Ur.tobytes() == U.tobytes() and Vr.tobytes() == V.tobytes())
+    assert sa["steps"] == sr["steps"] == 5 and all(sa[key] == s[key] == sr[key] for key in METRICS)
+
+
+@pytest.mark.mpi(min_size=1)
+def test_sharded_item_groups_and_exchange_rounds_keep_the_bits(monkeypatch):
+    from lepton_hpc import reduce
+    from lepton_hpc.problems import mf_exchange
+
+    out = shared_dir()
+    _, s, U, V = train(config(SHARD), WORLD, out / "whole")
+    monkeypatch.setattr(reduce, "REDUCE_BUDGET_BYTES", 3000)  # a few items per group
+    monkeypatch.setattr(mf_exchange, "EXCHANGE_BUDGET_BYTES", 8 * 3 * 20)  # fetches of 20 rows a round
+    monkeypatch.setattr(mf_ranking, "BLOCK_ITEMS", 4)  # the metrics' item blocks cut each owner's block
+    _, sg, Ug, Vg = train(config(SHARD), WORLD, out / "groups")
+    monkeypatch.undo()
+    parallel_assert(WORLD, Ug.tobytes() == U.tobytes() and Vg.tobytes() == V.tobytes())
+    assert s["exchange_rounds"] == [1, 1] and min(sg["exchange_rounds"]) > 1, sg["exchange_rounds"]
+    assert all(s[key] == sg[key] for key in METRICS)

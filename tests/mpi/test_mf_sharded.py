@@ -1,6 +1,7 @@
 """Item-sharded factors (``model.shard_items = true``) in-process at the suite's rank count: the serial
-numpy reference, the replicated run's bits, a one-rank run's bits, resume across rank counts and modes,
-V checkpointed by its owners, the plan's exact item counts."""
+numpy reference (reg_scaling count and none; gd, and ALS items first), the replicated run's bits, a
+one-rank run's bits, resume across rank counts and modes, V checkpointed by its owners, the plan's
+exact item counts."""
 
 from pathlib import Path
 
@@ -140,9 +141,9 @@ def test_plan_item_counts_are_exact_and_rows_init_matches_the_whole_draw():
 
 def test_chunk_tree_sum_is_the_dense_tree_of_zero_padded_chunks():
     rng = np.random.default_rng(0)
-    for n_chunks in (1, 2, 3, 5, 8, 13):
+    for n_chunks, share in [(n, s) for n in (1, 2, 3, 5, 8, 13, 40) for s in (0.1, 0.5, 0.9)]:
         dense = np.zeros((4, n_chunks, 3))
-        mask = rng.random((4, n_chunks)) < 0.5
+        mask = rng.random((4, n_chunks)) < share  # sparse cells: the sparse tree; most cells: the dense one
         dense[mask] = rng.standard_normal((int(mask.sum()), 3)) * 10.0 ** rng.integers(-8, 8, (int(mask.sum()), 1))
         dense[0, 0] = -0.0  # signed zeros behave as in the dense tree
         mask[0, 0] = True

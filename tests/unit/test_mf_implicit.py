@@ -133,6 +133,22 @@ def test_ranking_metrics_match_a_per_user_loop(monkeypatch):
                        rtol=1e-12)
 
 
+def test_ranking_sums_do_not_depend_on_the_item_blocks_even_with_ties(monkeypatch):
+    rng = np.random.default_rng(2)
+    U, V = rng.standard_normal((60, 4)), rng.standard_normal((30, 4))
+    V[[3, 7, 8, 20, 21]] = 0.0  # items scored 0 by every user: ties broken by the lower item id
+    pairs = np.argwhere(rng.random((60, 30)) < 0.3)
+    held = rng.random(len(pairs)) < 0.3
+    train, test = tuple(pairs[~held].T), tuple(pairs[held].T)
+    whole = mf_ranking.chunk_sums(U, V, train, test, 6)
+    for block in (1, 4, 7):
+        monkeypatch.setattr(mf_ranking, "BLOCK_ITEMS", block)
+        assert mf_ranking.chunk_sums(U, V, train, test, 6).tobytes() == whole.tobytes(), block
+    S = mf_ranking.block_scores(U, V)
+    assert np.allclose(S, U @ V.T, rtol=1e-13, atol=1e-13)
+    assert S[5, 9] == mf_ranking.pair_scores(U[[5]], V[[9]])[0]
+
+
 def _job(out, **model):
     raw = {"data": {"rows": 400, "cols": 60, "density": 0.1, "true_rank": 3, "seed": 1, "test_fraction": 0.2,
                     "chunk_rows": 64, "implicit": True},

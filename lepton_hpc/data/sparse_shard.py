@@ -129,8 +129,8 @@ class SparseShard(Shard):
 
     sparse = True
 
-    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
-        self.cfg = cfg
+    def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None, node_ranks: int = 1):
+        self.cfg, self._node_ranks = cfg, node_ranks
         self.dtype = np.dtype(np.float64)
         self._file, self._W = None, None
         self.feature_names, self.classes = None, None
@@ -213,6 +213,12 @@ class SparseShard(Shard):
         if np.any(np.diff(indptr) < 0) or p < 0 or q > g["data"].shape[0]:
             raise UserError(f"/{self.cfg.x_dataset}/indptr in {path} is not non-decreasing within "
                             f"[0, nnz] between rows {self.row_lo} and {self.row_hi}; re-import the file")
+        from .memory import check_budget
+
+        # before allocating: values (8 B) and int32 columns (4 B) per non-zero, y/weights per row
+        check_budget((q - p) * 12 + self.n_local * 32, self._node_ranks,
+                     f"the sparse shard of {path} ({q - p:,} non-zeros on the busiest rank)",
+                     "run on more ranks (each holds only its rows' non-zeros)")
         data = np.empty(q - p)
         if q > p:
             g["data"].read_direct(data, np.s_[p:q], np.s_[0:q - p])

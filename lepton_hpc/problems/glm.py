@@ -60,7 +60,7 @@ class GLMProblem(Problem):
         if cfg.train.solver in ("gram", "svd_gd"):
             self.work_unit = None  # a step is d x d work: samples/s would mean nothing
         # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
-        self.solver_name = resolve_solver(cfg, self.shard.n_cols, self.n_classes)
+        self.solver_name = resolve_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
         self.method = make_method(self, self.solver_name)
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
@@ -128,10 +128,10 @@ class GLMProblem(Problem):
 
     def _check_sparse(self) -> None:
         solver = self.cfg.train.solver
-        if self.shard.sparse and solver in ("gram", "svd", "svd_gd"):
+        if self.shard.sparse and solver in ("gram", "svd", "svd_gd", "newton"):
             raise UserError(f"train.solver={solver} forms dense d x d (or rows x d) factors, which sparse X "
                             f"({self.shard.n_cols} columns, CSR in {self.cfg.data.path}) does not get; "
-                            f"use train.solver=gd")
+                            f"use train.solver=lbfgs (what auto picks for sparse X) or gd")
 
     def _check_classes(self) -> list | None:
         """The data's class labels for a logistic/softmax model (None: unknown, or linear);

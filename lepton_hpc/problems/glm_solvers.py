@@ -127,10 +127,10 @@ def l1_in_config(model) -> bool:
     return model.reg > 0 and (model.penalty == "l1" or (model.penalty == "elasticnet" and model.l1_ratio > 0))
 
 
-def resolve_solver(cfg, n_cols: int, n_classes: int) -> str:
+def resolve_solver(cfg, n_cols: int, n_classes: int, sparse: bool = False) -> str:
     """``train.solver`` with ``auto`` made concrete for a GLM.
 
-    auto: mini-batches (train.batch_size) keep gd; an L1 part takes owlqn; least squares takes
+    auto: mini-batches (train.batch_size) keep gd; an L1 part takes owlqn; sparse X lbfgs; least squares takes
     newton when d <= train.newton_max_params (its Hessian is the reference pass's X^T X: an
     iteration reads no data); logistic/softmax take newton only when d·K <= AUTO_NEWTON_MAX_PARAMS,
     else lbfgs. Measured at 10^6 x 64 (logistic, -n 2): a dense-Hessian pass costs about 9 gradient
@@ -143,6 +143,8 @@ def resolve_solver(cfg, n_cols: int, n_classes: int) -> str:
         return "gd"
     if l1_in_config(cfg.model):
         return "owlqn"
+    if sparse:  # the Hessian kernels read dense rows: quasi-Newton on CSR X
+        return "lbfgs"
     if cfg.model.kind == "linear":
         return "newton" if n_cols <= cfg.train.newton_max_params else "lbfgs"
     return "newton" if n_cols * n_classes <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"

@@ -63,7 +63,7 @@ def config(kind, *overrides, dense=False):
     raw = {"data": {"path": data(kind, dense), "chunk_rows": 700, "seed": 1},
            "model": {"kind": kind.replace("wide-", "")},
            "optimizer": {"name": "constant", "learning_rate": 0.5},
-           "train": {"steps": 10, "tol": 0.0, "log_every": 5},
+           "train": {"steps": 10, "tol": 0.0, "log_every": 5, "solver": "gd"},  # the optimizers on CSR X
            "checkpoint": {"every": 0, "keep": 2}}
     return build(raw, "sparsetest", list(overrides))
 
@@ -101,6 +101,11 @@ CASES = {  # (kind, overrides): every penalty, weights, standardisation, optimiz
     "softmax-minibatch-weighted": ("softmax", [*MB, "data.w_dataset=w", "optimizer.name=adam",
                                                "optimizer.learning_rate=0.05"]),
     "wide-linear-standardize": ("wide-linear", ["model.standardize=true", "data.w_dataset=w"]),
+    # train.solver = auto on CSR X: lbfgs (owlqn with L1); the quasi-Newton solvers need no dense rows
+    "logistic-auto-lbfgs": ("logistic", ["train.solver=auto", "train.steps=20", "model.penalty=l2",
+                                         "model.reg=0.01"]),
+    "softmax-auto-owlqn": ("softmax", ["train.solver=auto", "train.steps=20", "model.penalty=l1",
+                                       "model.reg=0.001"]),
     "wide-softmax-l2": ("wide-softmax", ["model.penalty=l2", "model.reg=0.001"]),
 }
 
@@ -121,7 +126,8 @@ def test_sparse_world_and_one_rank_give_the_same_bits(case):
               "a rank owns nothing at 4 ranks": WORLD.size != 4 or s["shard_rows"]["min"] == 0,
               "it learns": kind.startswith("wide") or (s["metrics"]["train"]["r2"] > 0.05 if kind == "linear"
                                                        else s["metrics"]["train"]["accuracy"] > 0.55),
-              "metrics the same": s["metrics"] == s1["metrics"]}
+              "metrics the same": s["metrics"] == s1["metrics"],
+              "auto's solver": "auto" not in case or s["solver"] == case.rsplit("-", 1)[1]}
     parallel_assert(WORLD, all(checks.values()), lambda: f"{[k for k, ok in checks.items() if not ok]}")
 
 

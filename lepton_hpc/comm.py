@@ -298,3 +298,14 @@ def allreduce_object_sum(comm: MPI.Comm, value):
     squares ``Uᵀy`` of :mod:`lepton_hpc.linalg.lstsq`). Collective over ``comm``.
     """
     return comm.allreduce(value, op=MPI.SUM)
+
+
+# -- integer sums (appended for lepton_hpc.data's importers) --------------------------------
+
+def allreduce_sum_ints(comm: MPI.Comm, values: np.ndarray) -> np.ndarray:
+    """Element-wise int64 sum over all ranks, as a new array (integer sums: the same on any rank
+    count). Collective over ``comm``."""
+    send = np.ascontiguousarray(values, dtype=np.int64)
+    recv = np.empty_like(send)
+    comm.Allreduce(send, recv, op=MPI.SUM)
+    return recv

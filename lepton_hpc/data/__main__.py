@@ -4,7 +4,10 @@
                  [--compression gzip|lzf|none] [--dtype float64|float32]
     synth logistic|softmax --rows N --cols D [--classes K] [--noise S] --seed K --out FILE.h5
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
-    import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
+    import csv|parquet FILE... --target COLUMN [--task regression|binary|multiclass] [--columns|--drop C,..]
+                 [--categorical C,..] [--hashed C,.. --hash-width W] [--missing error|mean|median|zero
+                 [--missing-indicator]] [--delimiter D] [--header yes|no] --out FILE.h5   (mpirun -n N: parallel)
+    import text FILE... --text-column C --label-column L [--ngrams 1,2] [--hash-bits K] [--tfidf] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
     synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
     info FILE.h5
@@ -25,7 +28,7 @@ import numpy as np
 from ..layout import chunk_range, n_chunks
 from .atomic import atomic_path
 from .classification import synth_classification
-from .importers import TASKS, run_import
+from .import_cli import add_import_parser, run_import_cli
 from .synthetic.linear import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -96,14 +99,7 @@ def main(argv=None) -> int:
     s.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     s.add_argument("--compression", choices=["none", "gzip", "lzf"], default="none")
     s.add_argument("--out", required=True)
-    m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5")
-    m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|iris|wine, csv or npy")
-    m.add_argument("paths", nargs="*", help="csv: FILE.csv; npy: X.npy y.npy")
-    m.add_argument("--target", help="csv: the target column, by header name or index")
-    m.add_argument("--task", choices=list(TASKS), default=None, help="default: inferred from the target")
-    m.add_argument("--delimiter", default=",")
-    m.add_argument("--chunk-rows", type=int, default=4096)
-    m.add_argument("--out", required=True)
+    add_import_parser(sub)
     i = sub.add_parser("info", help="describe a data file")
     i.add_argument("file")
     args = p.parse_args(argv)
@@ -113,9 +109,7 @@ def main(argv=None) -> int:
                                  args.seed, args.chunk_rows, args.compression, args.dtype, args.features)
             print(info(args.out))
         elif args.cmd == "import":
-            run_import(args.source, args.paths, args.out, args.target, args.task, args.delimiter,
-                       args.chunk_rows)
-            print(info(args.out))
+            return run_import_cli(args, info)
         elif args.cmd == "synth":
             synth_linear(args.out, args.rows, args.cols, args.noise, args.seed, args.chunk_rows,
                          args.compression, args.dtype, args.bias, args.features)

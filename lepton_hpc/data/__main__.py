@@ -10,6 +10,7 @@
     import text FILE... --text-column C --label-column L [--ngrams 1,2] [--hash-bits K] [--tfidf] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
     synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
+    export apt-descriptions --out apt.jsonl [--lists /var/lib/apt/lists] [--min-section 500]
     info FILE.h5
 
 Synthetic files hold exactly the rows a synthetic job with the same seed and
@@ -80,6 +81,9 @@ def info(path: str) -> str:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export"]:  # a text corpus (apt's package descriptions)
+        from .apt_export import export_main
+        return export_main(argv[1:])
     if argv[:2] == ["synth", "mf"]:  # ratings for model.kind=mf: their own options
         from .ratings import synth_mf_main
         return synth_mf_main(argv[2:], info)

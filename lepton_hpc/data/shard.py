@@ -17,6 +17,7 @@ import numpy as np
 
 from ..config import DataConfig
 from ..layout import Layout, chunk_range
+from .sniff import describe_non_hdf5
 from .synthetic import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -165,6 +166,9 @@ class Shard:
         if not os.path.isfile(cfg.path):
             raise UserError(f"data file {cfg.path} does not exist; set data.path to an HDF5 file "
                              f"(make one with `python -m lepton_hpc.data synth linear`) or leave it empty")
+        hint = describe_non_hdf5(cfg.path)
+        if hint:
+            raise UserError(f"data.path: {hint}")
         try:
             f = h5py.File(cfg.path, "r")
         except OSError as exc:

@@ -52,6 +52,15 @@ def read_npz(path) -> tuple[dict, dict[str, np.ndarray]]:
     return meta, arrays
 
 
+def _is_sparse(X) -> bool:
+    """A scipy.sparse matrix or array (scipy imported only when X looks like one)."""
+    if not type(X).__module__.startswith("scipy.sparse"):
+        return False
+    import scipy.sparse as sp
+
+    return sp.issparse(X)
+
+
 def as_names(names) -> np.ndarray | None:
     """Feature names as scikit-learn keeps them (object array of str), or None."""
     if names is None:
@@ -94,8 +103,15 @@ class _FittedGLM:
 
     # -- input --------------------------------------------------------------------------
     def _check_X(self, X) -> np.ndarray:
-        """X as a C-ordered float64 (n, d) array; UserError naming what is expected."""
+        """X as a C-ordered float64 (n, d) array (scipy.sparse input: float64 CSR, not densified);
+        UserError naming what is expected."""
         names = getattr(self, "feature_names_in_", None)
+        if not isinstance(X, np.ndarray) and _is_sparse(X):
+            if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+                raise UserError(f"X must be 2-D with {self.n_features_in_} feature columns, got sparse shape {X.shape}")
+            import scipy.sparse as sp
+
+            return sp.csr_matrix(X, dtype=np.float64)
         columns = getattr(X, "columns", None)
         if columns is not None and not isinstance(X, np.ndarray):
             got = [str(c) for c in columns]

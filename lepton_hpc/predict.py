@@ -127,6 +127,15 @@ def open_features(path: str, x_dataset: str, model: GLMModel):
                         f"{IMPORT_HINT}")
     f = h5py.File(path, "r")
     try:
+        from .data.sparse_shard import CSRRows, is_csr
+
+        if is_csr(f, x_dataset):  # sparse X: read per logical chunk as CSR, never densified
+            X = CSRRows(f[x_dataset], path)
+            if X.shape[1] != d:
+                raise UserError(f"/{x_dataset} in {path} has {X.shape[1]} features but the model in {model.path} "
+                                f"expects {d}")
+            _check_names(X, f, path, model)
+            return f, X
         X = f.get(x_dataset)
         if not isinstance(X, h5py.Dataset) or X.ndim != 2 or X.dtype.kind not in "fiu":
             what = "not found" if X is None else f"of shape {getattr(X, 'shape', None)}"
@@ -163,11 +172,16 @@ def predict_rows(model: GLMModel, X, layout) -> dict:
     lo, hi = layout.rows()
     out = {name: np.empty((hi - lo, *shape[1:]), dtype=dt if dt is not None and np.dtype(dt) != object else object)
            for name, (shape, dt) in model.outputs(hi - lo).items()}
-    buf = aligned_empty((model.chunk_rows, model.n_features), model.dtype)
+    sparse = not hasattr(X, "read_direct")
+    buf = None if sparse else aligned_empty((model.chunk_rows, model.n_features), model.dtype)
     for c in layout.chunks():
         a, b = layout.chunk_rows_range(c)
-        X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
-        for name, arr in model.predict(buf[:b - a]).items():
+        if sparse:
+            rows = X.read_rows(a, b)
+        else:
+            X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
+            rows = buf[:b - a]
+        for name, arr in model.predict(rows).items():
             out[name][a - lo:b - lo] = arr
     return out
 

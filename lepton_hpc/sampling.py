@@ -117,7 +117,7 @@ class MiniBatches:
         if len(rows) == 0:
             return
         sh = self.shard
-        if self._scratch is None:
+        if self._scratch is None and not sh.sparse:
             from .data.shard import aligned_empty
 
             self._scratch = aligned_empty((kernel.block, sh.n_cols), sh.dtype)
@@ -136,6 +136,9 @@ class MiniBatches:
             return
         for a, b in zip(starts.tolist(), ends.tolist()):
             target = out[local[a]]
+            if sh.sparse:  # the whole segment's CSR rows at once: one O(d) partial row per chunk
+                kernel.partial(sh.X_all[idx[a:b]], y[a:b], None if sw is None else sw[a:b], theta, target)
+                continue
             for lo in range(a, b, kernel.block):  # block boundaries relative to the segment start
                 hi = min(lo + kernel.block, b)
                 X = self._scratch[:hi - lo]

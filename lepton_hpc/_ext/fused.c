@@ -174,3 +174,50 @@ CLONES void lepton_partials(int kind, const double *const *X, const double *cons
         row[k + 1] = scratch[d + 2];
     }
 }
+
+/* One CSR chunk (n rows, int32 column indices sorted per row, int32 indptr from 0), one
+ * pass per row: z = Σ data·w[col] + b, r = residual, then g[col] += s·r·data for the row's
+ * non-zeros while they are in L1. kind 0: least squares, 1: binary log-loss. out = [g (d),
+ * Σ s r, Σ s ℓ, Σ s], the same layout as the dense kernels. Sums run in row order and, in a
+ * row, in index order: the same bits wherever the chunk is computed. */
+CLONES void lepton_csr_partial(int kind, const double *restrict data, const int *restrict indices,
+                               const int *restrict indptr, const double *restrict y,
+                               const double *restrict sw, const double *restrict w, double b,
+                               long n, long d, double *restrict out)
+{
+    double *g = out;
+    double sum_r = 0.0, loss = 0.0, wsum = 0.0;
+    for (long j = 0; j < d; ++j) g[j] = 0.0;
+    for (long i = 0; i < n; ++i) {
+        const long lo = indptr[i], hi = indptr[i + 1];
+        double z = 0.0;
+        for (long k = lo; k < hi; ++k) z += data[k] * w[indices[k]];
+        z = z + b;
+        double s = sw ? sw[i] : 1.0, r, l;
+        if (kind == 0) {
+            r = z - y[i];
+            l = 0.5 * r * (s * r);
+        } else {
+            double p, softplus;
+            if (z >= 0) {
+                double e = exp(-z);
+                p = 1.0 / (1.0 + e);
+                softplus = z + log1p(e);
+            } else {
+                double e = exp(z);
+                p = e / (1.0 + e);
+                softplus = log1p(e);
+            }
+            r = p - y[i];
+            l = s * (softplus - y[i] * z);
+        }
+        double sr = s * r;
+        for (long k = lo; k < hi; ++k) g[indices[k]] += sr * data[k];
+        sum_r += sr;
+        loss += l;
+        wsum += s;
+    }
+    out[d] = sum_r;
+    out[d + 1] = loss;
+    out[d + 2] = wsum;
+}

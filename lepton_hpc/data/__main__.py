@@ -9,6 +9,8 @@
                  [--missing-indicator]] [--delimiter D] [--header yes|no] --out FILE.h5   (mpirun -n N: parallel)
     import text FILE... --text-column C --label-column L [--ngrams 1,2] [--hash-bits K] [--tfidf] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
+    synth sparse-linear|sparse-logistic|sparse-softmax --rows N --cols D --nnz-per-row K
+                 [--classes C] [--noise S] [--seed K] --out FILE.h5      (CSR /X)
     synth mf --users M --items N --rank R --density P --noise S [--seed K --chunk-rows C] --out FILE.h5
     export apt-descriptions --out apt.jsonl [--lists /var/lib/apt/lists] [--min-section 500]
     info FILE.h5
@@ -87,6 +89,13 @@ def main(argv=None) -> int:
     if argv[:2] == ["synth", "mf"]:  # ratings for model.kind=mf: their own options
         from .ratings import synth_mf_main
         return synth_mf_main(argv[2:], info)
+    if argv[:1] == ["synth"] and len(argv) > 1 and argv[1].startswith("sparse-"):
+        from .sparse_synth import synth_sparse_main
+        try:
+            return synth_sparse_main(argv[1:], info)
+        except (ValueError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.data", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)

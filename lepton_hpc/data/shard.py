@@ -51,6 +51,16 @@ def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
     return int(-(-chunk_rows // q) * q)
 
 
+def _is_csr_file(path: str, key: str) -> bool:
+    """Does the HDF5 file at ``path`` hold X as a CSR group (False when unreadable: the reader says why)?"""
+    if not os.path.isfile(path) or not h5py.is_hdf5(path):
+        return False
+    from .sparse_shard import is_csr
+
+    with h5py.File(path, "r") as f:
+        return is_csr(f, key)
+
+
 class Shard:
     """The chunks ``chunks`` of a data set with ``n_rows`` rows and ``n_cols`` columns.
 
@@ -76,6 +86,16 @@ class Shard:
     ``classes`` of the y dataset (:mod:`lepton_hpc.data.importers`); None when the file has
     none, and always None for synthetic data. Every rank reads the same attrs.
     """
+
+    sparse = False
+
+    def __new__(cls, cfg: DataConfig, *args, **kwargs):
+        """A :class:`~.sparse_shard.SparseShard` when data.path's X is a CSR group."""
+        if cls is Shard and cfg.path and _is_csr_file(cfg.path, cfg.x_dataset):
+            from .sparse_shard import SparseShard
+
+            cls = SparseShard
+        return super().__new__(cls)
 
     def __init__(self, cfg: DataConfig, size: int, rank: int, generator=None):
         self.cfg = cfg

@@ -38,11 +38,29 @@ if available:
                                                                ctypes.c_long, ctypes.c_int, ctypes.c_long,
                                                                ctypes.c_void_p, ctypes.c_void_p]
     _many.restype = None
+    _csr = getattr(_lib, "lepton_csr_partial", None)  # None: a library built before the CSR kernel
+    if _csr is not None:
+        _csr.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_double, ctypes.c_long, ctypes.c_long,
+                                                                  ctypes.c_void_p]
+        _csr.restype = None
 _KIND_CODE = {"linear": 0, "logistic": 1}
 
 
 def supports(kind: str) -> bool:
     return kind in _FUNCS
+
+
+def csr_supports(kind: str) -> bool:
+    """Is there a one-pass C kernel for CSR chunks of ``kind`` (linear, logistic)?"""
+    return available and _csr is not None and kind in _KIND_CODE
+
+
+def csr_partial(kind: str, X, y: np.ndarray, sw: np.ndarray | None, w: np.ndarray, b: float,
+                out: np.ndarray) -> None:
+    """``out`` = [Σ s r x, Σ s r, Σ s ℓ, Σ s] in one pass over a CSR chunk (float64 data, int32 indices/indptr)."""
+    n, d = X.shape
+    _csr(_KIND_CODE[kind], X.data.ctypes.data, X.indices.ctypes.data, X.indptr.ctypes.data, y.ctypes.data,
+         None if sw is None else sw.ctypes.data, w.ctypes.data, float(b), n, d, out.ctypes.data)
 
 
 def partial(kind: str, X: np.ndarray, y: np.ndarray, sw: np.ndarray | None, w: np.ndarray, b: float,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import fused
+from . import fused, glm_sparse
 from ..errors import UserError
 
 CACHE_BLOCK_BYTES = 1024 * 1024  # fits the last-level cache share of a core; 2nd read is a cache hit
@@ -66,7 +66,8 @@ class GLMKernel:
         out = self._xbuf[:X.shape[0]]
         np.copyto(out, X)
         if self.scale is not None:
-            out -= self.center
+            if self.center is not None:
+                out -= self.center
             out /= self.scale
         return out
 
@@ -78,7 +79,7 @@ class GLMKernel:
         standardisation (the same conditions as :meth:`_fused`).
         """
         if (not fused.supports(self.kind) or self._convert or self.scale is not None
-                or not shard.in_memory):
+                or not shard.in_memory or getattr(shard, "sparse", False)):
             return None
         return fused.ChunkPlan([v for _, *v in shard.chunks_iter()], shard.sw_all is not None, self.n_cols)
 
@@ -87,7 +88,12 @@ class GLMKernel:
         plan.run(self.kind, theta, self.fit_intercept, out)
 
     def _fused(self, X, y, sw, theta, out) -> bool:
-        """One pass in C when it applies: float64 rows, one output, no standardisation."""
+        """One pass in C when it applies: float64 rows, one output, no standardisation.
+
+        Sparse (CSR) chunks always take :func:`.glm_sparse.partial` here (C or scipy.sparse)."""
+        if not isinstance(X, np.ndarray) and glm_sparse.is_sparse(X):
+            glm_sparse.partial(self, X, y, sw, theta, out)
+            return True
         if (not fused.supports(self.kind) or self._convert or self.scale is not None
                 or not X.flags.c_contiguous or X.dtype != np.float64):
             return False
@@ -129,6 +135,8 @@ class GLMKernel:
         segment. Every reduction here runs per row or per segment in a fixed
         order, independent of the row's position in ``X``.
         """
+        if glm_sparse.is_sparse(X):
+            return glm_sparse.batch_partials(self, X, y, sw, theta, starts, out)
         W, b = self.split(theta)
         d, k = self.n_cols, self.n_out
         Xp = X.astype(np.float64, copy=self._convert or self.scale is not None)
@@ -152,6 +160,8 @@ class GLMKernel:
 
     # -- prediction --------------------------------------------------------------
     def decision(self, X: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if glm_sparse.is_sparse(X):
+            return glm_sparse.decision(self, X, theta)
         W, b = self.split(theta)
         return self._prepare(X) @ W + b
 

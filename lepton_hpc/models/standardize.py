@@ -19,14 +19,16 @@ class Standardizer:
 
     @classmethod
     def from_moments(cls, sum_x: np.ndarray, sum_x2: np.ndarray, weight: float, enabled: bool,
-                     fit_intercept: bool) -> "Standardizer":
+                     fit_intercept: bool, center: bool = True) -> "Standardizer":
+        """``center=False`` (sparse X): scale by σ without centring, as scikit-learn's
+        ``StandardScaler(with_mean=False)``; ``center`` is then None and X stays sparse."""
         if not enabled:
             return cls(None, None, fit_intercept)
         mean = sum_x / weight
         var = np.maximum(sum_x2 / weight - mean * mean, 0.0)
         std = np.sqrt(var)
         std[std <= 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0  # constant columns: leave unscaled
-        return cls(mean, std, fit_intercept)
+        return cls(mean if center else None, std, fit_intercept)
 
     def kernel_args(self):
         return self.center, self.scale
@@ -55,9 +57,9 @@ class Standardizer:
         if not self.active:
             return theta.copy()
         d = self.scale.shape[0]
-        k = theta.shape[0] // (d + 1)
+        k = theta.shape[0] // (d + int(self.fit_intercept))
         W = theta[:d * k].reshape(d, k) / self.scale[:, None]
-        b = theta[d * k:] - self.center @ W
+        b = theta[d * k:] - self.center @ W if self.center is not None else theta[d * k:].copy()
         return np.concatenate([W.ravel(), b])
 
     def from_original(self, theta: np.ndarray) -> np.ndarray:
@@ -65,7 +67,7 @@ class Standardizer:
         if not self.active:
             return theta.copy()
         d = self.scale.shape[0]
-        k = theta.shape[0] // (d + 1)
+        k = theta.shape[0] // (d + int(self.fit_intercept))
         W = theta[:d * k].reshape(d, k)
-        b = theta[d * k:] + self.center @ W
+        b = theta[d * k:] + self.center @ W if self.center is not None else theta[d * k:].copy()
         return np.concatenate([(W * self.scale[:, None]).ravel(), b])

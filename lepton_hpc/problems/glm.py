@@ -40,6 +40,7 @@ class GLMProblem(Problem):
         C.agree(comm, self._check_job)
         with self.timer.phase("read"):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator())
+        C.agree(comm, self._check_sparse)
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty
@@ -88,6 +89,13 @@ class GLMProblem(Problem):
                             f"model.penalty=none (or use solver gd/gram)")
         if cfg.train.batch_size and not cfg.data.in_memory:
             raise UserError("mini-batches (train.batch_size) need data.in_memory=true")
+
+    def _check_sparse(self) -> None:
+        solver = self.cfg.train.solver
+        if self.shard.sparse and solver in ("gram", "svd", "svd_gd"):
+            raise UserError(f"train.solver={solver} forms dense d x d (or rows x d) factors, which sparse X "
+                            f"({self.shard.n_cols} columns, CSR in {self.cfg.data.path}) does not get; "
+                            f"use train.solver=gd")
 
     def _check_classes(self) -> list | None:
         """The data's class labels for a logistic/softmax model (None: unknown, or linear);
@@ -143,7 +151,9 @@ class GLMProblem(Problem):
         etas = self.opt.schedule(remaining)
         # Gradient descent on a quadratic shrinks the error along curvature λ by Π|1 − ηₜλ|.
         lam_min, lam_max = curv
-        shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max))
+        # sparse X: only λ_max is estimated (power iteration), λ_min is None
+        shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max) if lam is not None)
+        lam_min = lam_max if lam_min is None else lam_min
         # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
         if shrink ** 2 > tol:
             self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import comm as C
+from ..models import glm_sparse
 from ..models.glm import make_kernel, solve_normal, split_gram
 from ..models.penalty import Penalty
 from ..models.standardize import Standardizer
@@ -29,7 +30,7 @@ class Reference:
     kernel: object
     penalty: Penalty
     theta_exact: np.ndarray | None = None
-    curvature: tuple[float, float] | None = None
+    curvature: tuple[float | None, float] | None = None
     G: np.ndarray | None = None
     c: np.ndarray | None = None
     yty: float = 0.0
@@ -40,7 +41,7 @@ def _scan(comm, cfg, shard, kind: str):
     sh, n_cols = shard, shard.n_cols
     stats_w = 2 + 2 * n_cols
     gram = make_kernel("linear", n_cols, cfg.model.fit_intercept, sh.chunk_rows, sh.dtype) \
-        if kind == "linear" else None
+        if kind == "linear" and not sh.sparse else None  # d x d normal equations: dense X only
     red = ChunkReducer(comm, sh.layout, stats_w + (gram.gram_width if gram else 0), cfg.comm.reduction)
     bad_row, bad_label, max_label, digest = sh.n_rows, sh.n_rows, -1, 0
     for i, X, y, sw in sh.chunks_iter():
@@ -57,10 +58,13 @@ def _scan(comm, cfg, shard, kind: str):
         digest ^= sh.chunk_digest(i, X, y)
         p = red.partials[i]
         s = np.ones(len(y)) if sw is None else sw
-        X64 = np.asarray(X, dtype=np.float64)
         p[0] = s.sum()
-        p[1:1 + n_cols] = s @ X64
-        p[1 + n_cols:1 + 2 * n_cols] = s @ (X64 * X64)
+        if sh.sparse:
+            p[1:1 + n_cols], p[1 + n_cols:1 + 2 * n_cols] = glm_sparse.moments(X, s)
+        else:
+            X64 = np.asarray(X, dtype=np.float64)
+            p[1:1 + n_cols] = s @ X64
+            p[1 + n_cols:1 + 2 * n_cols] = s @ (X64 * X64)
         p[stats_w - 1] = s @ y
         if gram:
             gram.gram_partial(X, y, sw, p[stats_w:])
@@ -101,12 +105,14 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
         raise C.JobError("the training rows have zero total weight; check data.w_dataset and "
                          "data.test_fraction", 0)
     std = Standardizer.from_moments(total[1:1 + d], total[1 + d:1 + 2 * d], weight_sum, m.standardize,
-                                    m.fit_intercept)
+                                    m.fit_intercept, center=not shard.sparse)
     kernel = make_kernel(kind, d, m.fit_intercept, shard.chunk_rows, shard.dtype, n_classes)
     kernel.set_standardization(*std.kernel_args())
     penalty = Penalty(m.penalty, m.reg, m.l1_ratio, d * n_classes)
     ref = Reference(fingerprint, n_classes, weight_sum, std, kernel, penalty)
-    if kind == "linear":
+    if kind == "linear" and shard.sparse:
+        ref.curvature = sparse_curvature(comm, cfg, shard, kernel, weight_sum, penalty)
+    elif kind == "linear":
         n_params = kernel.n_params
         G, c, ref.yty = split_gram(total[2 + 2 * d:], n_params)
         ref.G, ref.c = std.transform_gram(G, c), std.transform_c(c)
@@ -116,3 +122,36 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
         eig = np.linalg.eigvalsh(H)
         ref.curvature = (float(eig[0]), float(eig[-1]))
     return ref
+
+
+def sparse_curvature(comm, cfg, shard, kernel, weight_sum: float, penalty: Penalty,
+                     iterations: int = 20) -> tuple[None, float]:
+    """(None, λ_max) of the least-squares Hessian on sparse X, by power iteration: no d x d matrix.
+
+    Each product H v is one exact chunk reduction of Xᵀ S X v (+ the intercept column), so the
+    estimate has the same bits on any rank count. λ_min is None: unknown (not formed).
+    """
+    n = kernel.n_params
+    red = ChunkReducer(comm, shard.layout, n, cfg.comm.reduction)
+    v = np.random.default_rng([cfg.data.seed, 11]).standard_normal(n)
+    v /= np.linalg.norm(v)
+    lam = 0.0
+    d, fit_b = kernel.n_cols, kernel.fit_intercept
+    for _ in range(iterations):
+        vw = v[:d] if kernel.scale is None else v[:d] / kernel.scale
+        b = v[d] if fit_b else 0.0
+        for i, X, y, sw in shard.chunks_iter():
+            z = X @ vw + b
+            if sw is not None:
+                z *= sw
+            g = X.T @ z
+            red.partials[i, :d] = g if kernel.scale is None else g / kernel.scale
+            if fit_b:
+                red.partials[i, d] = z.sum()
+        Hv = red.reduce() / weight_sum
+        Hv[:penalty.n_weights] += penalty.l2 * v[:penalty.n_weights]
+        lam = float(np.linalg.norm(Hv))
+        if lam == 0.0:
+            break
+        v = Hv / lam
+    return None, lam

@@ -7,6 +7,8 @@
     python -m lepton_hpc.bench allreduce [--ranks 2]
     python -m lepton_hpc.bench models    --what steps2v1|epoch
     python -m lepton_hpc.bench predict   [--rows 2000000 --cols 32 --reps 3 --rounds 2]
+    python -m lepton_hpc.bench import    [--rows 2000000 --cols 20 --repeats 2 --ranks 2]
+    python -m lepton_hpc.bench text      [--hash-bits 18 --ngrams 1,2 --repeats 3]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`,
 :mod:`.matmul`, :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`); :mod:`.common` holds what
@@ -39,6 +41,9 @@ BENCHES = {
     "models": ("lepton_hpc.bench.models", "training steps of the app: -n 1 / -n 2, epoch / full batch"),
     "predict": ("lepton_hpc.bench.predict", "predict -n 1 vs numpy+h5py (>= 1.0); -n 2 speedup share of "
                 "read bandwidth (>= 0.85)"),
+    "import": ("lepton_hpc.bench.tabular_import", "CSV import -n 1 vs pyarrow read_csv + h5py (>= 1.0); peak RSS "
+               "per rank < 2 x share + 200 MiB"),
+    "text": ("lepton_hpc.bench.text", "text import -n 1 vs sklearn HashingVectorizer.transform (>= 1.0)"),
 }
 
 __all__ = ["BENCHES"]

@@ -262,7 +262,7 @@ def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str |
             f["y"][row_lo:row_lo + n_local] = y
 
     write_in_rank_order(comm, out, create, write_own if n_local else None, f"writing {out}")
-    return {**attrs, "feature_names": names, "n_rows": n_rows}
+    return {**attrs, "feature_names": names, "n_rows": n_rows, "n_local": n_local}
 
 
 def import_csv(path, target, out: str, task: str | None = None, delimiter: str = ",", chunk_rows: int = 4096,

@@ -17,6 +17,7 @@ cut into blocks or ranks. Nothing here communicates.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ import numpy as np
 from ..errors import UserError
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+#: a word put between the documents of a block, so that one regex pass tokenizes them all
+SEPARATOR = "zqxdocbreakzqx0"
 
 
 def parse_ngrams(text) -> tuple[int, int]:
@@ -44,25 +47,11 @@ def word_ngrams(tokens: list[str], lo: int, hi: int) -> list[str]:
     """scikit-learn's ``_VectorizerMixin._word_ngrams``."""
     if hi == 1:
         return tokens
-    out = list(tokens) if lo == 1 else []
+    out = list(tokens) if lo == 1 else []  # lo > 1: no unigrams
     n_tok = len(tokens)
     for n in range(max(lo, 2), min(hi + 1, n_tok + 1)):
         out += [" ".join(tokens[i:i + n]) for i in range(n_tok - n + 1)]
     return out
-
-
-class _HashCache(dict):
-    """token -> its signed 32-bit MurmurHash3 (each distinct token hashed once)."""
-
-    def __init__(self):
-        super().__init__()
-        from .text_hash import _mmh3
-
-        self._hash = _mmh3().hash
-
-    def __missing__(self, token):
-        h = self[token] = self._hash(token, 0, signed=True)
-        return h
 
 
 @dataclass
@@ -84,28 +73,70 @@ class Hasher:
     def __init__(self, n_features: int, ngrams: tuple[int, int] = (1, 1), pattern: str = TOKEN_PATTERN):
         self.n_features, self.ngrams = int(n_features), ngrams
         self._find = re.compile(pattern).findall
-        self._cache = _HashCache()
+        from .text_hash import _mmh3
+
+        self._murmur = _mmh3().hash  # (text, seed=0, signed=True): scikit-learn's murmurhash3_32
 
     def counts(self, docs: list) -> CsrBlock:
+        """The hashed counts of ``docs`` (a list of str; None is an empty document)."""
+        docs = [d or "" for d in docs]
+        found = self._tokens_joined(docs)
+        if found is None:  # a document holds the separator word itself: one document at a time
+            found = self._tokens_each(docs)
+        rows, h = found
+        n = self.n_features
+        # one sort of (row, column, sign) keys: equal (row, column) entries side by side
+        packed = np.sort((rows * n + np.abs(h) % n) * 2 + (h >= 0))
+        key = packed >> 1
+        starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
+        n_each = np.diff(np.append(starts, len(key)))
+        n_pos = np.add.reduceat(packed & 1, starts) if len(key) else np.zeros(0, np.int64)
+        values = (2 * n_pos - n_each).astype(np.float64)
+        keys = key[starts]
+        indptr = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys // n, minlength=len(docs)), out=indptr[1:])
+        return CsrBlock(values, (keys % n).astype(np.int64), indptr)
+
+    def _hash(self, tokens) -> np.ndarray:
+        return np.fromiter(map(self._murmur, tokens), dtype=np.int64, count=len(tokens))
+
+    def _tokens_joined(self, docs: list):
+        """(row, hash) of every n-gram of the block, tokenized in one pass over the documents joined
+        by a separator word; None if some document holds the separator word."""
+        lo, hi = self.ngrams
+        toks = self._find((" " + SEPARATOR + " ").join(docs).lower())
+        h = self._hash(toks)
+        is_sep = h == self._murmur(SEPARATOR)
+        if int(is_sep.sum()) != len(docs) - 1:  # the separator inside a document, or a token with its hash
+            return None
+        doc = np.cumsum(is_sep)
+        rows, hashes = [], []
+        for n in range(lo, hi + 1):
+            if n == 1:
+                keep = ~is_sep
+                rows.append(doc[keep])
+                hashes.append(h[keep])
+                continue
+            if len(toks) < n:
+                continue
+            grams = list(map(" ".join, zip(*[itertools.islice(toks, i, None) for i in range(n)])))
+            window = np.lib.stride_tricks.sliding_window_view(is_sep, n).any(axis=1)
+            keep = ~window
+            rows.append(doc[:len(grams)][keep])
+            hashes.append(self._hash(grams)[keep])
+        if not rows:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(rows).astype(np.int64), np.concatenate(hashes)
+
+    def _tokens_each(self, docs: list):
         lo, hi = self.ngrams
         lengths = np.zeros(len(docs), dtype=np.int64)
         tokens: list[str] = []
         for i, doc in enumerate(docs):
-            toks = self._find(doc.lower()) if doc else []
-            if hi > 1:
-                toks = word_ngrams(toks, lo, hi)
+            toks = word_ngrams(self._find(doc.lower()), lo, hi)
             lengths[i] = len(toks)
             tokens += toks
-        h = np.fromiter(map(self._cache.__getitem__, tokens), dtype=np.int64, count=len(tokens))
-        n = self.n_features
-        cols = np.abs(h) % n
-        signs = np.where(h >= 0, 1.0, -1.0)
-        rows = np.repeat(np.arange(len(docs), dtype=np.int64), lengths)
-        keys, inverse = np.unique(rows * n + cols, return_inverse=True)
-        values = np.bincount(inverse.ravel(), weights=signs, minlength=len(keys))
-        indptr = np.zeros(len(docs) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(keys // n, minlength=len(docs)), out=indptr[1:])
-        return CsrBlock(values, (keys % n).astype(np.int64), indptr)
+        return np.repeat(np.arange(len(docs), dtype=np.int64), lengths), self._hash(tokens)
 
 
 def document_frequencies(blocks: list[CsrBlock], n_features: int) -> np.ndarray:

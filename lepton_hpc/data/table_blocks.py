@@ -101,7 +101,7 @@ def table_to_block(table, spec: TableSpec, newlines: int, block: int):
     rows = table.num_rows
     if table.column(names[spec.target]).null_count:
         return None, "missing target"
-    num = np.empty((rows, len(spec.numeric)), dtype=np.float64)
+    num = np.empty((rows, len(spec.numeric)), dtype=np.float64, order="F")  # column by column
     for k, j in enumerate(spec.numeric):
         col = table.column(names[j])
         num[:, k] = col.to_numpy(zero_copy_only=False) if col.null_count else col.to_numpy()
@@ -132,24 +132,25 @@ def parse_csv_block(data: bytes, spec: TableSpec, delimiter: str, block: int, th
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
-            read_options=pacsv.ReadOptions(column_names=names, use_threads=threads, block_size=1 << 22),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=threads, block_size=1 << 20),
             parse_options=pacsv.ParseOptions(delimiter=delimiter),
             convert_options=pacsv.ConvertOptions(column_types=types, include_columns=[names[j] for j in spec.used],
                                                  null_values=null_values(), strings_can_be_null=True,
                                                  quoted_strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         return None, scan_csv(data, spec, delimiter, block, str(exc).splitlines()[0])
-    result, reason = table_to_block(table, spec, data.count(b"\n"), block)
-    if result is not None and result.rows != _records(data):
+    newlines = data.count(b"\n")
+    result, reason = table_to_block(table, spec, newlines, block)
+    lines = newlines + (0 if data.endswith(b"\n") or not data else 1)
+    if result is not None and result.rows != lines and result.rows != _records(data, lines):
         result, reason = None, "a record spans lines"
     if result is None:
         return None, scan_csv(data, spec, delimiter, block, reason)
     return result, None
 
 
-def _records(data: bytes) -> int:
-    """Non-empty lines of a block (its records, when no quoted field holds a newline)."""
-    lines = data.count(b"\n") + (0 if data.endswith(b"\n") or not data else 1)
+def _records(data: bytes, lines: int) -> int:
+    """Non-empty lines of a block of ``lines`` lines (its records, when no quoted field holds a newline)."""
     blank = data.count(b"\n\n") + data.count(b"\n\r\n") + (1 if data.startswith((b"\n", b"\r\n")) else 0)
     return lines - blank
 

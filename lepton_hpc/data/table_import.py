@@ -5,11 +5,12 @@ Every rank parses only its own blocks (:mod:`lepton_hpc.data.blocks`: byte range
 at line starts, or the row groups of a Parquet file) with pyarrow; no rank reads the whole
 input. The ranks then agree (:mod:`lepton_hpc.data.table_stats`) on the first error, the
 values that fill in missing entries, the one-hot categories and the target's classes, build
-their own rows of the output and write them in rank order into datasets allocated up front
+their own rows of the output and write them, block by block, in rank order into datasets allocated up front
 (:mod:`lepton_hpc.data.ordered_write`, :mod:`lepton_hpc.data.h5_prealloc`). The file is the
 dense layout every importer writes (see :mod:`lepton_hpc.data.importers` for the attrs
 contract) and its bytes do not depend on the rank count. A rank holds its share of the output
-plus one block of parsed input at a time.
+plus one block of output rows at a time
+(the rows are built block by block while the rank writes).
 
 Limitation: CSV fields may be quoted but must not hold a newline (the blocks are cut at
 newlines); a parse error then names the line.
@@ -149,32 +150,47 @@ def _columns(spec, cats, missing):
     return names, plan, indicators
 
 
-def _build_rows(datas, n_local, n_out, plan, indicators, fill, cats, kind, classes):
-    """This rank's rows of X and y; each block's arrays are released once copied."""
-    X = np.zeros((n_local, n_out))
-    y = np.empty(n_local)
+def _numeric_runs(plan):
+    """(first numeric column, first output column, length) of each run of adjacent numeric columns."""
+    runs = []
+    for what, k, off in plan:
+        if what != "numeric":
+            continue
+        if runs and runs[-1][0] + runs[-1][2] == k and runs[-1][1] + runs[-1][2] == off:
+            runs[-1] = (runs[-1][0], runs[-1][1], runs[-1][2] + 1)
+        else:
+            runs.append((k, off, 1))
+    return runs
+
+
+def _block_rows(datas, n_out, plan, indicators, fill, cats, kind, classes):
+    """This rank's rows of X and y, block by block: ``(lo, X rows, y rows)`` with ``lo`` counted
+    from the rank's first row. Each block's parsed arrays are released once its rows are built."""
+    runs = _numeric_runs(plan)
     lo = 0
     while datas:
         d = datas.pop(0)
-        rows = np.arange(lo, lo + d.rows)
+        X = np.zeros((d.rows, n_out))
+        rows = np.arange(d.rows)
+        missing = np.isnan(d.num)
+        if missing.any():
+            np.copyto(d.num, np.broadcast_to(fill, d.num.shape), where=missing)
+        for k, off, n in runs:  # one copy per run of adjacent numeric columns
+            X[:, off:off + n] = d.num[:, k:k + n]
         for what, k, off in plan:
-            if what == "numeric":
-                col = d.num[:, k]
-                X[lo:lo + d.rows, off] = np.where(np.isnan(col), fill[k], col)
-            elif what == "onehot":
+            if what == "onehot":
                 codes, dictionary = d.cats[k]
                 index = {v: i for i, v in enumerate(cats[k])}
                 lut = np.array([index[v] for v in dictionary] + [-1], dtype=np.int64)
                 g = lut[codes]
                 X[rows[g >= 0], off + g[g >= 0]] = 1.0
-            else:
+            elif what == "hashed":
                 b = d.hashed[k]
                 X[rows[b >= 0], off + b[b >= 0]] = 1.0
         for k, off in indicators:
-            X[lo:lo + d.rows, off] = np.isnan(d.num[:, k])
-        y[lo:lo + d.rows] = class_codes(d, kind, classes)
+            X[:, off] = missing[:, k]
+        yield lo, X, class_codes(d, kind, classes)
         lo += d.rows
-    return X, y
 
 
 def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str | None = None,
@@ -234,7 +250,6 @@ def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str |
     names, col_plan, indicators = _columns(spec, cats, n_missing)
     row_lo = int(sum(rows[:mine[0]])) if mine else n_rows
     n_local = int(sum(rows[b] for b in mine))
-    X, y = _build_rows(datas, n_local, len(names), col_plan, indicators, fill, cats, kind, classes)
     n_classes = 0 if classes is None else len(classes)
     attrs = {"source": f"{fmt}:{','.join(paths)}", "task": task_out, "n_classes": n_classes,
              "target": target_name, "missing": spec.missing,
@@ -256,10 +271,11 @@ def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str |
             if spec.numeric and spec.missing in ("mean", "median"):
                 Xd.attrs["fill_values"] = fill
 
-    def write_own(tmp):
+    def write_own(tmp):  # the rows are built block by block, during this rank's turn
         with h5py.File(tmp, "r+") as f:
-            f["X"][row_lo:row_lo + n_local] = X
-            f["y"][row_lo:row_lo + n_local] = y
+            for lo, Xb, yb in _block_rows(datas, len(names), col_plan, indicators, fill, cats, kind, classes):
+                f["X"][row_lo + lo:row_lo + lo + len(yb)] = Xb
+                f["y"][row_lo + lo:row_lo + lo + len(yb)] = yb
 
     write_in_rank_order(comm, out, create, write_own if n_local else None, f"writing {out}")
     return {**attrs, "feature_names": names, "n_rows": n_rows, "n_local": n_local}

@@ -193,6 +193,30 @@ def _block_rows(datas, n_out, plan, indicators, fill, cats, kind, classes):
         lo += d.rows
 
 
+def _plan(fmt, paths, target, out, task, delimiter, header, columns, drop, categorical, hashed, hash_width,
+          missing, indicator, chunk_rows, block_bytes):
+    """Check the options and the inputs; the blocks and the column spec (the same on every rank)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown table format {fmt!r}; use csv or parquet")
+    if task is not None and task not in TASKS:
+        raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if chunk_rows <= 0:
+        raise UserError(f"--chunk-rows must be > 0, got {chunk_rows}")
+    if not out:
+        raise UserError("--out must name the HDF5 file to write")
+    folder = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder):
+        raise UserError(f"cannot write {out}: the folder {folder} does not exist")
+    check_inputs(paths, out, fmt.upper() if fmt == "csv" else "Parquet")
+    delim = csv_delimiter(delimiter)
+    names, blocks, lines0 = (_plan_csv(paths, delim, _header_flag(header), block_bytes) if fmt == "csv"
+                             else _plan_parquet(paths))
+    where = f"{paths[0]} line 1" if fmt == "csv" else paths[0]
+    spec = build_spec(names, target, where, columns, drop, categorical, hashed, missing, indicator, hash_width)
+    return delim, blocks, lines0, spec
+
+
+
 def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str | None = None,
                  delimiter: str = ",", header=True, columns=None, drop=None, categorical=None, hashed=None,
                  hash_width: int = 0, missing: str = "error", indicator: bool = False, chunk_rows: int = 4096,
@@ -202,27 +226,9 @@ def import_table(comm, fmt: str, paths: list[str], target, out: str, task: str |
     Returns the root attrs written. See the module doc and :mod:`lepton_hpc.data.table_spec`
     for the options; every bad input is a :class:`~lepton_hpc.comm.JobError` on every rank.
     """
-    def plan():
-        if fmt not in FORMATS:
-            raise UserError(f"unknown table format {fmt!r}; use csv or parquet")
-        if task is not None and task not in TASKS:
-            raise UserError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
-        if chunk_rows <= 0:
-            raise UserError(f"--chunk-rows must be > 0, got {chunk_rows}")
-        if not out:
-            raise UserError("--out must name the HDF5 file to write")
-        folder = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(folder):
-            raise UserError(f"cannot write {out}: the folder {folder} does not exist")
-        check_inputs(paths, out, fmt.upper() if fmt == "csv" else "Parquet")
-        delim = csv_delimiter(delimiter)
-        names, blocks, lines0 = (_plan_csv(paths, delim, _header_flag(header), block_bytes) if fmt == "csv"
-                                 else _plan_parquet(paths))
-        where = f"{paths[0]} line 1" if fmt == "csv" else paths[0]
-        spec = build_spec(names, target, where, columns, drop, categorical, hashed, missing, indicator, hash_width)
-        return delim, blocks, lines0, spec
-
-    delim, blocks, lines0, spec = C.agree(comm, plan)
+    delim, blocks, lines0, spec = C.agree(comm, _plan, fmt, paths, target, out, task, delimiter, header, columns,
+                                          drop, categorical, hashed, hash_width, missing, indicator, chunk_rows,
+                                          block_bytes)
     mine = list(Layout(len(blocks), 1, comm.size, comm.rank).chunks())
     datas, err = C.agree(comm, _parse_mine, fmt, blocks, mine, spec, delim)
     gathered = C.allgather(comm, [(b, d.rows, d.newlines, d.target_info()) for b, d in zip(mine, datas)])

@@ -86,7 +86,7 @@ class Hasher:
         rows, h = found
         n = self.n_features
         # one sort of (row, column, sign) keys: equal (row, column) entries side by side
-        packed = np.sort((rows * n + np.abs(h) % n) * 2 + (h >= 0))
+        packed = np.sort((rows * n + np.abs(h) % n) * 2 + (h >= 0))  # int64: rows * 2^k * 2 < 2^63
         key = packed >> 1
         starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if len(key) else np.zeros(0, np.int64)
         n_each = np.diff(np.append(starts, len(key)))
@@ -95,7 +95,7 @@ class Hasher:
         keys = key[starts]
         indptr = np.zeros(len(docs) + 1, dtype=np.int64)
         np.cumsum(np.bincount(keys // n, minlength=len(docs)), out=indptr[1:])
-        return CsrBlock(values, (keys % n).astype(np.int64), indptr)
+        return CsrBlock(values, keys % n, indptr)
 
     def _hash(self, tokens) -> np.ndarray:
         return np.fromiter(map(self._murmur, tokens), dtype=np.int64, count=len(tokens))
@@ -126,7 +126,7 @@ class Hasher:
             hashes.append(self._hash(grams)[keep])
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(rows).astype(np.int64), np.concatenate(hashes)
+        return np.concatenate(rows).astype(np.int64, copy=False), np.concatenate(hashes)
 
     def _tokens_each(self, docs: list):
         lo, hi = self.ngrams

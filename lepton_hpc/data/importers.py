@@ -289,7 +289,8 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
 # -- dispatch -----------------------------------------------------------------
 def run_import(source: str, paths: list[str], out: str, target=None, task: str | None = None,
                delimiter: str = ",", chunk_rows: int = 4096) -> dict:
-    """The ``import`` subcommand: ``sklearn:NAME``, ``csv FILE --target COL`` or ``npy X.npy y.npy``."""
+    """``import`` in one process: ``sklearn:NAME``, ``csv|parquet FILE... --target COL`` or ``npy X.npy y.npy``
+    (the command line runs csv/parquet/text on every rank: :mod:`lepton_hpc.data.import_cli`)."""
     if source.startswith("sklearn:"):
         if paths:
             raise UserError(f"import {source} takes no file arguments, got {' '.join(paths)}")
@@ -307,4 +308,5 @@ def run_import(source: str, paths: list[str], out: str, target=None, task: str |
             raise UserError("import npy takes no --target (y.npy is the target)")
         return import_npy(paths[0], paths[1], out, task, chunk_rows)
     raise UserError(f"unknown import source {source!r}; use sklearn:NAME "
-                     f"({', '.join(SKLEARN_SETS)}), csv FILE --target COLUMN, or npy X.npy y.npy")
+                     f"({', '.join(SKLEARN_SETS)}), csv|parquet FILE... --target COLUMN, text FILE... "
+                     f"--text-column C --label-column L, or npy X.npy y.npy")

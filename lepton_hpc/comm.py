@@ -338,3 +338,14 @@ def alltoallv(comm: MPI.Comm, send: np.ndarray, send_counts, recv: np.ndarray, r
         specs.append((sizes, np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)))
     comm.Alltoallv([np.ascontiguousarray(send).reshape(-1), specs[0]], [recv.reshape(-1), specs[1]])
     return recv
+
+
+# -- integer sums (appended for lepton_hpc.data's importers) --------------------------------
+
+def allreduce_sum_ints(comm: MPI.Comm, values: np.ndarray) -> np.ndarray:
+    """Element-wise int64 sum over all ranks, as a new array (integer sums: the same on any rank
+    count). Collective over ``comm``."""
+    send = np.ascontiguousarray(values, dtype=np.int64)
+    recv = np.empty_like(send)
+    comm.Allreduce(send, recv, op=MPI.SUM)
+    return recv

@@ -13,6 +13,8 @@
     python -m lepton_hpc.bench solve     [--rows 1000000 --cols 64 --reg 1e-4 --ranks 2]
     python -m lepton_hpc.bench svd       [--sizes 200000x32,2000000x64 --ranks 1,2 --repeats 5]
     python -m lepton_hpc.bench sparse    [--rows 1000000 --cols 1048576 --nnz-per-row 50]
+    python -m lepton_hpc.bench import    [--rows 2000000 --cols 20 --repeats 2 --ranks 2]
+    python -m lepton_hpc.bench text      [--hash-bits 18 --ngrams 1,2 --repeats 3]
 
 One module per benchmark (:mod:`.gradpass`, :mod:`.reduce`, :mod:`.ranks`, :mod:`.matmul`,
 :mod:`.allreduce`, :mod:`.models`, :mod:`.predict`, :mod:`.mfshard`, :mod:`.solve`, :mod:`.svd`, ...); :mod:`.common` holds what
@@ -53,6 +55,9 @@ BENCHES = {
               "BLAS threads (target >= 2.0)"),
     "svd": ("lepton_hpc.bench.svd", "tall-skinny SVD -n 1/-n 2: numpy QR+SVD time / svd_tsqr time (target >= 2.5)"),
     "sparse": ("lepton_hpc.bench.sparse", "CSR gradient pass vs scipy.sparse X.T @ (X @ w - y) (target >= 1.0)"),
+    "import": ("lepton_hpc.bench.tabular_import", "CSV import -n 1 vs pyarrow read_csv + h5py (>= 1.0); peak RSS "
+               "per rank < 2 x share + 200 MiB"),
+    "text": ("lepton_hpc.bench.text", "text import -n 1 vs sklearn HashingVectorizer.transform (>= 1.0)"),
 }
 
 __all__ = ["BENCHES"]

@@ -4,11 +4,15 @@
                  [--compression gzip|lzf|none] [--dtype float64|float32]
     synth logistic|softmax --rows N --cols D [--classes K] [--noise S] --seed K --out FILE.h5
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5
-    import csv FILE.csv --target COLUMN [--task regression|binary|multiclass] --out FILE.h5
+    import csv|parquet FILE... --target COLUMN [--task regression|binary|multiclass] [--columns|--drop C,..]
+                 [--categorical C,..] [--hashed C,.. --hash-width W] [--missing error|mean|median|zero
+                 [--missing-indicator]] [--delimiter D] [--header yes|no] --out FILE.h5   (mpirun -n N: parallel)
+    import text FILE... --text-column C --label-column L [--ngrams 1,2] [--hash-bits K] [--tfidf] --out FILE.h5
     import npy X.npy y.npy [--task regression|binary|multiclass] --out FILE.h5
     synth sparse-linear|sparse-logistic|sparse-softmax --rows N --cols D --nnz-per-row K
                  [--classes C] [--noise S] [--seed K] --out FILE.h5      (CSR /X)
     synth mf --users M --items N --rank R --density P (--noise S | --implicit) [--seed K --chunk-rows C] --out FILE.h5
+    export apt-descriptions --out apt.jsonl [--lists /var/lib/apt/lists] [--min-section 500]
     info FILE.h5
 
 Synthetic files hold exactly the rows a synthetic job with the same seed and
@@ -29,7 +33,7 @@ from ..layout import chunk_range, n_chunks
 from .atomic import atomic_path
 from .classification import synth_classification
 from .memory import human
-from .importers import TASKS, run_import
+from .import_cli import add_import_parser, run_import_cli
 from .synthetic.linear import linear_chunk, true_weights
 from ..errors import UserError
 
@@ -185,18 +189,17 @@ def parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog=prog("data"), description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,info}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{synth,import,export,info}")
     _synth_parsers(sub)
-    m = sub.add_parser("import", help="convert a data set (sklearn:NAME, csv FILE, npy X.npy y.npy) to HDF5",
-                       description="Convert a data set to the HDF5 layout the trainer reads (/X, /y, "
-                                   "feature_names, classes).")
-    m.add_argument("source", help="sklearn:diabetes|breast_cancer|digits|iris|wine, csv or npy")
-    m.add_argument("paths", nargs="*", help="csv: FILE.csv; npy: X.npy y.npy")
-    m.add_argument("--target", help="csv: the target column, by header name or index")
-    m.add_argument("--task", choices=list(TASKS), default=None, help="default: inferred from the target")
-    m.add_argument("--delimiter", default=",", help="csv: the field separator (default ,)")
-    m.add_argument("--chunk-rows", type=int, default=4096, help="rows per HDF5 chunk (default 4096)")
-    m.add_argument("--out", required=True, help="output HDF5 file (written atomically)")
+    add_import_parser(sub)
+    e = sub.add_parser("export", help="write a text corpus no one here wrote (apt's package descriptions) as "
+                                      "JSON Lines", description="Export apt's package descriptions, labelled by "
+                                                                "Section, for `data import text`.")
+    e.add_argument("what", choices=["apt-descriptions"], help="the corpus")
+    e.add_argument("--out", required=True, help="output JSON Lines file (written atomically)")
+    e.add_argument("--lists", default=None, help="apt's lists folder (default /var/lib/apt/lists)")
+    e.add_argument("--min-section", type=int, default=None, help="keep sections with at least this many "
+                                                                 "packages (default 500)")
     i = sub.add_parser("info", help="describe a data file", description="Every dataset and attribute of a file.")
     i.add_argument("file", help="an HDF5 file")
     return p
@@ -220,9 +223,6 @@ def _run(args) -> None:
     elif args.cmd == "synth":
         synth_linear(args.out, args.rows, args.cols, args.noise, args.seed, args.chunk_rows,
                      args.compression, args.dtype, args.bias, args.features)
-    elif args.cmd == "import":
-        run_import(args.source, args.paths, args.out, args.target, args.task, args.delimiter,
-                   args.chunk_rows)
     print(info(args.file if args.cmd == "info" else args.out))
 
 
@@ -231,8 +231,16 @@ def main(argv=None) -> int:
     args = p.parse_args(sys.argv[1:] if argv is None else list(argv))
     if args.cmd == "synth" and args.kind == "mf" and args.noise is None and not args.implicit:
         p.error("synth mf: --noise is required for ratings (or pass --implicit for interaction counts)")
+    if args.cmd == "import":  # every rank parses its own part (under mpirun)
+        return run_import_cli(args, info)
+    if args.cmd == "export":
+        from .apt_export import export_main
+
+        return export_main([args.what, "--out", args.out]
+                           + (["--lists", args.lists] if args.lists else [])
+                           + (["--min-section", str(args.min_section)] if args.min_section else []))
     try:
-        if args.cmd in ("synth", "import"):
+        if args.cmd == "synth":
             check_out(args.out, synth_bytes(args))
         _run(args)
     except (ValueError, OSError) as exc:

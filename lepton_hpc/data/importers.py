@@ -2,7 +2,7 @@
 
 * :func:`import_sklearn` — scikit-learn's bundled data sets (no download):
   ``diabetes`` (regression), ``breast_cancer`` (binary), ``digits``, ``iris`` and ``wine`` (multiclass).
-* :func:`import_csv` — a CSV file with a header row, streamed in chunks of rows.
+* CSV and Parquet files: :mod:`lepton_hpc.data.table_import` (parallel, pyarrow).
 * :func:`import_npy` — a pair of ``.npy`` files (X 2-D, y 1-D), read memory-mapped.
 
 The contract every importer keeps (what the shard reader, checkpoints and evaluate read):
@@ -23,7 +23,6 @@ file and, for a bad row, its line (CSV) or row (npy).
 
 from __future__ import annotations
 
-import math
 import os
 from contextlib import ExitStack
 
@@ -32,14 +31,12 @@ import numpy as np
 
 from .atomic import atomic_path
 from .classification import LIBVER  # HDF5 1.8 format: attrs over 64 KiB (many feature names)
-from .csv_rows import CsvRows, as_number, parse_features, read_header
 from ..errors import UserError
 
 TASKS = ("regression", "binary", "multiclass")
 SKLEARN_SETS = ("diabetes", "breast_cancer", "digits", "iris", "wine")
 MAX_INFERRED_CLASSES = 20  # integer-valued targets with at most this many values are inferred as classes
 UTF8 = h5py.string_dtype("utf-8")  # variable-length UTF-8 strings
-MISSING = frozenset({"", "na", "n/a", "nan", "null"})  # target tokens read as "missing"
 
 
 # -- writing ------------------------------------------------------------------
@@ -201,170 +198,6 @@ def import_sklearn(name: str, out: str, chunk_rows: int = 4096) -> dict:
     return attrs
 
 
-# -- CSV ----------------------------------------------------------------------
-def _csv_delimiter(delimiter: str) -> str:
-    delimiter = {"\\t": "\t", "tab": "\t"}.get(delimiter, delimiter)
-    if len(delimiter) != 1:
-        raise UserError(f"--delimiter must be one character (or 'tab'), got {delimiter!r}")
-    return delimiter
-
-
-def _csv_target(tok: str, rows: CsvRows, target_name: str, task: str | None, track: bool) -> float | None:
-    """The numeric value of the target token ``tok``, None for a text (class) label; a bad one is named."""
-    if tok.lower() in MISSING:
-        raise UserError(f"{rows.where()}: the target {target_name!r} is missing")
-    value = as_number(tok)
-    if value is not None and not math.isfinite(value):
-        raise UserError(f"{rows.where()}: the target {target_name!r} has non-finite value {tok!r}")
-    if value is None and not track:
-        why = "--task is regression" if task == "regression" else \
-            "the earlier rows make it a numeric (regression) target"
-        raise UserError(f"{rows.where()}: the target {target_name!r} has "
-                         f"non-numeric value {tok!r}, but {why}")
-    return value
-
-
-def _stream_csv(rows: CsvRows, w: _Writer, names: list[str], t: int, task: str | None,
-                chunk_rows: int) -> tuple[_Labels | None, list[np.ndarray]]:
-    """Append every data row to ``w``, ``chunk_rows`` at a time.
-
-    Returns the target's class labels and each written chunk's first-seen class codes,
-    or ``(None, [])`` for a numeric (regression) target, whose values are already in /y.
-    """
-    feat_idx = [i for i in range(len(names)) if i != t]
-    infer, track = task is None, task != "regression"  # track: False once an inferred target is clearly numeric
-    labels, code_chunks = _Labels(), []
-    Xbuf = np.empty((chunk_rows, len(feat_idx)), dtype=np.float64)
-    ybuf = np.empty(chunk_rows, dtype=np.float64)
-    cbuf = np.empty(chunk_rows, dtype=np.int32)  # first-seen class codes, 4 bytes a row
-    m = 0
-    while True:
-        try:
-            row = rows.next()
-        except StopIteration:
-            break
-        if row == []:
-            continue  # blank line
-        if len(row) != len(names):
-            raise UserError(f"{rows.where()}: expected {len(names)} fields, found {len(row)}")
-        tok = row[t].strip()
-        value = _csv_target(tok, rows, names[t], task, track)
-        parse_features(row, feat_idx, names, rows, Xbuf[m])
-        ybuf[m] = math.nan if value is None else value
-        if track:
-            cbuf[m] = labels.code(tok, value)
-            if task == "binary" and labels.n_distinct() > 2:
-                raise UserError(f"{rows.where()}: --task binary, but the target "
-                                 f"{names[t]!r} has a third class {tok!r}")
-            if infer and labels.clearly_numeric():
-                track = False  # a regression target: its values are already in /y
-                code_chunks.clear()
-                labels = _Labels()
-        m += 1
-        if m == chunk_rows:
-            w.append(Xbuf[:m], ybuf[:m])
-            if track:
-                code_chunks.append(cbuf[:m].copy())
-            m = 0
-    if m:
-        w.append(Xbuf[:m], ybuf[:m])
-        if track:
-            code_chunks.append(cbuf[:m].copy())
-    return (labels if track else None), code_chunks
-
-
-def _remap_classes(w: _Writer, labels: _Labels | None, code_chunks: list[np.ndarray], task: str | None,
-                   where: str) -> tuple[list | None, str]:
-    """Rewrite /y from first-seen codes to sorted class ids, chunk by chunk; the classes and the task.
-    ``labels`` None: a regression target, left as it is."""
-    if labels is None:
-        return None, "regression"
-    classes, token_to_class = labels.sorted_classes()
-    task = _class_task(len(classes), task, where)
-    lo = 0
-    for codes in code_chunks:
-        w.y[lo:lo + len(codes)] = token_to_class[codes]
-        lo += len(codes)
-    return classes, task
-
-
-def import_csv(path: str, target, out: str, task: str | None = None, delimiter: str = ",",
-               chunk_rows: int = 4096) -> dict:
-    """Write the CSV file ``path`` (header row required) to ``out``.
-
-    ``target`` names the target column (a header name, or an integer index; negative counts
-    from the end); every other column is a feature and must be a finite number in every row.
-    ``task`` is ``regression``, ``binary``, ``multiclass`` or None to infer: a target with a
-    non-numeric value, or integer-valued with at most :data:`MAX_INFERRED_CLASSES` distinct
-    values, is a class label; anything else is a regression target. Class labels (strings
-    too) become 0..K-1 in sorted order (numeric labels by value); attr ``classes`` maps back.
-
-    The file is read once, ``chunk_rows`` rows at a time; the class ids are remapped
-    in place at the end, chunk by chunk. Returns the attrs written.
-    """
-    _check_task(task)
-    delimiter = _csv_delimiter(delimiter)
-    if not os.path.isfile(path):
-        raise UserError(f"CSV file {path} does not exist")
-    with open(path, "rb") as fh:
-        rows = CsvRows(fh, path, delimiter)
-        names, t = read_header(rows, target)
-        target_name = names[t]
-        with _Writer(out, len(names) - 1, chunk_rows, inputs=(path,)) as w:
-            labels, code_chunks = _stream_csv(rows, w, names, t, task, chunk_rows)
-            if w.n_rows == 0:
-                raise UserError(f"{path} has a header but no data rows")
-            classes, task = _remap_classes(w, labels, code_chunks, task, f"{path}: the target {target_name!r}")
-            attrs = {"source": f"csv:{path}", "task": task,
-                     "n_classes": 0 if classes is None else len(classes),
-                     "feature_names": [names[i] for i in range(len(names)) if i != t], "target": target_name,
-                     "target_names": [target_name] if classes is None else _label_text(classes),
-                     "classes": None if classes is None else _label_attr(classes)}
-            w.finish(attrs, attrs["feature_names"], classes)
-    return attrs
-
-
-class _Labels:
-    """Distinct target tokens in order of first appearance, with their numeric values."""
-
-    def __init__(self):
-        self.token_code: dict[str, int] = {}
-        self.values: list[float | None] = []
-        self.value_set: set[float] = set()
-        self.all_numeric = self.all_integer = True
-
-    def code(self, tok: str, value: float | None) -> int:
-        code = self.token_code.get(tok)
-        if code is None:
-            code = self.token_code[tok] = len(self.values)
-            self.values.append(value)
-            if value is None:
-                self.all_numeric = False
-            else:
-                self.value_set.add(value)
-                self.all_integer = self.all_integer and value.is_integer()
-        return code
-
-    def n_distinct(self) -> int:
-        """Distinct classes: numbers by value ("1" is "1.0"), else tokens by text."""
-        return len(self.value_set) if self.all_numeric else len(self.values)
-
-    def clearly_numeric(self) -> bool:
-        """All numbers so far, and not integer-valued or too many values to be classes."""
-        return self.all_numeric and (not self.all_integer or len(self.value_set) > MAX_INFERRED_CLASSES)
-
-    def sorted_classes(self) -> tuple[list, np.ndarray]:
-        """Sorted class labels (by value if all numeric, else by text) and each token code's class id."""
-        if self.all_numeric:
-            classes = sorted(self.value_set)
-            index = {v: k for k, v in enumerate(classes)}
-            return classes, np.asarray([index[v] for v in self.values], dtype=np.float64)
-        classes = sorted(self.token_code)
-        index = {tok: k for k, tok in enumerate(classes)}
-        by_code = sorted(self.token_code, key=self.token_code.get)
-        return classes, np.asarray([index[tok] for tok in by_code], dtype=np.float64)
-
-
 def _label_text(labels: list) -> list[str]:
     return [str(int(v)) if isinstance(v, float) and v.is_integer() else str(v) for v in labels]
 
@@ -388,7 +221,7 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
 
     X must be 2-D and numeric; y 1-D (a rows×1 column is accepted), numeric or strings
     (string labels are classes). Every value must be finite; the first bad row is named.
-    ``task`` as in :func:`import_csv`. Returns the attrs written.
+    ``task`` as in :func:`lepton_hpc.data.table_import.import_table`. Returns the attrs written.
     """
     _check_task(task)
     X = _load_npy(x_path, "X")
@@ -456,19 +289,18 @@ def import_npy(x_path: str, y_path: str, out: str, task: str | None = None, chun
 # -- dispatch -----------------------------------------------------------------
 def run_import(source: str, paths: list[str], out: str, target=None, task: str | None = None,
                delimiter: str = ",", chunk_rows: int = 4096) -> dict:
-    """The ``import`` subcommand: ``sklearn:NAME``, ``csv FILE --target COL`` or ``npy X.npy y.npy``."""
+    """``import`` in one process: ``sklearn:NAME``, ``csv|parquet FILE... --target COL`` or ``npy X.npy y.npy``
+    (the command line runs csv/parquet/text on every rank: :mod:`lepton_hpc.data.import_cli`)."""
     if source.startswith("sklearn:"):
         if paths:
             raise UserError(f"import {source} takes no file arguments, got {' '.join(paths)}")
         if task is not None or target is not None:
             raise UserError(f"import {source} takes neither --task nor --target (the data set fixes them)")
         return import_sklearn(source, out, chunk_rows)
-    if source == "csv":
-        if len(paths) != 1:
-            raise UserError(f"import csv takes one CSV file, got {len(paths)} ({' '.join(paths) or 'none'})")
-        if target is None:
-            raise UserError("import csv needs --target COLUMN (a header name or a column index)")
-        return import_csv(paths[0], target, out, task, delimiter, chunk_rows)
+    if source in ("csv", "parquet"):
+        from .table_import import import_csv_serial
+
+        return import_csv_serial(source, paths, target, out, task, delimiter, chunk_rows)
     if source == "npy":
         if len(paths) != 2:
             raise UserError(f"import npy takes two files, X.npy and y.npy, got {len(paths)}")
@@ -476,4 +308,5 @@ def run_import(source: str, paths: list[str], out: str, target=None, task: str |
             raise UserError("import npy takes no --target (y.npy is the target)")
         return import_npy(paths[0], paths[1], out, task, chunk_rows)
     raise UserError(f"unknown import source {source!r}; use sklearn:NAME "
-                     f"({', '.join(SKLEARN_SETS)}), csv FILE --target COLUMN, or npy X.npy y.npy")
+                     f"({', '.join(SKLEARN_SETS)}), csv|parquet FILE... --target COLUMN, text FILE... "
+                     f"--text-column C --label-column L, or npy X.npy y.npy")

@@ -11,7 +11,8 @@ from mpi4py import MPI
 from lepton_hpc import checkpoint
 from lepton_hpc.config import DataConfig, build
 from lepton_hpc.data.__main__ import main as data_cli
-from lepton_hpc.data.importers import import_csv, import_npy, import_sklearn
+from lepton_hpc.data.importers import import_npy, import_sklearn
+from lepton_hpc.data.table_import import import_csv
 from lepton_hpc.data.shard import Shard
 from lepton_hpc.errors import UserError
 

@@ -1,0 +1,98 @@
+"""``python -m lepton_hpc.bench text``: the text import against scikit-learn's HashingVectorizer.
+
+The corpus is apt's package descriptions (:mod:`lepton_hpc.data.apt_export`; exported to a
+temporary file unless ``--corpus`` names one). Interleaved (A B B A ...), it times
+
+* A, the baseline, in this process: ``HashingVectorizer(n_features=2**k, ngram_range=(a, b))
+  .transform(docs)`` on the documents already in memory;
+* B, ``import text CORPUS --text-column description --label-column section`` at one rank with
+  the same hashing (:mod:`lepton_hpc.bench.import_rank`: reading the JSON Lines, hashing,
+  writing the CSR file).
+
+``ratio`` = median(A) / median(B), target >= 1.0. The features are checked to be the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from .common import RANK_ENV, blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread, verdict
+
+
+def _same_features(out: str, hv, docs) -> bool:
+    import h5py
+    import scipy.sparse as sp
+
+    with h5py.File(out, "r") as f:
+        g = f["X"]
+        X = sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=tuple(g.attrs["shape"]))
+    Xs = hv.transform(docs)
+    Xs.sum_duplicates()
+    return bool(X.shape == Xs.shape and np.array_equal(X.indptr, Xs.indptr) and np.array_equal(X.indices, Xs.indices)
+                and np.array_equal(X.data, Xs.data))
+
+
+def run(args) -> dict:
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    from ..data.text_features import parse_ngrams
+
+    mpiexec = args.mpiexec or find_mpiexec()
+    lo, hi = parse_ngrams(args.ngrams)
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        corpus = args.corpus
+        if not corpus:
+            from ..data.apt_export import export_apt
+
+            corpus = os.path.join(tmp, "apt.jsonl")
+            note("bench text: exporting apt's package descriptions ...")
+            export_apt(corpus)
+        with open(corpus, encoding="utf-8") as fh:
+            docs = [json.loads(line)["description"] for line in fh if line.strip()]
+        note(f"  {len(docs)} documents, {os.path.getsize(corpus) / 2**20:.1f} MiB")
+        hv = HashingVectorizer(n_features=2 ** args.hash_bits, ngram_range=(lo, hi))
+        out = os.path.join(tmp, "apt.h5")
+        kwargs = {"paths": [corpus], "out": out, "text_column": "description", "label_column": "section",
+                  "ngrams": f"{lo},{hi}", "hash_bits": args.hash_bits}
+        cmd = [mpiexec, "-n", "1", sys.executable, "-m", "lepton_hpc.bench.import_rank", "text", json.dumps(kwargs)]
+        a, b = [], []
+        for r in range(args.repeats):
+            for side in (("A", "B") if r % 2 == 0 else ("B", "A")):
+                if side == "A":
+                    t = time.perf_counter()
+                    hv.transform(docs)
+                    a.append(time.perf_counter() - t)
+                else:
+                    b.append(last_json(launch_ranks(cmd, args.timeout, "bench text"), "bench text")["wall_s"])
+                note(f"  {side}: {(a if side == 'A' else b)[-1]:.2f} s")
+        same = _same_features(out, hv, docs)
+    return {**verdict(a, b, 1.0, ">="), "baseline": "sklearn HashingVectorizer.transform on the documents in memory",
+            "baseline_s": spread(a), "ours_n1_s": spread(b), "documents": len(docs), "hash_bits": args.hash_bits,
+            "ngrams": [lo, hi], "same_features_as_sklearn": same}
+
+
+def cli(argv) -> int:
+    p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench text", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", help="a JSON Lines corpus with description/section (default: export apt's lists)")
+    p.add_argument("--hash-bits", type=int, default=18)
+    p.add_argument("--ngrams", default="1,2")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workdir", default=None)
+    p.add_argument("--timeout", type=int, default=600)
+    p.add_argument("--mpiexec")
+    p.add_argument("--strict", action="store_true")
+    args = p.parse_args(argv)
+    os.environ.update(RANK_ENV)
+    t, load0 = time.perf_counter(), os.getloadavg()[0]
+    result = {"bench": "text", **run(args), "wall_s": time.perf_counter() - t,
+              "loadavg_1m": {"start": load0, "end": os.getloadavg()[0]}, "provenance": provenance(blas=blas_summary())}
+    print(json.dumps(result), flush=True)
+    return 3 if args.strict and not result["pass"] else 0

@@ -1,0 +1,79 @@
+"""Text import in one process: CSV / TSV / JSON Lines give scikit-learn's HashingVectorizer features;
+labels become sorted classes; bad input names the line."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("pyarrow")
+pytest.importorskip("mmh3")
+sk_text = pytest.importorskip("sklearn.feature_extraction.text")
+sp = pytest.importorskip("scipy.sparse")
+
+from lepton_hpc import comm as C  # noqa: E402
+from lepton_hpc.data.text_features import Hasher, SEPARATOR, finish, parse_ngrams  # noqa: E402
+from lepton_hpc.data.text_import import import_text  # noqa: E402
+
+DOCS = ["The quick brown fox", "", "Jumps over the lazy dog, the END", "Ünïcode wörds ß and ΣΑΣ", "a b c",
+        "fox fox fox fox", "x1 y2 z3 42 4242"]
+LABELS = ["b", "a", "b", "c", "a", "b", "c"]
+
+
+def _run(paths, out, **kw):
+    comm = C.self_comm()
+    try:
+        return import_text(comm, [str(p) for p in paths], str(out), **kw)
+    finally:
+        C.free(comm)
+
+
+def _read(out):
+    with h5py.File(out, "r") as f:
+        g = f["X"]
+        X = sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=tuple(g.attrs["shape"]))
+        classes = [v.decode() if isinstance(v, bytes) else v for v in f["y"].attrs["classes"]]
+        return X, f["y"][:], classes, json.loads(g.attrs["hashing"])
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+def test_formats_match_hashing_vectorizer(tmp_path, fmt):
+    path = tmp_path / f"d.{fmt}"
+    if fmt == "jsonl":
+        path.write_text("".join(json.dumps({"t": d, "l": l}) + "\n" for d, l in zip(DOCS, LABELS)), encoding="utf-8")
+    elif fmt == "csv":
+        path.write_text("l,t\n" + "".join(f'{l},"{d}"\n' for d, l in zip(DOCS, LABELS)), encoding="utf-8")
+    else:
+        path.write_text("l\tt\n" + "".join(f"{l}\t{d}\n" for d, l in zip(DOCS, LABELS)), encoding="utf-8")
+    out = tmp_path / "o.h5"
+    _run([path], out, text_column="t", label_column="l", ngrams="1,2", hash_bits=8, block_bytes=40)
+    X, y, classes, hashing = _read(out)
+    want = sk_text.HashingVectorizer(n_features=256, ngram_range=(1, 2)).transform(DOCS)
+    assert abs(X - want).max() == 0.0
+    assert classes == ["a", "b", "c"] and y.tolist() == [1, 0, 1, 2, 0, 1, 2]
+    assert hashing["n_features"] == 256 and hashing["ngrams"] == [1, 2]
+
+
+def test_hasher_separator_fallback_and_trigrams():
+    docs = DOCS + [f"has {SEPARATOR} inside"]
+    for ngrams in ((1, 1), (2, 3), (1, 3)):
+        b = finish(Hasher(1 << 10, ngrams).counts(docs), None, "l2")
+        want = sk_text.HashingVectorizer(n_features=1 << 10, ngram_range=ngrams).transform(docs)
+        want.sum_duplicates()
+        np.testing.assert_array_equal(b.indptr, want.indptr)
+        np.testing.assert_array_equal(b.indices, want.indices)
+        np.testing.assert_array_equal(b.data, want.data)
+    with pytest.raises(ValueError, match="--ngrams"):
+        parse_ngrams("2,1")
+
+
+def test_missing_label_names_the_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [{"t": "x y", "l": "a"}] * 30 + [{"t": "x y", "l": None}] + [{"t": "x y", "l": "b"}] * 5
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"d.jsonl line 31: the label 'l' is missing"):
+        _run([path], tmp_path / "o.h5", text_column="t", label_column="l", block_bytes=100)
+    with pytest.raises(ValueError, match=r"--text-column C and --label-column L"):
+        _run([path], tmp_path / "o.h5", text_column="", label_column="l")
+    assert not (tmp_path / "o.h5").exists()

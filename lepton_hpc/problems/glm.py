@@ -227,10 +227,11 @@ class GLMProblem(Problem):
     def _solver_tip(self) -> str:
         if self.batches is not None or self.cfg.train.solver != "gd":
             return ""
-        return ", or use a solver that needs few passes (train.solver = \"gram\" for least squares)" \
-            if self.cfg.model.kind == "linear" else ""
+        return ", or let train.solver = \"auto\" pick a solver that needs a few passes (newton, lbfgs)"
 
     def not_converged_hint(self, stop_reason: str) -> str:
+        if self.method is not None:  # lbfgs/owlqn/newton: no step size to tune
+            return f"raise train.steps (each {self.solver_name} iteration is about one pass), or loosen train.tol"
         if stop_reason == "eta_floor" or self.ref.curvature is None:
             return super().not_converged_hint(stop_reason)
         return self._schedule_hint(self.ref.curvature[1])

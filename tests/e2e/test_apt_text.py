@@ -4,7 +4,7 @@ scikit-learn's LogisticRegression on HashingVectorizer features of the same spli
 
 Kept small (about 60 s on 2 cores): every 8th package of the exported corpus (about 7,000
 documents, all 27 sections), 2^12 hashed word+bigram columns, reg = 1e-3 (the job file's full
-size is 2^18 columns and reg = 1e-4). Our objective is mean log-loss + reg/2 |W|², so
+size is 2^16 columns and reg = 1e-4). Our objective is mean log-loss + reg/2 |W|², so
 scikit-learn's C is 1 / (reg * n_train). The apt lists are fetched with apt-get update when they
 are missing and the test runs as root (CI); otherwise the test is skipped, saying why.
 """
@@ -47,10 +47,9 @@ def _sklearn_accuracy(path):
         g = f["X"]
         X = sp.csr_matrix((g["data"][:], g["indices"][:], g["indptr"][:]), shape=tuple(g.attrs["shape"]))
         y = f["y"][:]
-    n = len(y)
-    # the engine's held-out split: per chunk of data.chunk_rows rows, drawn from (data.seed, 3, chunk)
-    test = np.concatenate([np.random.default_rng([0, 3, c]).random(min(CHUNK_ROWS, n - c * CHUNK_ROWS)) < 0.25
-                           for c in range(-(-n // CHUNK_ROWS))])
+    from test_models import test_mask  # the engine's per-row held-out split, in plain Python
+
+    test = test_mask(len(y), CHUNK_ROWS, seed=0, fraction=0.25)
     n_train = int((~test).sum())
     model = sklearn_lm.LogisticRegression(C=1.0 / (REG * n_train), max_iter=2000, tol=1e-6)
     model.fit(X[~test], y[~test])
@@ -72,7 +71,7 @@ def test_apt_sections_softmax_matches_sklearn(tmp_path):
     run = tmp_path / "run"
     proc = run_mpi(2, [str(ROOT / "jobs" / "apt_sections_text.toml"), "--set", f"data.path={tmp_path / 'apt.h5'}",
                        "--set", f"data.chunk_rows={CHUNK_ROWS}", "--set", f"model.reg={REG}",
-                       "--set", "train.steps=600", "--set", "checkpoint.every=1000", "--out", str(run)], timeout=300)
+                       "--set", "checkpoint.every=1000", "--out", str(run)], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = summary(run)["metrics"]["test"]
     theirs, n_test = _sklearn_accuracy(tmp_path / "apt.h5")

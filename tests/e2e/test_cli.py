@@ -25,7 +25,7 @@ def test_one_rank_run_says_so_once_and_quiet_keeps_only_the_verdict(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert sum("running on 1 rank" in ln for ln in lines) == 1
-    assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == ["2", "4", "6"]
+    assert [ln.split()[1] for ln in lines if ln.startswith("step ")] == ["2/6", "4/6", "6/6"]
     assert lines[-1].startswith("done: 6 steps")
     s = summary(tmp_path / "a")
     assert s["gradient_kernel"]["ran"].startswith("c (") == s["gradient_kernel"]["built"].startswith("C ")
@@ -48,7 +48,7 @@ def test_under_mpiexec_rank_zero_logs_and_the_numpy_kernel_is_recorded(tmp_path)
                    env={"LEPTON_NO_C_KERNEL": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "running on 1 rank" not in proc.stdout
-    assert [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("step ")] == ["2", "4", "6"]
+    assert [ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("step ")] == ["2/6", "4/6", "6/6"]
     assert "[rank 1]" not in proc.stdout + proc.stderr          # rank 1 had nothing to warn about
     kernel = summary(tmp_path / "r")["gradient_kernel"]
     assert kernel["ran"] == "numpy" and kernel["c_calls"] == 0 and "LEPTON_NO_C_KERNEL" in kernel["built"]

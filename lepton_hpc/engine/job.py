@@ -74,7 +74,7 @@ def summarize(ctx, problem, loop, code: int) -> dict | None:
     head = {"job": cfg.name, "model": cfg.model.kind, "exit_code": code, "stop_reason": loop.stop_reason,
             "converged": loop.converged, "steps": loop.s.step, "steps_budget": cfg.train.steps,
             "tol": cfg.train.tol}
-    if not loop.converged:
+    if loop.converged is False:
         head["not_converged_hint"] = problem.not_converged_hint(loop.stop_reason)
         head["grad_norm_target"] = cfg.train.tol * loop.s.g0_norm if loop.s.g0_norm else None
     tail = {"world_size": ctx.comm.size, "reduction": cfg.comm.reduction,

@@ -60,9 +60,14 @@ class Loop:
         self.stop_value = 0.0  # the agreed stop request (run.STOP_REQUEUE or run.STOP_INTERRUPT)
 
     @property
-    def converged(self) -> bool:
-        """Whether the run met its convergence test (tol, plateau) or was solved directly."""
-        return self.stop_reason in CONVERGED
+    def converged(self) -> bool | None:
+        """Whether the run met its convergence test (tol, plateau) or was solved directly; None when
+        it asked for none (train.tol = 0 and no patience) and ran its step budget."""
+        if self.stop_reason in CONVERGED:
+            return True
+        if self.stop_reason == "steps" and self.tc.tol == 0 and not self.tc.patience:
+            return None
+        return False
 
     # -- convergence --------------------------------------------------------------------
     def _converged(self, loss: float, grad_norm: float | None) -> str | None:
@@ -165,7 +170,7 @@ class Loop:
             ctx.log(f"signal received: checkpointed step {self.s.step}; exiting with {EXIT_REQUEUE} "
                     f"(resume with --resume auto)")
             return EXIT_REQUEUE
-        if not self.converged and self.tc.require_convergence:
+        if self.converged is False and self.tc.require_convergence:
             return EXIT_NOT_CONVERGED
         return EXIT_OK
 

@@ -40,7 +40,7 @@ def test_one_rank_run_says_so_once_and_quiet_keeps_only_the_verdict(tmp_path):
 
     verbose = _direct(["train", *SMALL, "--out", tmp_path / "d", "-v"])
     first_step = next(ln for ln in verbose.stdout.splitlines() if " step " in ln)
-    assert " [rank 0] step       2" in first_step and first_step[:4].isdigit()   # time, rank, the same text
+    assert " [rank 0] step 2/6" in first_step and first_step[:4].isdigit()   # time, rank, the same text
 
 
 def test_under_mpiexec_rank_zero_logs_and_the_numpy_kernel_is_recorded(tmp_path):

@@ -121,13 +121,13 @@ def run(args) -> dict:
 def cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench import", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=2_000_000)
-    p.add_argument("--cols", type=int, default=20)
+    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated CSV")
+    p.add_argument("--cols", type=int, default=20, help="numeric columns of the generated CSV")
     p.add_argument("--repeats", type=int, default=2, help="measurements per side (A B B A ...)")
     p.add_argument("--ranks", type=int, default=2, help="ranks of the memory (and identity) run")
     p.add_argument("--workdir", default=None, help="folder for the generated CSV (default: the temp folder)")
-    p.add_argument("--timeout", type=int, default=900)
-    p.add_argument("--mpiexec")
+    p.add_argument("--timeout", type=int, default=900, help="seconds before a launch is killed")
+    p.add_argument("--mpiexec", help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
     os.environ.update(RANK_ENV)

@@ -39,7 +39,7 @@ def add_import_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--missing-indicator", action="store_true",
                    help="append a 0/1 column isnull(COL) per numeric column with a missing value")
     m.add_argument("--block-bytes", type=int, default=BLOCK_BYTES, help="csv/text: bytes per parsed block")
-    m.add_argument("--chunk-rows", type=int, default=4096)
+    m.add_argument("--chunk-rows", type=int, default=4096, help="rows per HDF5 chunk of the output (default 4096)")
     m.add_argument("--text-column", help="text: the column (or JSON key) holding the document")
     m.add_argument("--label-column", help="text: the column (or JSON key) holding the class label")
     m.add_argument("--format", choices=["auto", "csv", "tsv", "jsonl"], default="auto",
@@ -49,7 +49,7 @@ def add_import_parser(sub) -> argparse.ArgumentParser:
     m.add_argument("--tfidf", action="store_true", help="text: TF-IDF weights (document frequencies over "
                                                         "the whole input)")
     m.add_argument("--norm", choices=["l2", "l1", "none"], default="l2", help="text: row normalisation")
-    m.add_argument("--out", required=True)
+    m.add_argument("--out", required=True, help="output HDF5 file (written atomically: a failed import leaves none)")
     return m
 
 

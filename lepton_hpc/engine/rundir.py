@@ -31,19 +31,23 @@ from ..errors import UserError
 
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.toml"
-_NAME = re.compile(r"^# resolved config of job ['\"](.*)['\"]\s*$", re.M)
+#: what a launcher (lepton_hpc.scaling) writes into a run directory before the run starts: a
+#: directory holding only these still counts as empty
+LAUNCHER_FILES = ("launch.log", "launch.json")
+_NAME = re.compile(r"^# resolved config of job ['\"](.*?)['\"](?: \(model\.kind = .*\))?\s*$", re.M)
 #: flock errors that mean "this file system does not do locks", not "someone holds it"
 _NO_LOCKS = {errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL}
 
 
 def kind(out: Path) -> str:
-    """``absent``, ``empty`` (nothing but a stale lock file), ``run`` (has config.toml) or ``other``."""
+    """``absent``, ``empty`` (nothing but a stale lock file or the launcher's files), ``run`` (has
+    config.toml) or ``other``."""
     if not out.exists():
         return "absent"
     if not out.is_dir():
         return "other"
     names = {p.name for p in out.iterdir()}
-    if names <= {LOCK_NAME}:
+    if names <= {LOCK_NAME, *LAUNCHER_FILES}:
         return "empty"
     return "run" if CONFIG_NAME in names else "other"
 

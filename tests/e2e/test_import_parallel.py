@@ -97,4 +97,4 @@ def test_train_on_a_csv_names_the_import(tmp_path):
     _csv(tmp_path / "d.csv", rows=20)
     proc = run_mpi(2, ["--set", f"data.path={tmp_path / 'd.csv'}", "--out", str(tmp_path / "run")], timeout=120)
     assert proc.returncode == 1
-    assert "python -m lepton_hpc.data import csv d.csv" in proc.stderr, proc.stderr
+    assert f"python -m lepton_hpc.data import csv {tmp_path / 'd.csv'}" in proc.stderr, proc.stderr

@@ -123,11 +123,11 @@ def test_errors_name_the_line_across_blocks(tmp_path):
 
 def test_sniff_names_the_import_command(tmp_path):
     csv_path = write(tmp_path, "a,b\n1,2\n")
-    assert "import csv data.csv" in describe_non_hdf5(csv_path)
+    assert f"import csv {csv_path} --target COLUMN" in describe_non_hdf5(csv_path)
     js = write(tmp_path, '{"text": "x", "label": "y"}\n', "d.jsonl")
-    assert "import text d.jsonl" in describe_non_hdf5(js)
+    assert f"import text {js} --text-column" in describe_non_hdf5(js)
     pq.write_table(pa.table({"a": [1.0]}), str(tmp_path / "d.parquet"))
-    assert "import parquet d.parquet" in describe_non_hdf5(str(tmp_path / "d.parquet"))
+    assert f"import parquet {tmp_path / 'd.parquet'}" in describe_non_hdf5(str(tmp_path / "d.parquet"))
     with h5py.File(tmp_path / "d.h5", "w") as f:
         f["X"] = np.zeros((2, 2))
     assert describe_non_hdf5(str(tmp_path / "d.h5")) is None

@@ -30,10 +30,12 @@ def _weights(shard, i: int, sw, split: str, n: int) -> np.ndarray:
 
 
 def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str = "train",
-             class_labels: list | None = None) -> dict:
+             class_labels: list | None = None, auc_max_rows: int | None = None) -> dict:
     """Metrics of ``theta`` on ``split`` (train, test or all). Collective over ``comm``.
 
-    ``class_labels``: the name of each class code for the confusion matrix (default 0..K-1)."""
+    ``class_labels``: the name of each class code for the confusion matrix (default 0..K-1).
+    ``auc_max_rows``: skip the ROC AUC (it gathers every score to rank 0 and sorts them) when the
+    data has more rows; ``roc_auc`` is then None and ``roc_auc_skipped`` says why."""
     kind = kernel.kind
     k = max(n_classes, 2) if kind != "linear" else 0
     # row: [Σs, Σs·loss, Σs·y, Σs·y², Σs·(y−ŷ)², Σs·correct, #rows with s∉{0,1},
@@ -76,7 +78,11 @@ def evaluate(comm, kernel, shard, theta: np.ndarray, n_classes: int, split: str 
     out["log_loss"] = out["loss"]
     out["accuracy"] = float(total[5] / n)
     out["confusion"] = _confusion(total, k, class_labels)
-    if kind == "logistic":
+    if kind == "logistic" and auc_max_rows is not None and shard.n_rows > auc_max_rows:
+        out["roc_auc"] = None
+        out["roc_auc_skipped"] = (f"{shard.n_rows} rows > {auc_max_rows}: the AUC gathers every score to rank 0; "
+                                  f"`lepton-hpc evaluate` computes it")
+    elif kind == "logistic":
         gathered = C.gather(comm, (np.concatenate(scores or [np.zeros(0)]),
                                 np.concatenate(labels or [np.zeros(0, np.intp)]),
                                 np.concatenate(weights or [np.zeros(0)])))

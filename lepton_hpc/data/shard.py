@@ -9,7 +9,6 @@ on, and the caller agrees on them across ranks.
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 from typing import Iterator
 
@@ -26,26 +25,14 @@ from ..errors import UserError
 ALIGN_BYTES = 64
 
 
-#: buffers at least this large are mapped with their pages faulted in up front (see aligned_empty)
-POPULATE_BYTES = 16 << 20
-
-
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised array whose data starts on a 64-byte boundary.
 
     Chunks then start at the same alignment on every rank, so BLAS takes the
-    same code path for the same chunk whatever rank holds it. A large buffer (a
-    shard) is an anonymous mapping made with MAP_POPULATE where the OS has it: the
-    kernel faults its pages in at once, instead of one fault per 4 KiB page as HDF5
-    fills it, or numpy's transparent-huge-page advice, whose synchronous compaction
-    (``transparent_hugepage/defrag = madvise``) cost a 512 MiB shard about 2 s to read
-    on the development VM against 0.4 s into touched memory.
+    same code path for the same chunk whatever rank holds it.
     """
     dtype = np.dtype(dtype)
     n_bytes = int(np.prod(shape)) * dtype.itemsize
-    if n_bytes >= POPULATE_BYTES and hasattr(mmap, "MAP_POPULATE"):
-        m = mmap.mmap(-1, n_bytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE)
-        return np.frombuffer(m, dtype=dtype, count=int(np.prod(shape))).reshape(shape)  # page-aligned
     raw = np.empty(n_bytes + ALIGN_BYTES, dtype=np.uint8)
     offset = (-raw.ctypes.data) % ALIGN_BYTES
     return raw[offset:offset + n_bytes].view(dtype).reshape(shape)

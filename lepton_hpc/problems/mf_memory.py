@@ -66,25 +66,38 @@ def measured(every: list[dict], u_total_bytes: int) -> dict:
     return memory
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.problems.mf_memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=float, required=True)
-    p.add_argument("--items", type=float, required=True)
-    p.add_argument("--rank", type=int, required=True)
+def sizes_parser(prog: str, doc: str, solver: str) -> argparse.ArgumentParser:
+    """The options both memory models take (this one and :mod:`lepton_hpc.recommender.memory`)."""
+    p = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--users", type=float, required=True, help="number of users")
+    p.add_argument("--items", type=float, required=True, help="number of items")
+    p.add_argument("--rank", type=int, required=True, help="rank of the factors")
     p.add_argument("--ranks", type=int, required=True, help="MPI ranks")
     p.add_argument("--density", type=float, default=None, help="share of observed entries")
     p.add_argument("--nnz", type=float, default=None, help="number of ratings (instead of --density)")
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--solver", choices=["gd", "als"], default="gd")
-    p.add_argument("--optimizer", default="adam")
-    p.add_argument("--reduction", choices=["exact", "fast"], default="exact")
+    p.add_argument("--chunk-rows", type=int, default=4096, help="users per logical chunk (data.chunk_rows)")
+    p.add_argument("--solver", choices=["gd", "als"], default=solver, help="train.solver")
+    p.add_argument("--optimizer", default="adam", help="optimizer.name (gd: its accumulators count)")
+    return p
+
+
+def parse_sizes(p: argparse.ArgumentParser, argv) -> tuple | None:
+    """(args, users, items, nnz), or None after one sentence for bad sizes."""
     a = p.parse_args(argv)
     users, items = int(a.users), int(a.items)
     if min(users, items, a.rank, a.ranks) <= 0 or (a.density is None) == (a.nnz is None):
         print("error: give positive sizes and exactly one of --density and --nnz", file=sys.stderr)
+        return None
+    return a, users, items, (a.nnz if a.nnz is not None else a.density * users * items)
+
+
+def main(argv=None) -> int:
+    p = sizes_parser("python -m lepton_hpc.problems.mf_memory", __doc__, "gd")
+    p.add_argument("--reduction", choices=["exact", "fast"], default="exact", help="comm.reduction")
+    parsed = parse_sizes(p, argv)
+    if parsed is None:
         return 1
-    nnz = a.nnz if a.nnz is not None else a.density * users * items
+    a, users, items, nnz = parsed
     b = per_rank_bytes(users, items, a.rank, a.ranks, nnz, a.chunk_rows, a.solver, a.optimizer, a.reduction)
     print(f"{users} users x {items} items, rank {a.rank}, {nnz:.3g} ratings, {a.ranks} ranks "
           f"({a.solver}, {a.optimizer if a.solver == 'gd' else 'no optimizer'}, {a.reduction}); busiest rank:")

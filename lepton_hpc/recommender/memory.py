@@ -15,14 +15,13 @@ counted as if they were live at once: a mild upper bound.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 from ..layout import Layout
 from ..models.mf import packed_width
 from ..problems import mf_exchange
-from ..problems.mf_memory import ACCUMULATORS, per_rank_bytes
+from ..problems.mf_memory import ACCUMULATORS, parse_sizes, per_rank_bytes, sizes_parser
 from .. import reduce as R
 
 F64, I32, I64 = 8, 4, 8
@@ -92,25 +91,13 @@ def project(users, items, rank, size, nnz, chunk_rows=4096, solver="als", optimi
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lepton_hpc.recommender.memory", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=float, required=True)
-    p.add_argument("--items", type=float, required=True)
-    p.add_argument("--rank", type=int, required=True)
-    p.add_argument("--ranks", type=int, required=True, help="MPI ranks")
-    p.add_argument("--density", type=float, default=None, help="share of observed entries")
-    p.add_argument("--nnz", type=float, default=None, help="number of ratings (instead of --density)")
-    p.add_argument("--chunk-rows", type=int, default=4096)
-    p.add_argument("--solver", choices=["gd", "als"], default="als")
-    p.add_argument("--optimizer", default="adam")
+    p = sizes_parser("python -m lepton_hpc.recommender.memory", __doc__, "als")
     p.add_argument("--shard-items", action="store_true", help="model.shard_items = true")
     p.add_argument("--compare", action="store_true", help="also print the replicated projection")
-    a = p.parse_args(argv)
-    users, items = int(a.users), int(a.items)
-    if min(users, items, a.rank, a.ranks) <= 0 or (a.density is None) == (a.nnz is None):
-        print("error: give positive sizes and exactly one of --density and --nnz", file=sys.stderr)
+    parsed = parse_sizes(p, argv)
+    if parsed is None:
         return 1
-    nnz = a.nnz if a.nnz is not None else a.density * users * items
+    a, users, items, nnz = parsed
     modes = [a.shard_items] + ([not a.shard_items] if a.compare else [])
     for shard in modes:
         b = project(users, items, a.rank, a.ranks, nnz, a.chunk_rows, a.solver, a.optimizer, shard)

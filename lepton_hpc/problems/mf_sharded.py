@@ -14,14 +14,13 @@ import math
 
 import numpy as np
 
-from .. import comm as C
 from ..checkpoint import Part, optimizer_parts, optimizer_state
 from ..layout import Layout
 from ..models import mf as K
-from ..optimizers import make_optimizer, optimizer_kwargs
 from ..reduce import ChunkReducer
 from . import mf_reg as R
 from .mf_exchange import ItemPlan, RowExchange, owner_item_sums
+from .mf_solvers import GradientDescent
 
 
 class ItemSide:
@@ -87,16 +86,14 @@ class ItemSide:
                 + self.u_send.nbytes + self.scalars.nbytes)
 
 
-class ShardedGradientDescent:
-    """Full-batch gradient descent with item-sharded V: grad_V is summed on each item's owner."""
+class ShardedGradientDescent(GradientDescent):
+    """Full-batch gradient descent with item-sharded V: grad_V is summed on each item's owner.
+
+    The optimizers, the gradients and the update are :class:`~.mf_solvers.GradientDescent`'s;
+    the residuals are views of one flat buffer that the exchange sends to the item owners."""
 
     def __init__(self, pb):
-        self.pb = pb
-        kw = optimizer_kwargs(pb.cfg.optimizer)
-        self.opt_U = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
-        self.opt_V = C.agree(pb.comm, make_optimizer, pb.cfg.optimizer.name, **kw)
-        self.grad_U = np.zeros_like(pb.U)
-        self.grad_V = np.zeros_like(pb.V)
+        super().__init__(pb)
         plan = pb.item_side.plan
         n = int(plan.send_counts.sum())
         self.e_flat = np.zeros(n)
@@ -104,9 +101,6 @@ class ShardedGradientDescent:
         self.e_recv = np.zeros(plan.n_in)
         cuts = np.cumsum([0] + [b.train[0].shape[0] for b in pb.shard.blocks])
         self.e = [self.e_flat[a:z] for a, z in zip(cuts[:-1], cuts[1:])]
-
-    def next_eta(self) -> float:
-        return self.opt_V.next_eta()
 
     def gradient(self, step: int) -> tuple[float, float]:
         """grad_U (local) and grad_V (this rank's items); (objective, |grad|). Collective."""
@@ -136,16 +130,9 @@ class ShardedGradientDescent:
         loss = (0.5 * sse + 0.5 * (uu + vv)) / N
         return float(loss), math.sqrt(gu2 + gv2)
 
-    def apply_update(self, step: int) -> None:
-        pb = self.pb
-        self.opt_U.update(pb.U.reshape(-1), self.grad_U.reshape(-1), out=pb.U.reshape(-1))
-        self.opt_V.update(pb.V.reshape(-1), self.grad_V.reshape(-1), out=pb.V.reshape(-1))
-
     def nbytes(self) -> tuple[int, int]:
-        opt = sum(getattr(o, key).nbytes for o in (self.opt_U, self.opt_V) for key in o.accumulator_names
-                  if getattr(o, key) is not None)
-        work = self.grad_U.nbytes + self.grad_V.nbytes + self.e_flat.nbytes + self.e_send.nbytes
-        return opt, work + self.e_recv.nbytes
+        opt, work = super().nbytes()  # work: grad_U, grad_V and the residual views of e_flat
+        return opt, work + self.e_send.nbytes + self.e_recv.nbytes
 
 
 class ShardedALS:

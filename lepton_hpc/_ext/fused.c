@@ -118,6 +118,19 @@ CLONES void lepton_linear_partial(const double *restrict X, const double *restri
     out[d + 2] = wsum;
 }
 
+/* σ(z) into *p and softplus(z) = log(1 + e^z), both without overflow (one exp either sign). */
+static inline double sigmoid_softplus(double z, double *p)
+{
+    if (z >= 0) {
+        double e = exp(-z);
+        *p = 1.0 / (1.0 + e);
+        return z + log1p(e);
+    }
+    double e = exp(z);
+    *p = e / (1.0 + e);
+    return log1p(e);
+}
+
 /* Binary log-loss on float64 rows: r = σ(z) − y, ℓ = softplus(z) − y z. */
 CLONES void lepton_logistic_partial(const double *restrict X, const double *restrict y,
                                     const double *restrict sw, const double *restrict w, double b,
@@ -129,16 +142,7 @@ CLONES void lepton_logistic_partial(const double *restrict X, const double *rest
     for (long i = 0; i < n; ++i) {
         const double *x = X + (size_t)i * (size_t)d;
         double z = dot8(x, w, d) + b;
-        double p, softplus;
-        if (z >= 0) {
-            double e = exp(-z);
-            p = 1.0 / (1.0 + e);
-            softplus = z + log1p(e);
-        } else {
-            double e = exp(z);
-            p = e / (1.0 + e);
-            softplus = log1p(e);
-        }
+        double p, softplus = sigmoid_softplus(z, &p);
         double s = sw ? sw[i] : 1.0;
         double sr = s * (p - y[i]);
         for (long j = 0; j < d; ++j) g[j] += sr * x[j];
@@ -207,16 +211,7 @@ static inline double csr_residual(int kind, double z, double y, double s, double
         *l = 0.5 * r * (s * r);
         return r;
     }
-    double p, softplus;
-    if (z >= 0) {
-        double e = exp(-z);
-        p = 1.0 / (1.0 + e);
-        softplus = z + log1p(e);
-    } else {
-        double e = exp(z);
-        p = e / (1.0 + e);
-        softplus = log1p(e);
-    }
+    double p, softplus = sigmoid_softplus(z, &p);
     *l = s * (softplus - y * z);
     return p - y;
 }

@@ -2,7 +2,7 @@
 ``mpiexec -n N python -m lepton_hpc.bench.import_rank table|text JSON_KWARGS``.
 
 Rank 0 prints one JSON line: the import's wall seconds (from a barrier after start-up and
-loading the libraries, h5py, pyarrow and mmh3, to the file committed) and every rank's peak RSS (MiB) and share of the output (MiB).
+loading the libraries, h5py, pyarrow, mmh3 and the importer's own modules, to the file committed) and every rank's peak RSS (MiB) and share of the output (MiB).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from .. import comm as C
 def _load_libraries() -> None:
     import importlib
 
-    for name in ("h5py", "pyarrow", "pyarrow.compute", "pyarrow.csv", "pyarrow.json", "pyarrow.parquet", "mmh3"):
+    for name in ("h5py", "pyarrow", "pyarrow.compute", "pyarrow.csv", "pyarrow.json", "pyarrow.parquet", "mmh3",
+                 "lepton_hpc.data.table_import", "lepton_hpc.data.text_import"):
         try:
             importlib.import_module(name)
         except ImportError:

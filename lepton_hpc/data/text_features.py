@@ -4,7 +4,8 @@ computes them (default ``token_pattern``, ``lowercase=True``, ``alternate_sign=T
 ``HashingVectorizer(n_features=2**k, ngram_range=(a, b)).transform(docs)``.
 
 * Tokens: the regular expression :data:`TOKEN_PATTERN` (``(?u)\\b\\w\\w+\\b``: runs of two or more
-  word characters) over the lowercased text; word n-grams are tokens joined by one space.
+  word characters, ``\\w`` being ``str.isalnum()`` or ``_``) over the lowercased text; word n-grams
+  are tokens joined by one space.
 * Each token's signed 32-bit MurmurHash3 (``mmh3``, seed 0) gives column ``abs(h) % 2**k`` and
   sign ``+1``/``-1`` (:mod:`lepton_hpc.data.text_hash`); a row's equal columns are summed; an entry
   whose signs cancel stays stored as 0, as scikit-learn keeps it (it counts in the document frequency).
@@ -17,8 +18,6 @@ cut into blocks or ranks. Nothing here communicates.
 
 from __future__ import annotations
 
-import itertools
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,8 +25,6 @@ import numpy as np
 from ..errors import UserError
 
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
-#: a word put between the documents of a block, so that one regex pass tokenizes them all
-SEPARATOR = "zqxdocbreakzqx0"
 
 
 def parse_ngrams(text) -> tuple[int, int]:
@@ -43,17 +40,6 @@ def parse_ngrams(text) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def word_ngrams(tokens: list[str], lo: int, hi: int) -> list[str]:
-    """scikit-learn's ``_VectorizerMixin._word_ngrams``."""
-    if hi == 1:
-        return tokens
-    out = list(tokens) if lo == 1 else []  # lo > 1: no unigrams
-    n_tok = len(tokens)
-    for n in range(max(lo, 2), min(hi + 1, n_tok + 1)):
-        out += [" ".join(tokens[i:i + n]) for i in range(n_tok - n + 1)]
-    return out
-
-
 @dataclass
 class CsrBlock:
     """Rows of a CSR matrix: ``indptr`` starts at 0."""
@@ -67,12 +53,40 @@ class CsrBlock:
         return len(self.indptr) - 1
 
 
-class Hasher:
-    """Documents -> hashed counts (:class:`CsrBlock`, before TF-IDF and normalisation)."""
+_ASCII_WORD = np.array([chr(c).isalnum() or c == 95 for c in range(128)], dtype=bool)
 
-    def __init__(self, n_features: int, ngrams: tuple[int, int] = (1, 1), pattern: str = TOKEN_PATTERN):
+
+def word_chars(codes: np.ndarray) -> np.ndarray:
+    """Per code point, whether the pattern's ``\\w`` matches it: ``str.isalnum()`` or ``_``, the
+    definition of Python's ``re`` for str patterns (checked for every code point by the tests)."""
+    if codes.dtype == np.uint8:  # ASCII
+        return _ASCII_WORD[codes]
+    word = np.zeros(len(codes), dtype=bool)
+    low = codes < 128
+    word[low] = _ASCII_WORD[codes[low]]
+    if not low.all():
+        distinct, where = np.unique(codes[~low], return_inverse=True)
+        word[~low] = np.array([chr(c).isalnum() for c in distinct.tolist()], dtype=bool)[where]
+    return word
+
+
+#: documents hashed at a time, so that their text and token arrays stay in the cache and their
+#: memory is reused from one batch to the next
+BATCH_DOCS = 4096
+
+
+class Hasher:
+    """Documents -> hashed counts (:class:`CsrBlock`, before TF-IDF and normalisation).
+
+    The tokens of :data:`TOKEN_PATTERN` are the maximal runs of two or more word characters,
+    so they are found with array operations on the code points of the lowercased documents
+    instead of a regex: the tokens are packed into one string, each followed by one space, so
+    that every n-gram ("w1 w2 ...") is a run of it, cut out by ``split`` for MurmurHash3.
+    ASCII documents are done apart from the others (one byte per character instead of four).
+    """
+
+    def __init__(self, n_features: int, ngrams: tuple[int, int] = (1, 1)):
         self.n_features, self.ngrams = int(n_features), ngrams
-        self._find = re.compile(pattern).findall
         from .text_hash import _mmh3
 
         self._murmur = _mmh3().hash  # (text, seed=0, signed=True): scikit-learn's murmurhash3_32
@@ -80,10 +94,17 @@ class Hasher:
     def counts(self, docs: list) -> CsrBlock:
         """The hashed counts of ``docs`` (a list of str; None is an empty document)."""
         docs = [d or "" for d in docs]
-        found = self._tokens_joined(docs)
-        if found is None:  # a document holds the separator word itself: one document at a time
-            found = self._tokens_each(docs)
-        rows, h = found
+        return concat([self._batch(docs[i:i + BATCH_DOCS]) for i in range(0, len(docs), BATCH_DOCS)])
+
+    def _batch(self, docs: list[str]) -> CsrBlock:
+        ascii_doc = np.fromiter(map(str.isascii, docs), dtype=bool, count=len(docs))
+        rows, h = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        for part, ascii_part in ((np.flatnonzero(ascii_doc), True), (np.flatnonzero(~ascii_doc), False)):
+            if len(part):
+                r, hashes = self._grams([docs[i] for i in part.tolist()], ascii_part)
+                rows.append(part[r])
+                h.append(hashes)
+        rows, h = np.concatenate(rows), np.concatenate(h)
         n = self.n_features
         # one sort of (row, column, sign) keys: equal (row, column) entries side by side
         packed = np.sort((rows * n + np.abs(h) % n) * 2 + (h >= 0))  # int64: rows * 2^k * 2 < 2^63
@@ -97,46 +118,70 @@ class Hasher:
         np.cumsum(np.bincount(keys // n, minlength=len(docs)), out=indptr[1:])
         return CsrBlock(values, keys % n, indptr)
 
-    def _hash(self, tokens) -> np.ndarray:
-        return np.fromiter(map(self._murmur, tokens), dtype=np.int64, count=len(tokens))
-
-    def _tokens_joined(self, docs: list):
-        """(row, hash) of every n-gram of the block, tokenized in one pass over the documents joined
-        by a separator word; None if some document holds the separator word."""
-        lo, hi = self.ngrams
-        toks = self._find((" " + SEPARATOR + " ").join(docs).lower())
-        h = self._hash(toks)
-        is_sep = h == self._murmur(SEPARATOR)
-        if int(is_sep.sum()) != len(docs) - 1:  # the separator inside a document, or a token with its hash
-            return None
-        doc = np.cumsum(is_sep)
+    def _grams(self, docs: list[str], ascii_docs: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(document, signed hash) of every n-gram of ``docs``, lowercased."""
+        if not ascii_docs:  # lowercasing may change a length ("\u0130" -> "i\u0307")
+            docs = [d.lower() for d in docs]
+        text = "\n".join(docs) + "\n"  # a non-word character between the documents and at the end
+        if ascii_docs:
+            text = text.lower()  # ASCII: one character to one, so the joined text lowercases at once
+        ascii_text = text.isascii()
+        codes = np.frombuffer(text.encode("ascii") if ascii_text else text.encode("utf-32-le", "surrogatepass"),
+                              dtype=np.uint8 if ascii_text else np.uint32)
+        word = word_chars(codes)
+        edge = np.diff(word.view(np.int8), prepend=np.int8(0))
+        first, end = np.flatnonzero(edge == 1), np.flatnonzero(edge == -1)  # text ends in "\n": as many ends
+        length = end - first
+        word[first[length == 1]] = False  # one-character words are no tokens
+        long_enough = length >= 2
+        first, end, length = first[long_enough], end[long_enough], length[long_enough]
+        doc_start = np.cumsum([0] + [len(d) + 1 for d in docs[:-1]])
+        doc = np.searchsorted(doc_start, first, "right") - 1
+        # the tokens packed, each followed by one space: each token's characters and the one after it
+        word[end] = True
+        spaced = codes.copy()
+        spaced[end] = 32
+        packed = spaced[word]
+        at = np.cumsum(length + 1) - (length + 1)  # where each token starts in ``packed``
         rows, hashes = [], []
-        for n in range(lo, hi + 1):
-            if n == 1:
-                keep = ~is_sep
-                rows.append(doc[keep])
-                hashes.append(h[keep])
-                continue
-            if len(toks) < n:
-                continue
-            grams = list(map(" ".join, zip(*[itertools.islice(toks, i, None) for i in range(n)])))
-            window = np.lib.stride_tricks.sliding_window_view(is_sep, n).any(axis=1)
-            keep = ~window
-            rows.append(doc[:len(grams)][keep])
-            hashes.append(self._hash(grams)[keep])
+        lo, hi = self.ngrams
+        for n in range(lo, min(hi, len(length)) + 1):
+            same_doc = doc[:len(doc) - n + 1] == doc[n - 1:]
+            hashes.append(self._gram_hashes(packed, at + length, n, ascii_text)[same_doc])
+            rows.append(doc[:len(same_doc)][same_doc])
         if not rows:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-        return np.concatenate(rows).astype(np.int64, copy=False), np.concatenate(hashes)
+        return np.concatenate(rows), np.concatenate(hashes)
 
-    def _tokens_each(self, docs: list):
-        lo, hi = self.ngrams
-        lengths = np.zeros(len(docs), dtype=np.int64)
-        tokens: list[str] = []
-        for i, doc in enumerate(docs):
-            toks = word_ngrams(self._find(doc.lower()), lo, hi)
-            lengths[i] = len(toks)
-            tokens += toks
-        return np.repeat(np.arange(len(docs), dtype=np.int64), lengths), self._hash(tokens)
+    def _gram_hashes(self, packed: np.ndarray, after: np.ndarray, n: int, ascii_text: bool) -> np.ndarray:
+        """The signed hash of the n-gram starting at each token (tokens ``k .. k+n-1``; the last
+        ``n - 1`` tokens start none), ``after[k]`` being the space after token ``k`` in ``packed``.
+
+        The n-grams starting at tokens ``r, r+n, r+2n, ...`` are made at once: a tab replaces
+        the space after each one, and one ``split`` cuts them out."""
+        out = np.empty(len(after) - n + 1, dtype=np.int64)
+        start = 0
+        for r in range(min(n, len(out))):
+            last = after[r + n - 1::n]  # the space after each of these n-grams
+            piece = packed[start:last[-1]].copy()
+            piece[last[:-1] - start] = 9
+            grams = piece.tobytes() if ascii_text else piece.tobytes().decode("utf-32-le", "surrogatepass")
+            grams = grams.split(b"\t" if ascii_text else "\t")  # bytes are hashed as they are, a str as UTF-8
+            out[r::n] = np.fromiter(map(self._murmur, grams), dtype=np.int64, count=len(last))
+            start = after[r] + 1
+        return out
+
+
+def concat(pieces: list[CsrBlock]) -> CsrBlock:
+    """The rows of ``pieces``, one after the other."""
+    if not pieces:
+        return CsrBlock(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
+    if len(pieces) == 1:
+        return pieces[0]
+    offsets = np.cumsum([0] + [int(p.indptr[-1]) for p in pieces])
+    indptr = np.concatenate([[0]] + [p.indptr[1:] + off for p, off in zip(pieces, offsets[:-1])])
+    return CsrBlock(np.concatenate([p.data for p in pieces]), np.concatenate([p.indices for p in pieces]),
+                    indptr.astype(np.int64))
 
 
 def document_frequencies(blocks: list[CsrBlock], n_features: int) -> np.ndarray:

@@ -27,8 +27,7 @@ from .csr_write import write_csr
 from .importers import _class_task, classes_attr
 from .table_blocks import BlockError, csv_line_of_row
 from .table_stats import first_error
-from .text_features import TOKEN_PATTERN, CsrBlock, Hasher, document_frequencies, finish, idf_weights, \
-    parse_ngrams
+from .text_features import TOKEN_PATTERN, Hasher, concat, document_frequencies, finish, idf_weights, parse_ngrams
 
 TEXT_FORMATS = ("csv", "tsv", "jsonl")
 _EXT = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
@@ -49,16 +48,11 @@ def text_format(path: str, fmt: str) -> str:
 def _pyarrow():
     try:
         import pyarrow as pa
-        import pyarrow.compute as pc
         import pyarrow.csv as pacsv
         import pyarrow.json as pajson
     except ImportError:
         raise UserError("import text needs pyarrow and mmh3; install them with pip install 'lepton_hpc[text]'") from None
-    return pa, pc, pacsv, pajson
-
-
-def _strings(col, pa, pc) -> list:
-    return (col if pa.types.is_string(col.type) else pc.cast(col, pa.string())).to_pylist()
+    return pa, pacsv, pajson
 
 
 def _json_rows(data: bytes, text_col: str, label_col: str, block: int):
@@ -83,13 +77,17 @@ def _json_rows(data: bytes, text_col: str, label_col: str, block: int):
 
 def _read_rows(data: bytes, fmt: str, names, text_col: str, label_col: str, block: int):
     """(documents, labels) of one block, or a BlockError."""
-    pa, pc, pacsv, pajson = _pyarrow()
+    pa, pacsv, pajson = _pyarrow()
     if fmt == "jsonl":
+        # only the two keys, as strings; a key missing from every line, or values that are not
+        # strings, go to Python's json, which says which line lacks the label
+        schema = pa.schema([(text_col, pa.string())] + ([(label_col, pa.string())] if label_col != text_col else []))
         try:
-            table = pajson.read_json(pa.py_buffer(data))
-            if text_col not in table.column_names or label_col not in table.column_names:
-                raise KeyError(text_col)
-            docs, labels = _strings(table.column(text_col), pa, pc), _strings(table.column(label_col), pa, pc)
+            table = pajson.read_json(pa.py_buffer(data), parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"))
+            if table.column(label_col).null_count == len(table):
+                raise KeyError(label_col)
+            docs, labels = table.column(text_col).to_pylist(), table.column(label_col).to_pylist()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
             return _json_rows(data, text_col, label_col, block)
         return ([d or "" for d in docs], labels), None
@@ -191,7 +189,7 @@ def import_text(comm, paths: list[str], out: str, text_column: str, label_column
     index = {c: i for i, c in enumerate(classes)}
     pieces = [finish(csr, idf, None if norm == "none" else norm) for _, _, _, csr in parsed]
     y = np.array([index[v] for _, _, labels, _ in parsed for v in labels], dtype=np.float64)
-    local = _concat(pieces)
+    local = concat(pieces)
     hashing = {"n_features": n_features, "ngrams": [lo, hi], "token_pattern": TOKEN_PATTERN, "lowercase": True,
                "hash": "murmurhash3_32 (mmh3), seed 0, signed: column abs(h) % n_features, sign of h",
                "alternate_sign": True, "tfidf": bool(tfidf), "smooth_idf": True, "norm": norm or "none"}
@@ -201,12 +199,3 @@ def import_text(comm, paths: list[str], out: str, text_column: str, label_column
     write_csr(comm, out, n_features, local.data, local.indices, local.indptr, y,
               {"hashing": json.dumps(hashing, sort_keys=True)}, {"classes": classes_attr(classes)}, root)
     return {**root, "n_rows": n_docs, "hashing": hashing}
-
-
-def _concat(pieces: list[CsrBlock]) -> CsrBlock:
-    if not pieces:
-        return CsrBlock(np.zeros(0), np.zeros(0, dtype=np.int64), np.zeros(1, dtype=np.int64))
-    offsets = np.cumsum([0] + [int(p.indptr[-1]) for p in pieces])
-    indptr = np.concatenate([[0]] + [p.indptr[1:] + off for p, off in zip(pieces, offsets[:-1])])
-    return CsrBlock(np.concatenate([p.data for p in pieces]), np.concatenate([p.indices for p in pieces]),
-                    indptr.astype(np.int64))

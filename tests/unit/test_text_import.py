@@ -13,7 +13,9 @@ sk_text = pytest.importorskip("sklearn.feature_extraction.text")
 sp = pytest.importorskip("scipy.sparse")
 
 from lepton_hpc import comm as C  # noqa: E402
-from lepton_hpc.data.text_features import Hasher, SEPARATOR, finish, parse_ngrams  # noqa: E402
+import re  # noqa: E402
+
+from lepton_hpc.data.text_features import TOKEN_PATTERN, Hasher, finish, parse_ngrams, word_chars  # noqa: E402
 from lepton_hpc.data.text_import import import_text  # noqa: E402
 
 DOCS = ["The quick brown fox", "", "Jumps over the lazy dog, the END", "Ünïcode wörds ß and ΣΑΣ", "a b c",
@@ -55,17 +57,31 @@ def test_formats_match_hashing_vectorizer(tmp_path, fmt):
     assert hashing["n_features"] == 256 and hashing["ngrams"] == [1, 2]
 
 
-def test_hasher_separator_fallback_and_trigrams():
-    docs = DOCS + [f"has {SEPARATOR} inside"]
-    for ngrams in ((1, 1), (2, 3), (1, 3)):
+def test_hasher_ngrams_unicode_and_edges():
+    docs = DOCS + ["\u0130stanbul İİ x_y __ a\u0307b", "ΣΑΣ. ΑΣ\nΣ", "\t\n", "one", "end with word", "x" * 300,
+                   "Ⅻ ⅻ ½½ ٣٤ 𝔘𝔫𝔦 日本語 テキスト", "tab\tsep\u00a0nbsp\u2028line", None]
+    for ngrams in ((1, 1), (2, 3), (1, 3), (3, 5)):
         b = finish(Hasher(1 << 10, ngrams).counts(docs), None, "l2")
-        want = sk_text.HashingVectorizer(n_features=1 << 10, ngram_range=ngrams).transform(docs)
+        want = sk_text.HashingVectorizer(n_features=1 << 10, ngram_range=ngrams).transform([d or "" for d in docs])
         want.sum_duplicates()
         np.testing.assert_array_equal(b.indptr, want.indptr)
         np.testing.assert_array_equal(b.indices, want.indices)
         np.testing.assert_array_equal(b.data, want.data)
     with pytest.raises(ValueError, match="--ngrams"):
         parse_ngrams("2,1")
+
+
+def test_word_characters_are_those_of_python_re():
+    """The array tokenizer's word characters: exactly the code points ``re``'s ``\\w`` matches."""
+    codes = np.arange(0x110000, dtype=np.uint32)
+    codes = codes[(codes < 0xD800) | (codes > 0xDFFF)]
+    text = "".join(map(chr, codes.tolist()))
+    want = np.zeros(len(codes), dtype=bool)
+    want[[m.start() for m in re.finditer(r"(?u)\w", text)]] = True
+    np.testing.assert_array_equal(word_chars(codes), want)
+    ascii_codes = np.arange(128, dtype=np.uint8)
+    np.testing.assert_array_equal(word_chars(ascii_codes), want[:128])
+    assert re.findall(TOKEN_PATTERN, "ab c de_f") == ["ab", "de_f"]
 
 
 def test_missing_label_names_the_line(tmp_path):

@@ -2,6 +2,7 @@
 labels become sorted classes; bad input names the line."""
 
 import json
+import re
 
 import h5py
 import numpy as np
@@ -13,8 +14,7 @@ sk_text = pytest.importorskip("sklearn.feature_extraction.text")
 sp = pytest.importorskip("scipy.sparse")
 
 from lepton_hpc import comm as C  # noqa: E402
-import re  # noqa: E402
-
+from lepton_hpc.data import text_features  # noqa: E402
 from lepton_hpc.data.text_features import TOKEN_PATTERN, Hasher, finish, parse_ngrams, word_chars  # noqa: E402
 from lepton_hpc.data.text_import import import_text  # noqa: E402
 
@@ -57,7 +57,9 @@ def test_formats_match_hashing_vectorizer(tmp_path, fmt):
     assert hashing["n_features"] == 256 and hashing["ngrams"] == [1, 2]
 
 
-def test_hasher_ngrams_unicode_and_edges():
+@pytest.mark.parametrize("batch", [4096, 3])
+def test_hasher_ngrams_unicode_and_edges(monkeypatch, batch):
+    monkeypatch.setattr(text_features, "BATCH_DOCS", batch)  # 3: the documents in batches, then joined
     docs = DOCS + ["\u0130stanbul İİ x_y __ a\u0307b", "ΣΑΣ. ΑΣ\nΣ", "\t\n", "one", "end with word", "x" * 300,
                    "Ⅻ ⅻ ½½ ٣٤ 𝔘𝔫𝔦 日本語 テキスト", "tab\tsep\u00a0nbsp\u2028line", None]
     for ngrams in ((1, 1), (2, 3), (1, 3), (3, 5)):
@@ -69,6 +71,25 @@ def test_hasher_ngrams_unicode_and_edges():
         np.testing.assert_array_equal(b.data, want.data)
     with pytest.raises(ValueError, match="--ngrams"):
         parse_ngrams("2,1")
+
+
+def test_hasher_random_unicode_text():
+    """Random text over letters whose lowercasing changes length or context (dotted I, final
+    sigma, ligatures), combining marks, digits, numerals and separators: the same features."""
+    rng = np.random.default_rng(7)
+    alphabet = list("ab AB_1\n\t.,-'") + [chr(c) for c in (0x130, 0x307, 0x3A3, 0x3C3, 0x3C2, 0xDF, 0x1E9E, 0x2160,
+                                                            0xBD, 0x663, 0x1D518, 0x65E5, 0xA0, 0x2028, 0x300,
+                                                            0x345, 0xFB00, 0x149, 0x1F0, 0x212A)]
+    for trial in range(60):
+        docs = ["".join(rng.choice(alphabet, size=rng.integers(0, 40))) for _ in range(rng.integers(1, 30))]
+        if trial % 3 == 0:
+            docs = [d.encode("ascii", "ignore").decode() for d in docs]
+        for ngrams in ((1, 1), (1, 2), (2, 4)):
+            b = finish(Hasher(1 << 6, ngrams).counts(docs), None, "l2")
+            want = sk_text.HashingVectorizer(n_features=1 << 6, ngram_range=ngrams).transform(docs)
+            want.sum_duplicates()
+            assert np.array_equal(b.indptr, want.indptr) and np.array_equal(b.indices, want.indices) \
+                and np.array_equal(b.data, want.data), (docs, ngrams)
 
 
 def test_word_characters_are_those_of_python_re():

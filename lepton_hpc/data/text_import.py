@@ -111,12 +111,34 @@ def _parse_mine(blocks, mine, fmt, names, text_col, label_col, hasher):
     for b in mine:
         data = blocks[b].read()
         rows, err = _read_rows(data, fmt, names, text_col, label_col, b)
-        if err is None and None in rows[1]:
-            err = BlockError(b, f"the label {label_col!r} is missing", row=rows[1].index(None))
+        if err is None:
+            err = _label_error(rows[1], label_col, b)
         if err is not None:
             break
         out.append((b, data.count(b"\n"), rows[1], hasher.counts(rows[0])))
     return out, err
+
+
+def _label_error(labels: list, label_col: str, block: int):
+    """A BlockError for the first missing label, or one that is not Unicode text (a lone
+    surrogate, as a JSON escape can make: no file can store it); else None."""
+    if None in labels:
+        return BlockError(block, f"the label {label_col!r} is missing", row=labels.index(None))
+    try:
+        "".join(set(labels)).encode("utf-8")
+    except UnicodeEncodeError:
+        row = next(i for i, v in enumerate(labels) if not _utf8(v))
+        return BlockError(block, f"the label {label_col!r} is not valid Unicode (a lone surrogate in "
+                                 f"{labels[row]!r}); fix that escape in the file", row=row)
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _line_of_row(data: bytes, fmt: str, row: int) -> int:

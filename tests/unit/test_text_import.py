@@ -111,6 +111,9 @@ def test_missing_label_names_the_line(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(ValueError, match=r"d.jsonl line 31: the label 'l' is missing"):
         _run([path], tmp_path / "o.h5", text_column="t", label_column="l", block_bytes=100)
+    path.write_text('{"t": "x", "l": "a"}\n{"t": "y", "l": "b\\ud800"}\n')  # a JSON escape of a lone surrogate
+    with pytest.raises(ValueError, match=r"d.jsonl line 2: the label 'l' is not valid Unicode"):
+        _run([path], tmp_path / "o.h5", text_column="t", label_column="l")
     with pytest.raises(ValueError, match=r"--text-column C and --label-column L"):
         _run([path], tmp_path / "o.h5", text_column="", label_column="l")
     assert not (tmp_path / "o.h5").exists()

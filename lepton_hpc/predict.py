@@ -187,7 +187,7 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
         else:
             X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
             rows = buf[:b - a]
-        if y is not None and digests is not None and not sparse:
+        if y is not None and digests is not None:
             y.read_direct(ybuf, np.s_[a:b], np.s_[0:b - a])
             digests.append(chunk_digest(c, rows, ybuf[:b - a]))
         for name, arr in model.predict(rows).items():

@@ -53,10 +53,16 @@ def _stride_rows(chunk_rows: int, row_bytes: int) -> int:
 
 
 def chunk_digest(chunk: int, X: np.ndarray, y: np.ndarray) -> int:
-    """64-bit digest of global chunk ``chunk``'s id, X (storage dtype) and y (float64) bytes."""
+    """64-bit digest of global chunk ``chunk``'s id, X (storage dtype; a CSR chunk: its indptr from
+    0 and indices as int64, then its values) and y (float64) bytes."""
     h = hashlib.blake2b(digest_size=8)
     h.update(int(chunk).to_bytes(8, "little"))
-    h.update(np.ascontiguousarray(X).data)
+    if hasattr(X, "indptr"):
+        h.update(np.ascontiguousarray(X.indptr, dtype=np.int64).data)
+        h.update(np.ascontiguousarray(X.indices, dtype=np.int64).data)
+        h.update(np.ascontiguousarray(X.data).data)
+    else:
+        h.update(np.ascontiguousarray(X).data)
     h.update(np.ascontiguousarray(y, dtype=np.float64).data)
     return int.from_bytes(h.digest(), "little")
 

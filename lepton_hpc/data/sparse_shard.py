@@ -12,7 +12,6 @@ chunk holds the same arrays, hence the same partial bits, on any rank.
 
 from __future__ import annotations
 
-import hashlib
 
 import h5py
 import numpy as np
@@ -21,7 +20,7 @@ import scipy.sparse as sp
 from ..config import DataConfig
 from ..errors import UserError
 from ..layout import Layout, chunk_range
-from .shard import Shard
+from .shard import Shard, chunk_digest
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -263,13 +262,7 @@ class SparseShard(Shard):
         return None if ok.all() else self.chunk_start(i) + int(np.argmin(ok))
 
     def chunk_digest(self, i: int, X, y: np.ndarray) -> int:
-        h = hashlib.blake2b(digest_size=8)
-        h.update(int(self.chunks[i]).to_bytes(8, "little"))
-        h.update(np.ascontiguousarray(X.indptr, dtype=np.int64).data)
-        h.update(np.ascontiguousarray(X.indices, dtype=np.int64).data)
-        h.update(np.ascontiguousarray(X.data).data)
-        h.update(np.ascontiguousarray(y).data)
-        return int.from_bytes(h.digest(), "little")
+        return chunk_digest(int(self.chunks[i]), X, y)
 
     def describe(self) -> str:
         return (f"{self.cfg.path}: {self.n_rows} x {self.n_cols} sparse CSR float64, "

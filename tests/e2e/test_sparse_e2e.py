@@ -53,6 +53,8 @@ def test_sparse_train_evaluate_predict_at_1_and_3_ranks(tmp_path):
         p = tmp_path / f"pred{n}.h5"
         r = run_mpi(n, [runs[3], "--data", data, "--out", p], module="lepton_hpc.predict", timeout=120)
         assert r.returncode == 0, r.stderr[-2000:]
+        check = json.loads(r.stdout)["data_check"]  # the training file: its CSR fingerprint is the run's
+        assert check["fingerprint"] == s["data"]["fingerprint"] and check["same_as_training"] is True, check
         preds[n] = p.read_bytes()
         with h5py.File(p, "r") as f:
             proba = f["proba"][()]

@@ -68,17 +68,14 @@ def chunk_digest(chunk: int, X: np.ndarray, y: np.ndarray) -> int:
 
 
 def missing_file_hint(path: str) -> str:
-    """The sentence for a data file that is not there: the exact import command for the bundled
-    scikit-learn sets (``data/diabetes.h5``...), else how to make one."""
-    from .importers import SKLEARN_SETS
+    """The sentence for a data file that is not there: the exact command for a bundled job's data
+    (``data/diabetes.h5``, ``data/apt_text.h5``...), else how to make one."""
+    from .bundled import make_command
 
     where = os.path.abspath(path)
-    stem = os.path.splitext(os.path.basename(where))[0]
-    if stem in SKLEARN_SETS:
-        folder = os.path.dirname(where)
-        mkdir = "" if os.path.isdir(folder) else f"mkdir -p {folder} && "
-        return (f"data file {where} does not exist; make it with "
-                f"`{mkdir}python -m lepton_hpc.data import sklearn:{stem} --out {where}`")
+    command = make_command(where, "python -m lepton_hpc.data")
+    if command:
+        return f"data file {where} does not exist; make it with `{command}`"
     return (f"data file {where} does not exist (a relative data.path is read from the job file's folder); "
             f"set data.path to an HDF5 file (make one with `python -m lepton_hpc.data synth linear` or "
             f"`python -m lepton_hpc.data import`) or leave it empty for synthetic data")

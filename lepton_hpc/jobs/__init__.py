@@ -2,7 +2,7 @@
 
 The job files here are the repository's ``jobs/*.toml`` (symbolic links in the source
 tree, real files in the wheel), so an installed package carries every example job.
-A job whose data is one of scikit-learn's bundled sets names the import command that
+A job whose data is a bundled set (scikit-learn's, or the apt corpus) names the command that
 makes its data file; the data sets themselves are not in the wheel.
 """
 
@@ -45,18 +45,16 @@ def summary(name: str) -> str:
 
 
 def data_command(name: str, directory: str = ".") -> str | None:
-    """The import command that makes the data file of the job (copied into ``directory``), when it
-    is one of scikit-learn's bundled sets; a relative ``data.path`` is taken from the job file's directory."""
+    """The command that makes the data file of the job (copied into ``directory``), when it is a
+    bundled set (scikit-learn's, the apt corpus); a relative ``data.path`` is taken from the job
+    file's directory."""
     import os
 
     from ..config import tomllib
-    from ..data.importers import SKLEARN_SETS
+    from ..data.bundled import make_command
 
     path = tomllib.loads(text(name)).get("data", {}).get("path", "")
-    stem = Path(path).stem if path else ""
-    if stem not in SKLEARN_SETS:
-        return None
-    return f"lepton-hpc data import sklearn:{stem} --out {os.path.normpath(Path(directory) / path)}"
+    return make_command(os.path.normpath(Path(directory) / path)) if path else None
 
 
 def copy(name: str, directory: str = ".") -> Path:

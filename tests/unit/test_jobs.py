@@ -1,6 +1,11 @@
 """The example jobs in the package: every jobs/*.toml is there, list and copy work, copy never overwrites."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import h5py
 
 from lepton_hpc import jobs
 from lepton_hpc.cli import main
@@ -28,6 +33,20 @@ def test_list_and_copy_through_the_command(tmp_path, capsys):
     assert copied.read_text() == (ROOT / "jobs/breast_cancer_logistic.toml").read_text()
     # the bundled jobs say data.path = "../data/NAME.h5", relative to the job file's folder
     assert f"lepton-hpc data import sklearn:breast_cancer --out {target.parent / 'data/breast_cancer.h5'}" in out
+    # the command as printed works, the missing data/ folder included
+    command = out.split("make its data file with: ", 1)[1].strip()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    made = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120, env=env)
+    assert made.returncode == 0, made.stderr
+    with h5py.File(target.parent / "data/breast_cancer.h5", "r") as f:
+        assert f["X"].shape == (569, 30)
+    # the text job's data: the apt export, then the import with the job's hashing
+    assert main(["jobs", "copy", "apt_sections_text", str(target)]) == 0
+    out = capsys.readouterr().out
+    data = target.parent / "data"
+    assert (f"lepton-hpc data export apt-descriptions --out {data / 'apt.jsonl'} && lepton-hpc data import text "
+            f"{data / 'apt.jsonl'} --text-column description --label-column section --ngrams 1,2 --hash-bits 16 "
+            f"--out {data / 'apt_text.h5'}") in out
     assert main(["jobs", "copy", "default", str(target)]) == 0
     assert "data import" not in capsys.readouterr().out           # synthetic: no data file to make
 

@@ -342,6 +342,17 @@ def committed_step(path: Path) -> int:
                     f"with its step-NNNNNNNN.commit marker (a finished write), or the run directory")
 
 
+def step_attrs(path: Path) -> dict:
+    """The attributes of the committed step whose main file is ``path`` (its ``config``,
+    fingerprint...), without verifying its files (not collective)."""
+    path = Path(path)
+    committed_step(path)
+    try:
+        return _attrs(path)
+    except OSError as exc:
+        raise UserError(f"checkpoint {path} cannot be read ({exc})") from None
+
+
 def open_path(comm, path: Path) -> Snapshot:
     """The step whose main file is ``path`` (``--resume PATH``, ``--checkpoint PATH``). Collective."""
     from . import comm as C

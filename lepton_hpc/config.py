@@ -416,6 +416,16 @@ def load(path: str | None, overrides: list[str] = (), relative_to: Path | None =
     return build(raw, name, _absolute_overrides(overrides))
 
 
+def load_text(text: str, name: str, what: str, overrides: list[str] = ()) -> JobConfig:
+    """A config from TOML ``text`` (a run config: its data.path already absolute) and overrides;
+    ``what`` names the text in an error."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{what} is not valid TOML: {exc}") from None
+    return build(raw, name, _absolute_overrides(overrides))
+
+
 def help_text(cfg: JobConfig | None = None) -> str:
     """Every config key that applies to ``cfg`` (default: the packaged default job) with the
     value this job uses and its one-line meaning (for ``train --help``)."""

@@ -63,7 +63,8 @@ def parser(argv=()) -> argparse.ArgumentParser:
     p.add_argument("--resume", help="auto: newest valid checkpoint in --out (none: start fresh), with the "
                                     "run's own config.toml (--set may change only steps, tol, patience, "
                                     "eta_floor, log_every, trace, checkpoint cadence, data.path/in_memory); "
-                                    "or a checkpoint file")
+                                    "or a checkpoint file, with the config it was written with (the same "
+                                    "--set rule) unless a job file is given")
     p.add_argument("-q", "--quiet", action="count", default=0,
                    help="less output: -q only the final line, warnings and errors; -qq no final line")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -86,12 +87,16 @@ def _resolve(args, comm):
     """Rank 0 parses the job; everyone gets the same config and run directory."""
     from . import comm as C
     from .config import load
-    from .engine.rundir import resume_config
+    from .engine.rundir import checkpoint_config, resume_config
 
     def parse():
         if args.resume == "auto" and not args.out:
             raise UserError("--resume auto needs --out naming the run directory to continue")
-        cfg = resume_config(Path(args.out), args.job, args.overrides) if args.resume == "auto" else None
+        cfg = None
+        if args.resume == "auto":
+            cfg = resume_config(Path(args.out), args.job, args.overrides)
+        elif args.resume and args.job is None:  # the checkpoint's own config, not the default job's
+            cfg = checkpoint_config(args.resume, args.overrides)
         cfg = cfg or load(args.job, args.overrides)
         out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         return cfg, out

@@ -149,7 +149,7 @@ def resume_config(out: Path, job: str | None, overrides: list[str]):
     """The config of ``--resume auto`` on ``out``: its config.toml, with what the job file and
     ``--set`` change (only :data:`RESUME_MUTABLE` keys; a UserError naming the first other
     one). None when ``out`` holds no config.toml (the run starts from step 0)."""
-    from ..config import RESUME_MUTABLE, load
+    from ..config import load
 
     path = out / CONFIG_NAME
     if not path.is_file():
@@ -161,16 +161,39 @@ def resume_config(out: Path, job: str | None, overrides: list[str]):
         wanted, where = load(job, overrides), f"the job file {job}" + (" and --set" if overrides else "")
     else:
         wanted, where = load(str(path), overrides, relative_to=Path.cwd()), "--set"
+    return _continued(saved, wanted, name, where, f"--resume auto continues {out} with its own {CONFIG_NAME}",
+                      "start a fresh --out")
+
+
+def checkpoint_config(checkpoint: str, overrides: list[str]):
+    """The config of ``--resume CHECKPOINT`` without a job file: the one the checkpoint was
+    written with (its ``config`` attribute), with what ``--set`` changes (only
+    :data:`RESUME_MUTABLE` keys, as for ``--resume auto``)."""
+    from ..checkpoint import step_attrs
+    from ..config import load_text
+
+    text = step_attrs(Path(checkpoint)).get("config")
+    if not isinstance(text, str):
+        raise UserError(f"checkpoint {checkpoint} carries no run config; give the job file it was trained with")
+    found = _NAME.search(text)
+    name = found.group(1) if found else "run"
+    saved = load_text(text, name, f"the run config in {checkpoint}")
+    wanted = load_text(text, name, f"the run config in {checkpoint}", overrides)
+    return _continued(saved, wanted, name, "--set", f"--resume {checkpoint} continues with the config it was "
+                      f"written with", "give a job file to branch with other settings")
+
+
+def _continued(saved, wanted, name: str, where: str, what: str, instead: str):
+    """``saved`` with the :data:`RESUME_MUTABLE` keys that ``wanted`` changes; a UserError for another key."""
+    from ..config import RESUME_MUTABLE, build
+
     wanted_d, saved_d = wanted.to_dict(), saved.to_dict()
     changed = [(s, k) for s in saved_d for k in saved_d[s] if saved_d[s][k] != wanted_d[s][k]]
     bad = [sk for sk in changed if f"{sk[0]}.{sk[1]}" not in RESUME_MUTABLE]
     if bad:
         s, k = bad[0]
-        raise UserError(f"--resume auto continues {out} with its own {CONFIG_NAME}, where {s}.{k} = "
-                        f"{saved_d[s][k]!r}, but {where} asks for {wanted_d[s][k]!r}, which would change the "
-                        f"result so far; on resume only {', '.join(RESUME_MUTABLE)} may change (start a "
-                        f"fresh --out to change {s}.{k})")
+        raise UserError(f"{what}, where {s}.{k} = {saved_d[s][k]!r}, but {where} asks for {wanted_d[s][k]!r}, "
+                        f"which would change the result so far; on resume only {', '.join(RESUME_MUTABLE)} may "
+                        f"change ({instead} to change {s}.{k})")
     merged = {s: {**saved_d[s], **{k: wanted_d[s][k] for (s2, k) in changed if s2 == s}} for s in saved_d}
-    from ..config import build
-
     return build(merged, name)

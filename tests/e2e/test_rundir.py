@@ -249,3 +249,18 @@ def test_predict_of_a_recommender_refuses_changed_ratings_unless_named(tmp_path)
     named = run_mpi(2, [*args, "--data", ratings], module="lepton_hpc.predict")
     assert named.returncode == 0, named.stderr
     assert json.loads(named.stdout)["data_check"]["same_as_training"] is False
+
+
+def test_resume_from_a_checkpoint_file_uses_the_config_it_was_written_with(tmp_path):
+    """``--resume CHECKPOINT`` without a job file continues that run's config (not the default job's):
+    into a new --out, at another rank count, with the bits of the run itself."""
+    run, branch = tmp_path / "run", tmp_path / "branch"
+    assert run_mpi(2, ["--out", run, *SMALL, "--set", "train.steps=10", "--set", "model.reg=0.01"]).returncode == 0
+    ckpt = run / "checkpoints" / "step-00000005.h5"
+    proc = run_mpi(3, ["--resume", ckpt, "--out", branch, "--set", "train.steps=10"])
+    assert proc.returncode == 0, proc.stderr
+    assert final_params(branch) == final_params(run)
+    assert (branch / "config.toml").read_text() == (run / "config.toml").read_text()
+    err = one_error(run_mpi(2, ["--resume", ckpt, "--out", tmp_path / "other", "--set", "model.reg=0.5"]))
+    assert f"--resume {ckpt} continues with the config it was written with, where model.reg = 0.01" in err
+    assert "give a job file to branch with other settings" in err and not (tmp_path / "other").exists()

@@ -68,3 +68,27 @@ def test_info_names_versions_kernel_blas_and_the_launcher():
     under = run_mpi(1, ["info", "--json"], module="lepton_hpc")
     assert under.returncode == 0, under.stderr
     assert "PMI" in json.loads(under.stdout)["launcher"]
+
+
+def test_own_optimizer_from_the_current_directory_under_the_console_script(tmp_path):
+    """``lepton-hpc`` (a console script, whose path lacks the current directory) finds a user's
+    ``mypkg.halving:Halving`` in the directory it runs in, as ``python -m lepton_hpc`` does."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "halving.py").write_text(
+        "from lepton_hpc.optimizers import Optimizer\n"
+        "class Halving(Optimizer):\n"
+        "    name = 'halving'\n"
+        "    def _step_size(self, t, eta_prev):\n"
+        "        return self.learning_rate * 0.5 ** (t // 10)\n")
+    cmd = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "lepton_hpc"]
+    args = ["train", *SMALL, "--set", "optimizer.name=mypkg.halving:Halving", "--set", "optimizer.learning_rate=0.1",
+            "--out", tmp_path / "run"]
+    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=120, env=rank_env(),
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "done: 6 steps" in proc.stdout
+    missing = subprocess.run([*cmd, *map(str, [*args[:-2], "--set", "optimizer.name=nopkg.x:Y", "--out",
+                                               tmp_path / "r2"])], capture_output=True, text=True, timeout=120,
+                             env=rank_env(), cwd=tmp_path)
+    assert missing.returncode == 1 and "cannot import module 'nopkg.x'" in missing.stderr

@@ -390,6 +390,18 @@ def _absolute_overrides(overrides) -> list[str]:
     return out
 
 
+def _job_text(p: Path) -> str:
+    """A job file's text: UTF-8, a byte-order mark dropped; a UserError for a file that is not text."""
+    raw = p.read_bytes()
+    if raw.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise UserError(f"job file {p} is an HDF5 data file, not a TOML job; give it as "
+                        f"--set data.path={p} (with a job file or none)")
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"job file {p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 TOML") from None
+
+
 def load(path: str | None, overrides: list[str] = (), relative_to: Path | None = None) -> JobConfig:
     """Load a job file (None: the packaged default job) and apply overrides.
 
@@ -403,8 +415,9 @@ def load(path: str | None, overrides: list[str] = (), relative_to: Path | None =
     else:
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"job file {path} does not exist")
-        text = p.read_text()
+            raise UserError(f"job file {path} does not exist" if not p.is_dir() else
+                            f"job file {path} is a directory; give a .toml job file")
+        text = _job_text(p)
         name, base = p.stem, p.parent.absolute()
     try:
         raw = tomllib.loads(text)

@@ -1,6 +1,7 @@
 import pytest
 
 from lepton_hpc.config import SECTIONS, build, help_text, load
+from lepton_hpc.errors import UserError
 
 
 def test_default_job_loads_and_round_trips(tmp_path):
@@ -94,3 +95,19 @@ def test_solver_auto_is_gd_outside_full_batch_glms(overrides, want):
 def test_solver_keys_are_checked(override, match):
     with pytest.raises(ValueError, match=match):
         build({}, "t", [override])
+
+
+def test_job_files_that_are_not_utf8_toml_are_one_sentence(tmp_path):
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf[train]\nsteps = 3\n")  # a byte-order mark, as some editors write
+    assert load(str(bom)).train.steps == 3
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b"# caf\xe9\n[train]\n")
+    with pytest.raises(UserError, match=r"latin.toml is not UTF-8 text \(byte 5\); save it as UTF-8 TOML"):
+        load(str(latin))
+    h5 = tmp_path / "d.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    with pytest.raises(UserError, match=r"d.h5 is an HDF5 data file, not a TOML job; give it as --set data.path="):
+        load(str(h5))
+    with pytest.raises(UserError, match=r"is a directory; give a .toml job file"):
+        load(str(tmp_path))

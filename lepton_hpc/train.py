@@ -93,10 +93,10 @@ def _resolve(args, comm):
         if args.resume == "auto" and not args.out:
             raise UserError("--resume auto needs --out naming the run directory to continue")
         cfg = None
-        if args.resume == "auto":
-            cfg = resume_config(Path(args.out), args.job, args.overrides)
-        elif args.resume and args.job is None:  # the checkpoint's own config, not the default job's
-            cfg = checkpoint_config(args.resume, args.overrides)
+        if args.resume and args.out:  # continuing a run directory: its own config.toml rules
+            cfg = resume_config(Path(args.out), args.job, args.overrides, f"--resume {args.resume}")
+        if cfg is None and args.resume not in (None, "auto") and args.job is None:
+            cfg = checkpoint_config(args.resume, args.overrides)  # the checkpoint's own, not the default job's
         cfg = cfg or load(args.job, args.overrides)
         out = args.out or f"runs/{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         return cfg, out

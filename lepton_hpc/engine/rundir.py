@@ -145,8 +145,8 @@ def _read(fd: int) -> str:
 
 # -- --resume auto: the run's own config ------------------------------------------------------
 
-def resume_config(out: Path, job: str | None, overrides: list[str]):
-    """The config of ``--resume auto`` on ``out``: its config.toml, with what the job file and
+def resume_config(out: Path, job: str | None, overrides: list[str], how: str = "--resume auto"):
+    """The config of ``--resume auto`` (or ``how``) on ``out``: its config.toml, with what the job file and
     ``--set`` change (only :data:`RESUME_MUTABLE` keys; a UserError naming the first other
     one). None when ``out`` holds no config.toml (the run starts from step 0)."""
     from ..config import load
@@ -161,7 +161,7 @@ def resume_config(out: Path, job: str | None, overrides: list[str]):
         wanted, where = load(job, overrides), f"the job file {job}" + (" and --set" if overrides else "")
     else:
         wanted, where = load(str(path), overrides, relative_to=Path.cwd()), "--set"
-    return _continued(saved, wanted, name, where, f"--resume auto continues {out} with its own {CONFIG_NAME}",
+    return _continued(saved, wanted, name, where, f"{how} continues {out} with its own {CONFIG_NAME}",
                       "start a fresh --out")
 
 

@@ -264,3 +264,20 @@ def test_resume_from_a_checkpoint_file_uses_the_config_it_was_written_with(tmp_p
     err = one_error(run_mpi(2, ["--resume", ckpt, "--out", tmp_path / "other", "--set", "model.reg=0.5"]))
     assert f"--resume {ckpt} continues with the config it was written with, where model.reg = 0.01" in err
     assert "give a job file to branch with other settings" in err and not (tmp_path / "other").exists()
+
+
+def test_resume_from_a_checkpoint_into_its_own_run_keeps_the_run_config(tmp_path):
+    """``--out RUN --resume RUN/checkpoints/step-N.h5`` obeys RUN's config.toml like --resume auto:
+    a job file or --set may not change a key that alters the result, and config.toml stays as it was."""
+    run = tmp_path / "run"
+    assert run_mpi(2, ["--out", run, *SMALL, "--set", "train.steps=10"]).returncode == 0
+    before = tree(run)
+    ckpt = run / "checkpoints" / "step-00000005.h5"
+    job = tmp_path / "job.toml"
+    job.write_text('[model]\npenalty = "l2"\nreg = 0.5\n')
+    err = one_error(run_mpi(2, [job, "--out", run, "--resume", ckpt]))
+    assert f"--resume {ckpt} continues {run} with its own config.toml, where " in err, err
+    assert tree(run) == before
+    ok = run_mpi(2, ["--out", run, "--resume", ckpt, "--set", "train.steps=12"])
+    assert ok.returncode == 0, ok.stderr
+    assert "steps = 12" in (run / "config.toml").read_text()

@@ -35,8 +35,21 @@ T = TypeVar("T")
 
 #: Errors a user can cause and fix. KeyError/IndexError/plain ValueError are bugs.
 USER_ERRORS = (UserError, OSError)
+def _env_seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment; ``default`` (with a warning) when it is not one."""
+    text = os.environ.get(name, "")
+    try:
+        value = float(text) if text.strip() else default
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        print(f"warning: {name}={text!r} is not a number of seconds >= 0; using {default:g}", file=sys.stderr)
+        value = default
+    return value
+
+
 #: Seconds a rank with an unagreed user error waits for the others before aborting.
-LATE_AGREE_S = float(os.environ.get("LEPTON_ERROR_WAIT_S", "10"))
+LATE_AGREE_S = _env_seconds("LEPTON_ERROR_WAIT_S", 10.0)
 
 _ERRCOMM_KEY = MPI.Comm.Create_keyval()
 

@@ -46,12 +46,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
-import os
-import sys
 from functools import reduce
 
 import numpy as np
 from .errors import UserError
+from .user_code import import_user_module
 
 __all__ = ["Optimizer", "AdaptiveOptimizer", "InverseTimeOptimizer", "ConstantOptimizer", "MomentumOptimizer",
            "AdaGradOptimizer", "AdamOptimizer", "OPTIMIZERS", "GENERIC_HYPERPARAMETERS", "make_optimizer"]
@@ -431,19 +430,6 @@ OPTIMIZERS = {cls.name: cls for cls in (AdaptiveOptimizer, InverseTimeOptimizer,
                                         MomentumOptimizer, AdaGradOptimizer, AdamOptimizer)}
 
 
-def _import_user_module(module_name: str):
-    """``module_name`` imported; if it is not found, again with the current directory on the path,
-    as ``python -m lepton_hpc`` has it (the ``lepton-hpc`` script's path lacks it)."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        cwd = os.getcwd()
-        if exc.name != module_name.split(".")[0] or "" in sys.path or cwd in sys.path:
-            raise
-        sys.path.insert(0, cwd)
-        return importlib.import_module(module_name)
-
-
 def _resolve(name: str) -> type:
     if ":" not in name:
         if name in OPTIMIZERS:
@@ -453,7 +439,7 @@ def _resolve(name: str) -> type:
                          f"or 'package.module:Class' for your own Optimizer subclass")
     module_name, _, attr = name.partition(":")
     try:
-        module = _import_user_module(module_name)
+        module = import_user_module(module_name)
     except Exception as exc:
         raise UserError(f"optimizer.name {name!r}: cannot import module {module_name!r} ({exc})") from exc
     try:

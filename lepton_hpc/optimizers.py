@@ -43,7 +43,6 @@ Put it in an importable module and select it with
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from functools import reduce

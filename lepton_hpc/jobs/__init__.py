@@ -9,6 +9,7 @@ makes its data file; the data sets themselves are not in the wheel.
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import sys
 from importlib import resources
@@ -44,8 +45,19 @@ def summary(name: str) -> str:
     return ""
 
 
+#: a bundled job's data line: the repository's data/ folder, seen from jobs/
+_REPO_DATA = re.compile(r'^path = "\.\./data/([^"]+)".*$', re.M)
+
+
+def copied_text(name: str) -> str:
+    """The job as ``copy`` writes it: a bundled data file is looked for in ``data/`` next to the
+    copy (``../data/`` from the repository's ``jobs/``), so that a copy into any folder keeps its
+    data inside that folder."""
+    return _REPO_DATA.sub(r'path = "data/\1"   # relative to this job file: its data/ folder', text(name))
+
+
 def data_command(name: str, directory: str = ".") -> str | None:
-    """The command that makes the data file of the job (copied into ``directory``), when it is a
+    """The command that makes the data file of the job copied into ``directory``, when it is a
     bundled set (scikit-learn's, the apt corpus); a relative ``data.path`` is taken from the job
     file's directory."""
     import os
@@ -53,13 +65,13 @@ def data_command(name: str, directory: str = ".") -> str | None:
     from ..config import tomllib
     from ..data.bundled import make_command
 
-    path = tomllib.loads(text(name)).get("data", {}).get("path", "")
+    path = tomllib.loads(copied_text(name)).get("data", {}).get("path", "")
     return make_command(os.path.normpath(Path(directory) / path)) if path else None
 
 
 def copy(name: str, directory: str = ".") -> Path:
     """Write the packaged job ``name`` into ``directory`` (made if missing); never overwrites."""
-    body = text(name)
+    body = copied_text(name)
     key = name[:-5] if name.endswith(".toml") else name
     target = Path(directory) / f"{key}.toml"
     if target.exists():

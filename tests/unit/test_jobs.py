@@ -30,20 +30,25 @@ def test_list_and_copy_through_the_command(tmp_path, capsys):
     assert main(["jobs", "copy", "breast_cancer_logistic.toml", str(target)]) == 0
     out = capsys.readouterr().out
     copied = target / "breast_cancer_logistic.toml"
-    assert copied.read_text() == (ROOT / "jobs/breast_cancer_logistic.toml").read_text()
-    # the bundled jobs say data.path = "../data/NAME.h5", relative to the job file's folder
-    assert f"lepton-hpc data import sklearn:breast_cancer --out {target.parent / 'data/breast_cancer.h5'}" in out
+    # the repository's jobs say data.path = "../data/NAME.h5" (from jobs/); a copy looks in its own data/
+    repo = (ROOT / "jobs/breast_cancer_logistic.toml").read_text()
+    assert 'path = "../data/breast_cancer.h5"' in repo
+    assert copied.read_text() == repo.replace('path = "../data/breast_cancer.h5"   # relative to this job file: the '
+                                              "repository's data/ folder", 'path = "data/breast_cancer.h5"   # '
+                                              "relative to this job file: its data/ folder")
+    assert load(str(copied)).data.path == str(target / "data/breast_cancer.h5")
+    assert f"lepton-hpc data import sklearn:breast_cancer --out {target / 'data/breast_cancer.h5'}" in out
     # the command as printed works, the missing data/ folder included
     command = out.split("make its data file with: ", 1)[1].strip()
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     made = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=120, env=env)
     assert made.returncode == 0, made.stderr
-    with h5py.File(target.parent / "data/breast_cancer.h5", "r") as f:
+    with h5py.File(target / "data/breast_cancer.h5", "r") as f:
         assert f["X"].shape == (569, 30)
     # the text job's data: the apt export, then the import with the job's hashing
     assert main(["jobs", "copy", "apt_sections_text", str(target)]) == 0
     out = capsys.readouterr().out
-    data = target.parent / "data"
+    data = target / "data"
     assert (f"lepton-hpc data export apt-descriptions --out {data / 'apt.jsonl'} && lepton-hpc data import text "
             f"{data / 'apt.jsonl'} --text-column description --label-column section --ngrams 1,2 --hash-bits 16 "
             f"--out {data / 'apt_text.h5'}") in out

@@ -247,8 +247,16 @@ class _Classifier(_FittedGLM):
         return self.classes_[idx]
 
     def score(self, X, y, sample_weight=None) -> float:
-        """Accuracy, as ``sklearn.metrics.accuracy_score``."""
-        hit = (self.predict(X) == np.asarray(y)).astype(np.float64)
+        """Accuracy, as ``sklearn.metrics.accuracy_score``; ``y`` holds class labels (``classes_``).
+
+        Numbers against text labels are refused (a data file's ``/y`` holds the codes
+        0..K-1 of its ``classes``: ``model.classes_[y.astype(int)]`` are the labels)."""
+        y = np.asarray(y)
+        if self.classes_.dtype.kind in "USO" and y.dtype.kind in "biuf":
+            raise UserError(f"y holds numbers but the model's classes are labels ({', '.join(repr(str(c)) for c in self.classes_[:3])}"
+                            f"{', ...' if len(self.classes_) > 3 else ''}); a data file's /y holds their codes: "
+                            f"score with model.classes_[y.astype(int)]")
+        hit = (self.predict(X) == y).astype(np.float64)
         return float(np.average(hit, weights=sample_weight))
 
     def to_sklearn(self):

@@ -322,3 +322,8 @@ def test_classes_and_feature_names_come_from_the_checkpoint(tmp_path):
     assert model.predict(np.array([[1.0, 0.0], [0.0, -1.0]])).tolist() == ["b", "a"]  # z = [0, 2, 1], [-3, -3, -6]
     with pytest.raises(UserError, match=r"2 feature columns \(x0, x1\)"):
         model.predict(np.zeros((1, 3)))
+    X, codes = np.array([[1.0, 0.0], [0.0, -1.0]]), np.array([1.0, 0.0])  # as a data file's /y holds them
+    assert model.score(X, model.classes_[codes.astype(int)]) == 1.0
+    with pytest.raises(UserError, match=r"y holds numbers but the model's classes are labels \('a', 'b', 'c'\); "
+                                        r"a data file's /y holds their codes: score with model.classes_"):
+        model.score(X, codes)  # not a silent accuracy of 0

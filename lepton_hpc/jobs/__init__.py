@@ -38,11 +38,17 @@ def text(name: str) -> str:
 
 
 def summary(name: str) -> str:
-    """The job's first comment line (what it is)."""
+    """The first sentence of the job's opening comment (what it is)."""
+    words = []
     for line in text(name).splitlines():
-        if line.startswith("#"):
-            return line.lstrip("# ").strip()
-    return ""
+        if not line.startswith("#") or not line.strip("# "):
+            break
+        words += line.lstrip("#").split()
+        joined = " ".join(words)
+        end = re.search(r"[.!?](\s|$)", joined)
+        if end:
+            return joined[:end.start() + 1]
+    return " ".join(words)
 
 
 #: a bundled job's data line: the repository's data/ folder, seen from jobs/
@@ -98,9 +104,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "list":
+            import textwrap
+
             width = max(map(len, names()))
             for name in names():
-                print(f"{name:<{width}}  {summary(name)}")
+                print(textwrap.fill(summary(name), 100, initial_indent=f"{name:<{width}}  ",
+                                    subsequent_indent=" " * (width + 2), break_on_hyphens=False))
         else:
             target = copy(args.name, args.dir)
             print(f"wrote {target}")

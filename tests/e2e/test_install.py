@@ -67,7 +67,7 @@ def test_pip_install_dot_runs_the_readme_commands_outside_the_source_tree(tmp_pa
     assert str(venv) in where and str(ROOT) not in where, where   # the installed copy, not this checkout
     assert (Path(where).parent / "py.typed").is_file()
     listing = run("jobs", "list")
-    names = {line.split()[0] for line in listing.splitlines()}
+    names = {line.split()[0] for line in listing.splitlines() if not line.startswith(" ")}
     assert names == {p.stem for p in (ROOT / "jobs").glob("*.toml")}   # every example job is in the wheel
     out = run("jobs", "copy", "default", "myjobs")
     job = work / "myjobs" / "default.toml"

@@ -86,7 +86,10 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of aligned lines")
     args = p.parse_args(argv)
     rep = report()
-    print(json.dumps(rep, indent=1) if args.json else text(rep), flush=True)
+    from mpi4py import MPI
+
+    if MPI.COMM_WORLD.Get_rank() == 0:  # under mpirun -n N: one report, with world_size N
+        print(json.dumps(rep, indent=1) if args.json else text(rep), flush=True)
     return 0
 
 

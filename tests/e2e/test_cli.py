@@ -65,9 +65,10 @@ def test_info_names_versions_kernel_blas_and_the_launcher():
     assert rep["blas"] and all(b["threads"] == 1 for b in rep["blas"])    # OPENBLAS_NUM_THREADS=1 per rank
     off = _direct(["info"], env={"LEPTON_NO_C_KERNEL": "1"})
     assert "numpy/BLAS fallback" in off.stdout
-    under = run_mpi(1, ["info", "--json"], module="lepton_hpc")
+    under = run_mpi(2, ["info", "--json"], module="lepton_hpc")
     assert under.returncode == 0, under.stderr
-    assert "PMI" in json.loads(under.stdout)["launcher"]
+    rep = json.loads(under.stdout)  # one report (rank 0's), not one per rank
+    assert "PMI" in rep["launcher"] and rep["world_size"] == 2
 
 
 def test_own_optimizer_from_the_current_directory_under_the_console_script(tmp_path):

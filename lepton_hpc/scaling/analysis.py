@@ -70,7 +70,9 @@ def network_params(out: Path, alpha: float | None, beta: float | None, network: 
     """α, β: --alpha/--beta, else --network FILE, else DIR/network.json, else the Allreduce bench."""
     source, data = None, None
     if network:
-        data = json.loads(Path(network).read_text())
+        from .checks import read_network
+
+        data = read_network(network)
         source = f"file {network}"
     elif alpha is None or beta is None:
         cached = out / "network.json"

@@ -6,8 +6,9 @@ launcher and the ``--out`` directory are all checked first (:func:`check_sweep`,
 
 How ``--out`` is judged (:func:`study_out`): a missing or empty directory becomes a
 new study; a directory with a ``study.json`` is a scaling study, continued when it is
-the same study (same mode, job, ``--set`` items and rows; its finished runs are kept)
-and refused otherwise; anything else that is not empty (a training run directory, a
+the same study (same mode, job, ``--set`` items and rows: its finished runs are kept,
+missing and failed ones run, and its rank counts and repeats grow to cover both the old
+and the new command line) and refused otherwise; anything else that is not empty (a training run directory, a
 file, a folder of other things) is refused, so a study never writes into it.
 """
 
@@ -82,8 +83,8 @@ def find_launcher(given: str | None) -> str:
     return exe
 
 
-def study_out(out: Path, same_study) -> bool:
-    """Can a study be written to ``out``? True: it continues the study there; False: a new study.
+def study_out(out: Path, same_study):
+    """Can a study be written to ``out``? The Study there when this one continues it, else None (a new study).
 
     ``same_study(old)`` says whether the Study loaded from ``out/study.json`` is this one.
     """
@@ -96,9 +97,9 @@ def study_out(out: Path, same_study) -> bool:
         if not same_study(old):
             raise UserError(f"{out} holds another study ({old.mode} of {old.job} with {old.overrides}); "
                             f"choose a new --out")
-        return True
+        return old
     if not out.is_dir() or not any(out.iterdir()):
-        return False
+        return None
     found = [m for m in RUN_MARKERS if (out / m).exists()]
     if found:
         raise UserError(f"--out {out} is a training run directory (it has {found[0]}), not a scaling study; "

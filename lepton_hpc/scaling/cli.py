@@ -165,11 +165,15 @@ def sweep(args) -> int:
                   cores=args.cores or usable_cores(), timeout_s=args.timeout,
                   created=time.strftime("%Y-%m-%dT%H:%M:%S"))
     key = lambda s: (s.mode, s.job, s.overrides, s.base_rows)  # noqa: E731 - what makes two studies one
-    if study_out(out, lambda old: key(old) == key(study)):
-        print(f"continuing the study in {out}: runs with a summary.json are kept", flush=True)
+    old = study_out(out, lambda old: key(old) == key(study))
+    if old is not None:  # the same study again: it keeps its runs and grows to the old and the new grid
+        study.ranks, study.repeats = sorted({*old.ranks, *study.ranks}), max(old.repeats, study.repeats)
+        study.created, study.slurm_job_ids = old.created or study.created, dict(old.slurm_job_ids)
+        print(f"continuing the study in {out} (ranks {study.ranks} x {study.repeats} repeats): runs with a "
+              f"summary.json are kept", flush=True)
     study.save()
-    over = [p for p in args.ranks if p > study.cores]
-    print(f"{study.mode} scaling of {study.job}: ranks {args.ranks} x {args.repeats} repeats, "
+    over = [p for p in study.ranks if p > study.cores]
+    print(f"{study.mode} scaling of {study.job}: ranks {study.ranks} x {study.repeats} repeats, "
           f"{'rows per rank' if study.mode == 'weak' else 'rows'} {study.base_rows:,}, launcher {args.launcher}, "
           f"out {out}" + (f"; oversubscribed here ({study.cores} cores): {over}" if over and
                           args.launcher == "mpiexec" else ""), flush=True)

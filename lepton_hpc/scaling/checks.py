@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -46,26 +47,30 @@ def check_numbers(args) -> None:
             raise UserError(f"{_flag(dest)} must be a finite number >= 0, got {v:g}")
 
 
-def read_network(path) -> dict:
-    """The ``alpha_s`` and ``beta_s_per_byte`` of a JSON network description (the bench allreduce output)."""
+def read_network(path, label: str | None = None) -> dict:
+    """The ``alpha_s`` and ``beta_s_per_byte`` of a JSON network description (the bench allreduce output).
+
+    ``label`` names the file in the messages (default ``--network PATH``).
+    """
     p = Path(path)
+    name = label or f"--network {path}"
     if not p.is_file():
-        raise UserError(f"--network {path}: no such file" if not p.exists() else f"--network {path} is not a file")
+        raise UserError(f"{name}: no such file" if not p.exists() else f"{name} is not a file")
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise UserError(f"--network {path} is not a JSON network description (write one with "
+        raise UserError(f"{name} is not a JSON network description (write one with "
                         f"`python -m lepton_hpc.bench allreduce > net.json`, or give --alpha and --beta)") from None
     except OSError as exc:
-        raise UserError(f"--network {path} cannot be read: {exc.strerror or exc}") from None
+        raise UserError(f"{name} cannot be read: {exc.strerror or exc}") from None
     keys = ("alpha_s", "beta_s_per_byte")
     ok = isinstance(data, dict) and all(
         isinstance(data.get(k), (int, float)) and not isinstance(data.get(k), bool) for k in keys)
     if not ok:
-        raise UserError(f"--network {path} is not a network description: it needs numbers alpha_s and "
+        raise UserError(f"{name} is not a network description: it needs numbers alpha_s and "
                         f"beta_s_per_byte (the JSON `python -m lepton_hpc.bench allreduce` prints)")
     if not all(math.isfinite(data[k]) and data[k] >= 0 for k in keys):
-        raise UserError(f"--network {path}: alpha_s and beta_s_per_byte must be finite and >= 0, got "
+        raise UserError(f"{name}: alpha_s and beta_s_per_byte must be finite and >= 0, got "
                         f"{data['alpha_s']!r} and {data['beta_s_per_byte']!r}")
     return data
 
@@ -92,6 +97,11 @@ def study_out(out: Path, same_study):
 
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; choose a new --out for the study")
+    base = next(p for p in (out, *out.parents) if p.exists())
+    if not base.is_dir():
+        raise UserError(f"--out {out} cannot be made: {base} is a file, not a directory")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be written: no permission in {base}")
     if (out / "study.json").is_file():
         old = Study.load(out)
         if not same_study(old):

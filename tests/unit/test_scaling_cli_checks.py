@@ -144,3 +144,19 @@ def test_no_traceback_from_the_command_line(tmp_path):
                                                 f"description (write one with `python -m lepton_hpc.bench "
                                                 f"allreduce > net.json`, or give --alpha and --beta)"]
     assert "0x89" not in proc.stderr and not out.exists()
+
+
+def test_an_out_below_a_file_is_refused(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    refused(capsys, ["strong", str(JOB), "--out", str(f / "study"), *TINY], "is a file")
+    assert f.read_text() == "x"
+
+
+def test_analyze_with_a_broken_network_json_of_its_own_is_one_sentence(capsys, tmp_path):
+    study = tmp_path / "study"
+    shutil.copytree(ROOT / "docs" / "scaling", study)
+    (study / "network.json").write_bytes(b"\x89HDF\r\n")
+    before = snapshot(study)
+    refused(capsys, ["analyze", str(study), "--no-plot"], "network.json", "not a JSON network description")
+    assert snapshot(study) == before

@@ -70,12 +70,17 @@ def network_params(out: Path, alpha: float | None, beta: float | None, network: 
     """α, β: --alpha/--beta, else --network FILE, else DIR/network.json, else the Allreduce bench."""
     source, data = None, None
     if network:
-        data = json.loads(Path(network).read_text())
+        from .checks import read_network
+
+        data = read_network(network)
         source = f"file {network}"
     elif alpha is None or beta is None:
         cached = out / "network.json"
         if cached.is_file():
-            data = json.loads(cached.read_text())
+            from .checks import read_network
+
+            data = read_network(cached, label=f"{cached} (the network of an earlier analysis; delete it to "
+                                              f"measure again)")
             source = data.get("source", f"file {cached}")
         else:
             from ..bench.allreduce import main as bench

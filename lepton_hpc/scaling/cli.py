@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -146,29 +147,33 @@ def _analyze(args, out: Path) -> int:
 
 def sweep(args) -> int:
     from ..config import load
+    from .checks import check_numbers, find_launcher, read_network, study_out
     from .launch import Study, run_mpiexec, submit_slurm, usable_cores
 
     overrides = ["train.tol=0", *args.overrides]
     cfg = load(args.job, overrides)  # a bad job or --set fails here, before any launch
-    if args.repeats < 1:
-        raise UserError(f"--repeats must be >= 1, got {args.repeats}")
+    # every other check too, before study.json or runs/ is written (a failed start leaves nothing)
+    check_numbers(args)
+    if args.network is not None:
+        read_network(args.network)
+    exe = find_launcher(args.mpiexec) if args.launcher == "mpiexec" else None
+    if args.launcher == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("--launcher slurm needs sbatch on PATH (run on a Slurm login node)")
     out = Path(args.out or f"runs/scaling-{args.command}-{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    existing = out / "study.json"
     study = Study(mode=args.command, job=str(Path(args.job).resolve()), overrides=overrides, ranks=args.ranks,
                   repeats=args.repeats, launcher=args.launcher, out=str(out), base_rows=cfg.data.rows,
                   cores=args.cores or usable_cores(), timeout_s=args.timeout,
                   created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    if existing.is_file():
-        old = Study.load(out)
-        same = (old.mode, old.job, old.overrides, old.base_rows) == (study.mode, study.job, study.overrides,
-                                                                    study.base_rows)
-        if not same:
-            raise UserError(f"{out} holds another study ({old.mode} of {old.job} with {old.overrides}); "
-                             f"choose a new --out")
-        print(f"continuing the study in {out}: runs with a summary.json are kept", flush=True)
+    key = lambda s: (s.mode, s.job, s.overrides, s.base_rows)  # noqa: E731 - what makes two studies one
+    old = study_out(out, lambda old: key(old) == key(study))
+    if old is not None:  # the same study again: it keeps its runs and grows to the old and the new grid
+        study.ranks, study.repeats = sorted({*old.ranks, *study.ranks}), max(old.repeats, study.repeats)
+        study.created, study.slurm_job_ids = old.created or study.created, dict(old.slurm_job_ids)
+        print(f"continuing the study in {out} (ranks {study.ranks} x {study.repeats} repeats): runs with a "
+              f"summary.json are kept", flush=True)
     study.save()
-    over = [p for p in args.ranks if p > study.cores]
-    print(f"{study.mode} scaling of {study.job}: ranks {args.ranks} x {args.repeats} repeats, "
+    over = [p for p in study.ranks if p > study.cores]
+    print(f"{study.mode} scaling of {study.job}: ranks {study.ranks} x {study.repeats} repeats, "
           f"{'rows per rank' if study.mode == 'weak' else 'rows'} {study.base_rows:,}, launcher {args.launcher}, "
           f"out {out}" + (f"; oversubscribed here ({study.cores} cores): {over}" if over and
                           args.launcher == "mpiexec" else ""), flush=True)
@@ -177,7 +182,7 @@ def sweep(args) -> int:
         submit_slurm(study, _model_passthrough(args), args.sbatch_args,
                      analyze_ntasks=max(2, args.bench_ranks) if needs_bench else 1)
         return 0
-    done = run_mpiexec(study, args.mpiexec, quiet_wait_s=args.quiet_wait, retry_contended=args.retry_contended)
+    done = run_mpiexec(study, exe, quiet_wait_s=args.quiet_wait, retry_contended=args.retry_contended)
     failed = [d for d in done if d["returncode"] != 0]
     rc = _analyze(args, out)
     if failed:
@@ -191,8 +196,15 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "analyze":
+            from .checks import check_analyze
+
+            check_analyze(args)
             return _analyze(args, Path(args.dir).resolve())
         return sweep(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except OSError as exc:  # a file that vanished, a full disk, no permission: the user's to fix
+        what = f"{exc.strerror} ({exc.filename})" if exc.strerror and exc.filename else str(exc)
+        print(f"error: {what}", file=sys.stderr, flush=True)
         return 1

@@ -71,11 +71,15 @@ class Study:
         if not path.is_file():
             raise UserError(f"{out} is not a scaling study directory (no study.json); run "
                              f"`python -m lepton_hpc.scaling strong|weak JOB.toml --out {out}` first")
-        raw = json.loads(path.read_text())
-        raw["slurm_job_ids"] = {str(k): v for k, v in raw.get("slurm_job_ids", {}).items()}
-        # where the study is now, not where it was made: a committed or copied study analyzes in place
-        raw["out"] = str(Path(out).resolve())
-        return cls(**raw)
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            raw["slurm_job_ids"] = {str(k): v for k, v in raw.get("slurm_job_ids", {}).items()}
+            # where the study is now, not where it was made: a committed or copied study analyzes in place
+            raw["out"] = str(Path(out).resolve())
+            return cls(**raw)
+        except (ValueError, TypeError, AttributeError):
+            raise UserError(f"{path} is not the study.json of a scaling study (it does not read as one); "
+                            f"choose another directory") from None
 
 
 def run_dir(out: Path, p: int, repeat: int) -> Path:

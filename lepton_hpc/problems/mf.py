@@ -150,6 +150,9 @@ class MFProblem(Problem):
         if cfg.train.batch_size:
             raise UserError(f"train.batch_size={cfg.train.batch_size}: model.kind=mf trains full-batch; "
                             f"set train.batch_size=0")
+        if cfg.model.penalty not in ("none", "l2"):
+            raise UserError(f"model.penalty={cfg.model.penalty!r} does not apply to model.kind=mf, whose "
+                            f"penalty is L2 on the factors with strength model.reg; leave model.penalty unset")
 
     def _check_memory(self, node_ranks: int) -> None:
         """Synthetic ratings: the busiest rank's bytes (:mod:`.mf_memory`) before any are generated."""

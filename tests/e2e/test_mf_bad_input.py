@@ -49,3 +49,11 @@ def test_non_finite_rating(tmp_path, what="nan"):  # inf: tests/unit/test_mf_dat
     expect_error(["--out", tmp_path / "run", *SMALL, "--set", f"data.path={path}"],
                  rf"^error \(rank 1\): rating {at} in .*r\.h5 \(user {user}, item \d+\) is {what}: the ratings "
                  rf"must be finite numbers")
+
+
+def test_a_glm_penalty_on_a_recommender_is_refused(tmp_path):
+    for penalty in ("l1", "elasticnet"):
+        expect_error(["--out", tmp_path / penalty, *SMALL, "--set", f"model.penalty={penalty}"],
+                     rf"model.penalty='{penalty}' does not apply to model.kind=mf, whose penalty is L2 on the "
+                     r"factors with strength model.reg")
+    assert not any(tmp_path.iterdir())

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mpirun import run_mpi
+from mpirun import ROOT, run_mpi
 
 N_RANKS = 3
 SMALL = ["--set", "data.rows=3000", "--set", "data.cols=4", "--set", "data.chunk_rows=500",
@@ -116,12 +116,17 @@ def test_checkpoint_for_other_data_is_refused(trained):
                  r"where data\.seed = 0, but --set asks for 7, which would change the result so far")
     expect_error(["--out", run, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
                   "--resume", "auto"], r"where model\.fit_intercept = True, but --set asks for False")
-    # --resume PATH starts a new run from a checkpoint: the data fingerprint and the parameters are checked
+    # --resume PATH without a job file continues the checkpoint's own config: the same rule
     ckpt = sorted((run / "checkpoints").glob("step-*.h5"))[-1]
     fork = run.parent / "fork"
     expect_error(["--out", fork, *SMALL, "--set", "data.seed=7", "--set", "train.steps=20", "--resume", ckpt],
+                 r"continues with the config it was written with, where data\.seed = 0, but --set asks for 7")
+    # with a job file it starts a new run from the checkpoint: the data fingerprint and the parameters are checked
+    job = run.parent / "branch.toml"
+    job.write_text((ROOT / "jobs" / "default.toml").read_text())  # the run's job, with SMALL and the changes below
+    expect_error([job, "--out", fork, *SMALL, "--set", "data.seed=7", "--set", "train.steps=20", "--resume", ckpt],
                  r"checkpoint in .* was written for other data")
-    expect_error(["--out", fork, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
+    expect_error([job, "--out", fork, *SMALL, "--set", "model.fit_intercept=false", "--set", "train.steps=20",
                   "--resume", ckpt], r"holds parameters .* this job needs")
     assert not fork.exists()
     assert _digests(run) == before

@@ -197,19 +197,11 @@ class RatingsShard:
     # -- reading a file -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
         path = cfg.path
-        if not os.path.isfile(path):
-            raise UserError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
-                             f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
-                             f"empty for synthetic ratings")
-        from .sniff import describe_non_hdf5
+        from .shard import open_hdf5
 
-        what = describe_non_hdf5(path)
-        if what is not None:
-            raise UserError(what)
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise UserError(f"ratings file {path} is not a readable HDF5 file ({exc})") from None
+        f = open_hdf5(path, "ratings file", missing=(
+            f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, /cols, /vals "
+            f"(make one with `python -m lepton_hpc.data synth mf`) or leave it empty for synthetic ratings"))
         self._file = f
         for key in ("rows", "cols", "vals"):
             if key not in f or not isinstance(f[key], h5py.Dataset):

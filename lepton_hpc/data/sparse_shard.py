@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..config import DataConfig
 from ..errors import UserError
 from ..layout import Layout, chunk_range
-from .shard import Shard, chunk_digest
+from .shard import Shard, chunk_digest, open_hdf5
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -168,7 +168,7 @@ class SparseShard(Shard):
 
     # -- opening -----------------------------------------------------------
     def _open_csr(self, cfg: DataConfig) -> h5py.File:
-        self._file = f = h5py.File(cfg.path, "r")
+        self._file = f = open_hdf5(cfg.path)
         g, name = f[cfg.x_dataset], cfg.x_dataset
         missing = [k for k in ("data", "indices", "indptr") if not isinstance(g.get(k), h5py.Dataset)]
         shape = _attr(g, "shape")

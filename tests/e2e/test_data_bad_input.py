@@ -1,0 +1,42 @@
+"""Bad data files and bad data-command input under real mpiexec: one `error:` sentence, exit 1, no traceback."""
+
+import re
+
+import h5py
+import numpy as np
+import pytest
+
+from mpirun import run_mpi
+
+SMALL = ["--set", "data.chunk_rows=500", "--set", "train.steps=3"]
+
+
+def expect_error(n, args, pattern, module="lepton_hpc.train"):
+    proc = run_mpi(n, args, timeout=90, module=module)
+    assert proc.returncode == 1, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert errors and all(e == errors[0] for e in errors), proc.stderr
+    assert "Traceback" not in proc.stderr and "synchronously" not in proc.stderr
+    assert re.search(pattern, errors[0]), errors[0]
+    return errors[0]
+
+
+def ok_file(path):
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = rng.standard_normal((2000, 4)), rng.standard_normal(2000)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "directory"])
+def test_train_on_a_truncated_file_or_a_directory(tmp_path, kind):
+    if kind == "truncated":
+        path = tmp_path / "t.h5"
+        path.write_bytes(ok_file(tmp_path / "ok.h5").read_bytes()[:2000])
+        pattern = r"t\.h5 is truncated or corrupt \(an HDF5 file cut short.*re-create it"
+    else:
+        path = tmp_path / "d"
+        path.mkdir()
+        pattern = r"/d is a directory, not a file"
+    expect_error(2, ["--out", tmp_path / "run", "--set", f"data.path={path}", *SMALL], pattern)
+    assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())

@@ -246,6 +246,11 @@ class Shard:
         self._file = f
         for key in (cfg.x_dataset, cfg.y_dataset):
             if key not in f or not isinstance(f[key], h5py.Dataset):
+                from .sparse_shard import not_csr_group
+
+                group = not_csr_group(f.get(key), key, cfg.path)
+                if group is not None:
+                    raise UserError(group)
                 have = ", ".join(sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset))) or "none"
                 raise UserError(f"dataset /{key} not found in {cfg.path} (datasets there: {have}); "
                                  f"set data.x_dataset/data.y_dataset")

@@ -236,6 +236,8 @@ def main(argv=None) -> int:
                            + (["--lists", args.lists] if args.lists else [])
                            + (["--min-section", str(args.min_section)] if args.min_section else []))
     try:
+        if args.cmd == "synth" and args.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
         if args.cmd == "synth":
             check_out(args.out, synth_bytes(args))
         _run(args)

@@ -104,6 +104,9 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
                 ds[name].resize((end,))
                 ds[name][nnz:end] = arr
             nnz = end
+        if nnz == 0:  # raised inside the atomic writer: no file is left
+            raise UserError(f"--density {density} gives no ratings for {users} users x {items} items (about "
+                            f"{users * items * density:.2g} expected); raise --density or --users/--items")
         f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "seed": seed,
                         "true_rank": rank, "density": density, "chunk_rows": chunk_rows, "nnz": nnz,
                         "feedback": "implicit" if implicit else "explicit"})

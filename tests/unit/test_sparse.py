@@ -257,7 +257,10 @@ def test_synth_is_deterministic_and_holds_the_generators_rows(tmp_path):
 def test_synth_refuses_bad_options(tmp_path):
     out = tmp_path / "x.h5"
     for args, message in ((["sparse-softmax", "--classes", "1"], "--classes K with K >= 2"),
-                          (["sparse-linear", "--nnz-per-row", "0"], "--nnz-per-row must be > 0")):
+                          (["sparse-linear", "--nnz-per-row", "0"], "--nnz-per-row must be > 0"),
+                          (["sparse-linear", "--nnz-per-row", "20"],
+                           "--nnz-per-row 20 is more than --cols 5: a row has at most 5 non-zeros"),
+                          (["sparse-logistic", "--seed", "-1"], "error: --seed must be a non-negative integer")):
         argv = [*args[:1], "--rows", "10", "--cols", "5", *(["--nnz-per-row", "2"] if "--nnz-per-row" not in args
                                                             else []), *args[1:], "--out", str(out)]
         r = subprocess.run([sys.executable, "-m", "lepton_hpc.data", "synth", *argv], capture_output=True, text=True)

@@ -40,3 +40,15 @@ def test_train_on_a_truncated_file_or_a_directory(tmp_path, kind):
         pattern = r"/d is a directory, not a file"
     expect_error(2, ["--out", tmp_path / "run", "--set", f"data.path={path}", *SMALL], pattern)
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
+
+
+def test_import_text_with_a_key_no_line_has_is_refused_on_every_rank(tmp_path):
+    import json
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"t": f"word{i} other", "l": "ab"[i % 2]}) + "\n" for i in range(60)))
+    expect_error(3, ["import", "text", src, "--text-column", "zz", "--label-column", "l", "--block-bytes", "300",
+                     "--out", tmp_path / "o.h5"],
+                 r"^error: no line of .*d\.jsonl has a text under 'zz' .*check --text-column$",
+                 module="lepton_hpc.data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]

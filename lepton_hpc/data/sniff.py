@@ -17,8 +17,13 @@ HEAD_BYTES = 4096
 
 
 def _cmd(path: str) -> str:
+    """The --out to suggest: ``STEM.h5`` beside ``path``, or ``STEM.imported.h5`` when that is
+    ``path`` itself (a CSV named ``plain.h5``: import refuses --out equal to its input)."""
     stem = os.path.splitext(os.path.basename(path))[0] or "data"
-    return os.path.join(os.path.dirname(path), f"{stem}.h5")
+    out = os.path.join(os.path.dirname(path), f"{stem}.h5")
+    if os.path.abspath(out) == os.path.abspath(path):
+        out = os.path.join(os.path.dirname(path), f"{stem}.imported.h5")
+    return out
 
 
 def is_hdf5(head: bytes, path: str) -> bool:
@@ -53,6 +58,58 @@ def _text_kind(head: bytes) -> str | None:
     if "\t" in lines[0]:
         return "tsv"
     return "csv"
+
+
+def sniff_kind(path: str) -> str | None:
+    """What ``path`` holds, from its first bytes: hdf5, parquet, npy, gzip, zip, jsonl, csv, tsv or
+    binary; None when it cannot be read."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(HEAD_BYTES)
+        if is_hdf5(head, path):
+            return "hdf5"
+    except OSError:
+        return None
+    for magic, kind in ((b"PAR1", "parquet"), (b"\x93NUMPY", "npy"), (b"\x1f\x8b", "gzip"), (b"PK\x03\x04", "zip")):
+        if head.startswith(magic):
+            return kind
+    return _text_kind(head) or "binary"
+
+
+_NAMES = {"hdf5": "an HDF5 file", "parquet": "a Parquet file", "npy": "a NumPy .npy array",
+          "gzip": "a gzip-compressed file", "zip": "a zip archive (.npz or similar)",
+          "jsonl": "a JSON Lines text file", "csv": "a CSV text file", "tsv": "a TSV text file"}
+#: what each import reads; a file of another recognised kind is refused by name (binary text that is
+#: not UTF-8 is left to the reader, which names the line)
+_READS = {"csv": ("csv", "tsv", "jsonl", "binary"), "text": ("csv", "tsv", "jsonl", "binary"),
+          "parquet": ("parquet",), "npy": ("npy",)}
+
+
+def wrong_input(path: str, source: str) -> str | None:
+    """The sentence for an input of ``import source`` (csv, text, parquet, npy) that is another
+    kind of file, with what to do instead; None when it is the kind that import reads (or unreadable)."""
+    kind = sniff_kind(os.fspath(path))
+    if kind is None or kind in _READS.get(source, (kind,)):
+        return None
+    run, out = "python -m lepton_hpc.data", _cmd(os.fspath(path))
+    what = f"{path} is {_NAMES.get(kind, 'not a text file')}, not the {source} input `import {source}` reads"
+    if kind == "gzip":
+        return f"{what}: decompress it first (gunzip -k {path}) and import the file it holds"
+    if kind == "zip":
+        return f"{what}: unpack it first and import the files it holds"
+    if kind == "hdf5":
+        return f"{what}: it needs no import; give it as data.path (`{run} info {path}` shows what it holds)"
+    if kind == "parquet":
+        return f"{what}: import it with `{run} import parquet {path} --target COLUMN --out {out}`"
+    if kind == "npy":
+        return f"{what}: import it with `{run} import npy X.npy y.npy --out {out}`"
+    if kind == "jsonl":
+        return (f"{what}: import it with `{run} import text {path} --text-column FIELD --label-column FIELD "
+                f"--out {out}`")
+    if kind in ("csv", "tsv"):
+        delim = " --delimiter tab" if kind == "tsv" else ""
+        return f"{what}: import it with `{run} import csv {path} --target COLUMN{delim} --out {out}`"
+    return f"{what}: save the arrays with numpy.save" if source == "npy" else what
 
 
 def describe_non_hdf5(path: str) -> str | None:

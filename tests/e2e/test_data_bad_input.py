@@ -52,3 +52,16 @@ def test_import_text_with_a_key_no_line_has_is_refused_on_every_rank(tmp_path):
                  r"^error: no line of .*d\.jsonl has a text under 'zz' .*check --text-column$",
                  module="lepton_hpc.data")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.jsonl"]
+
+
+def test_evaluate_and_predict_on_a_truncated_file(tmp_path):
+    ok = ok_file(tmp_path / "ok.h5")
+    run = tmp_path / "run"
+    proc = run_mpi(2, ["--out", run, "--set", f"data.path={ok}", *SMALL], timeout=90)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cut = tmp_path / "t.h5"
+    cut.write_bytes(ok.read_bytes()[:2000])
+    pattern = r"t\.h5 is truncated or corrupt \(an HDF5 file cut short: 2000 of its \d+ bytes are there\); re-create"
+    expect_error(2, [run, "--data", cut], pattern, module="lepton_hpc.evaluate")
+    expect_error(2, [run, "--data", cut, "--out", tmp_path / "p.h5"], pattern, module="lepton_hpc.predict")
+    assert not (tmp_path / "p.h5").exists() and cut.stat().st_size == 2000

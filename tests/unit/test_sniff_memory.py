@@ -91,3 +91,19 @@ def test_imports_name_an_input_of_another_kind(tmp_path, capsys):
     assert "d.csv is a CSV text file, not the npy input" in err and "import csv" in err
     assert "Python objects" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.csv.gz", "ok.h5"]  # nothing written
+
+
+@pytest.mark.parametrize("libver, userblock", [("earliest", 0), ("latest", 0), ("earliest", 1024)])
+def test_an_hdf5_file_cut_short_is_named_before_h5py_opens_it(tmp_path, libver, userblock):
+    with h5py.File(tmp_path / "ok.h5", "w", libver=libver, userblock_size=userblock) as f:
+        f["X"] = np.arange(3000.0)
+    assert describe_non_hdf5(str(tmp_path / "ok.h5")) is None
+    data = (tmp_path / "ok.h5").read_bytes()
+    for keep in (2000, len(data) - 1):
+        (tmp_path / "t.h5").write_bytes(data[:keep])
+        with pytest.raises(OSError, match="truncated file"):  # what h5py would say
+            h5py.File(tmp_path / "t.h5", "r")
+        text = describe_non_hdf5(str(tmp_path / "t.h5"))
+        assert text == (f"{tmp_path / 't.h5'} is truncated or corrupt (an HDF5 file cut short: {keep} of its "
+                        f"{len(data)} bytes are there); re-create it, e.g. copy it again or re-run the import or "
+                        f"synth command that made it")

@@ -87,20 +87,16 @@ def synth_bytes(args) -> float:
 
 def info(path: str) -> str:
     """A description of every dataset and attribute in an HDF5 file."""
-    from .sniff import describe_non_hdf5
+    from .shard import open_hdf5
 
-    if not os.path.isfile(path):
-        raise UserError(f"{path} does not exist")
-    what = describe_non_hdf5(path)
-    if what is not None:
-        raise UserError(what)
+    f = open_hdf5(path, "file", missing=f"{path} does not exist")
     lines = [f"{path} ({os.path.getsize(path) / 2**20:.1f} MiB)"]
     def attr_lines(attrs, indent):
         for key, value in attrs.items():
             text = np.array2string(np.asarray(value), threshold=8) if np.ndim(value) else repr(value)
             lines.append(f"{indent}@{key} = {text}")
 
-    with h5py.File(path, "r") as f:
+    with f:
         attr_lines(f.attrs, "  ")
 
         def visit(name, obj):
@@ -240,6 +236,8 @@ def main(argv=None) -> int:
                            + (["--lists", args.lists] if args.lists else [])
                            + (["--min-section", str(args.min_section)] if args.min_section else []))
     try:
+        if args.cmd == "synth" and args.seed < 0:
+            raise UserError(f"--seed must be a non-negative integer, got {args.seed}")
         if args.cmd == "synth":
             check_out(args.out, synth_bytes(args))
         _run(args)

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import UserError
+from .sniff import wrong_input
 
 #: Nominal bytes per block (a few MiB: parsing buffers stay small, ranks get several blocks).
 BLOCK_BYTES = 8 << 20
@@ -89,6 +90,9 @@ def check_inputs(paths: list[str], out: str, what: str) -> None:
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{what} file {path} does not exist")
+        wrong = wrong_input(path, what.lower())
+        if wrong is not None:
+            raise UserError(wrong)
         if out and os.path.abspath(path) == os.path.abspath(out):
             raise UserError(f"--out {out} is also an input file; choose another name")
 

@@ -206,6 +206,11 @@ def _label_text(labels: list) -> list[str]:
 def _load_npy(path: str, what: str) -> np.ndarray:
     if not os.path.isfile(path):
         raise UserError(f"{what} file {path} does not exist")
+    from .sniff import wrong_input
+
+    wrong = wrong_input(path, "npy")
+    if wrong is not None:
+        raise UserError(wrong)
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:

@@ -104,6 +104,9 @@ def synth_mf(out: str, users: int, items: int, rank: int, density: float, noise:
                 ds[name].resize((end,))
                 ds[name][nnz:end] = arr
             nnz = end
+        if nnz == 0:  # raised inside the atomic writer: no file is left
+            raise UserError(f"--density {density} gives no ratings for {users} users x {items} items (about "
+                            f"{users * items * density:.2g} expected); raise --density or --users/--items")
         f.attrs.update({"kind": "mf", "shape": np.array([users, items], dtype=np.int64), "seed": seed,
                         "true_rank": rank, "density": density, "chunk_rows": chunk_rows, "nnz": nnz,
                         "feedback": "implicit" if implicit else "explicit"})
@@ -197,19 +200,11 @@ class RatingsShard:
     # -- reading a file -----------------------------------------------------------
     def _open_file(self, cfg: DataConfig) -> None:
         path = cfg.path
-        if not os.path.isfile(path):
-            raise UserError(f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, "
-                             f"/cols, /vals (make one with `python -m lepton_hpc.data synth mf`) or leave it "
-                             f"empty for synthetic ratings")
-        from .sniff import describe_non_hdf5
+        from .shard import open_hdf5
 
-        what = describe_non_hdf5(path)
-        if what is not None:
-            raise UserError(what)
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise UserError(f"ratings file {path} is not a readable HDF5 file ({exc})") from None
+        f = open_hdf5(path, "ratings file", missing=(
+            f"ratings file {path} does not exist; set data.path to an HDF5 file with /rows, /cols, /vals "
+            f"(make one with `python -m lepton_hpc.data synth mf`) or leave it empty for synthetic ratings"))
         self._file = f
         for key in ("rows", "cols", "vals"):
             if key not in f or not isinstance(f[key], h5py.Dataset):

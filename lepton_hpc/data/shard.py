@@ -81,28 +81,40 @@ def missing_file_hint(path: str) -> str:
             f"`python -m lepton_hpc.data import`) or leave it empty for synthetic data")
 
 
-def open_hdf5(path: str) -> h5py.File:
-    """``path`` opened read-only; a UserError naming what it is when it is missing or not HDF5."""
+def open_hdf5(path: str, what: str = "data file", missing: str | None = None) -> h5py.File:
+    """``path`` opened read-only: the one place a data file is opened for reading.
+
+    A UserError naming what is wrong when it is a directory, missing (``missing`` is then the
+    sentence, else :func:`missing_file_hint`), not HDF5 (:mod:`.sniff` names what it is), cut short
+    or otherwise unreadable; h5py's own text never reaches the user.
+    """
     from .sniff import describe_non_hdf5
 
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise UserError(f"{what} {path} is a directory, not a file; give the path of an HDF5 file "
+                        f"(e.g. {os.path.join(path, 'data.h5')})")
     if not os.path.isfile(path):
-        raise UserError(missing_file_hint(path))
-    what = describe_non_hdf5(path)
-    if what is not None:
-        raise UserError(what)
+        raise UserError(missing or missing_file_hint(path))
+    sniffed = describe_non_hdf5(path)
+    if sniffed is not None:
+        raise UserError(sniffed)
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        raise UserError(f"data file {path} is not a readable HDF5 file ({exc})") from None
+        if "truncated" in str(exc).lower():
+            raise UserError(f"{what} {path} is truncated or corrupt (an HDF5 file cut short: it has "
+                            f"{os.path.getsize(path)} bytes); re-create it, e.g. copy it again or re-run the "
+                            f"import or synth command that made it") from None
+        raise UserError(f"{what} {path} is not a readable HDF5 file (corrupt or written by an unfinished "
+                        f"program); re-create it") from None
 
 
 def _is_csr_file(path: str, key: str) -> bool:
-    """Does the HDF5 file at ``path`` hold X as a CSR group (False when unreadable: the reader says why)?"""
-    if not os.path.isfile(path) or not h5py.is_hdf5(path):
-        return False
+    """Does the HDF5 file at ``path`` hold X as a CSR group? (UserError when it cannot be read.)"""
     from .sparse_shard import is_csr
 
-    with h5py.File(path, "r") as f:
+    with open_hdf5(path) as f:
         return is_csr(f, key)
 
 
@@ -234,6 +246,11 @@ class Shard:
         self._file = f
         for key in (cfg.x_dataset, cfg.y_dataset):
             if key not in f or not isinstance(f[key], h5py.Dataset):
+                from .sparse_shard import not_csr_group
+
+                group = not_csr_group(f.get(key), key, cfg.path)
+                if group is not None:
+                    raise UserError(group)
                 have = ", ".join(sorted(k for k in f.keys() if isinstance(f[k], h5py.Dataset))) or "none"
                 raise UserError(f"dataset /{key} not found in {cfg.path} (datasets there: {have}); "
                                  f"set data.x_dataset/data.y_dataset")

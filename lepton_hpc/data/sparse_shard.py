@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from ..config import DataConfig
 from ..errors import UserError
 from ..layout import Layout, chunk_range
-from .shard import Shard, chunk_digest
+from .shard import Shard, chunk_digest, open_hdf5
 
 INT32_MAX = np.iinfo(np.int32).max
 
@@ -36,16 +36,47 @@ def _attr(node, name, default=None):
     return v.decode() if isinstance(v, bytes) else v
 
 
+def not_csr_group(node, key: str, path: str) -> str | None:
+    """The sentence for ``/key`` being a group that is not a CSR matrix (None when it is not a group)."""
+    if not isinstance(node, h5py.Group):
+        return None
+    fmt = _attr(node, "format")
+    if fmt is not None:
+        return (f"/{key} in {path} is a sparse group with format = {str(fmt)!r}; only format = 'csr' is read: "
+                f"convert it (scipy: X.tocsr()) and write /{key}/data, /{key}/indices, /{key}/indptr")
+    return (f"/{key} in {path} is a group without the attr format = 'csr'; store X as a 2-D dataset or a "
+            f"CSR group (README, \"Sparse data\")")
+
+
+def check_csr_group(g: h5py.Group, path: str) -> tuple[int, int]:
+    """``(n_rows, n_cols)`` of a group marked csr; a UserError naming what is malformed."""
+    name = g.name
+    missing = [k for k in ("data", "indices", "indptr") if not isinstance(g.get(k), h5py.Dataset)]
+    if missing:
+        raise UserError(f"{name} in {path} is marked csr but lacks {', '.join(missing)}; re-import the file")
+    shape = _attr(g, "shape")
+    if shape is None:
+        raise UserError(f"{name} in {path} is marked csr but lacks the attr shape = [n_rows, n_cols]; "
+                        f"re-import the file")
+    arr = np.asarray(shape)
+    if arr.shape != (2,) or arr.dtype.kind not in "iuf" or not np.all((arr >= 0) & (arr == np.floor(arr))):
+        raise UserError(f"the attr shape of {name} in {path} must be [n_rows, n_cols] (two non-negative "
+                        f"integers), is {arr.tolist()}; re-import the file")
+    for key in ("indptr", "indices"):
+        if g[key].dtype.kind not in "iu":
+            raise UserError(f"{name}/{key} in {path} has dtype {g[key].dtype}; CSR {key} must be integers "
+                            f"(int64 or int32); re-import the file")
+    if g["data"].dtype.kind not in "fiu":
+        raise UserError(f"{name}/data in {path} has non-numeric dtype {g['data'].dtype}; re-import the file")
+    return int(shape[0]), int(shape[1])
+
+
 class CSRRows:
     """Rows of a CSR group in a file, read on demand: ``shape``, ``attrs`` and :meth:`read_rows`."""
 
     def __init__(self, group: h5py.Group, path: str):
         self.g, self.attrs = group, group.attrs
-        shape = _attr(group, "shape")
-        if shape is None or np.shape(shape) != (2,) or any(k not in group for k in ("data", "indices", "indptr")):
-            raise UserError(f"{group.name} in {path} is marked csr but lacks data, indices, indptr or the attr "
-                            f"shape; re-import the file")
-        self.shape = tuple(int(v) for v in shape)
+        self.shape = check_csr_group(group, path)
 
     def read_rows(self, a: int, b: int) -> sp.csr_matrix:
         """Rows ``[a, b)`` as a CSR matrix: reads indptr[a:b+1] and those rows' data and indices only."""
@@ -168,14 +199,9 @@ class SparseShard(Shard):
 
     # -- opening -----------------------------------------------------------
     def _open_csr(self, cfg: DataConfig) -> h5py.File:
-        self._file = f = h5py.File(cfg.path, "r")
+        self._file = f = open_hdf5(cfg.path)
         g, name = f[cfg.x_dataset], cfg.x_dataset
-        missing = [k for k in ("data", "indices", "indptr") if not isinstance(g.get(k), h5py.Dataset)]
-        shape = _attr(g, "shape")
-        if missing or shape is None or np.shape(shape) != (2,):
-            raise UserError(f"/{name} in {cfg.path} is marked csr but lacks "
-                            f"{', '.join(missing) or 'the attr shape = [n_rows, n_cols]'}; re-import the file")
-        self.n_rows, self.n_cols = (int(v) for v in shape)
+        self.n_rows, self.n_cols = check_csr_group(g, cfg.path)
         if self.n_cols > INT32_MAX:
             raise UserError(f"/{name} in {cfg.path} has {self.n_cols} columns; at most {INT32_MAX} are supported")
         if g["indptr"].shape != (self.n_rows + 1,) or g["data"].shape != g["indices"].shape:

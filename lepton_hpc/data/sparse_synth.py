@@ -60,6 +60,9 @@ def synth_sparse(out: str, kind: str, rows: int, cols: int, nnz_per_row: int, no
     for name, value in (("rows", rows), ("cols", cols), ("nnz-per-row", nnz_per_row), ("chunk-rows", chunk_rows)):
         if value <= 0:
             raise UserError(f"--{name} must be > 0, got {value}")
+    if nnz_per_row > cols:
+        raise UserError(f"--nnz-per-row {nnz_per_row} is more than --cols {cols}: a row has at most {cols} "
+                        f"non-zeros; pass --nnz-per-row <= {cols}")
     if not np.isfinite(noise) or noise < 0:
         raise UserError(f"--noise must be finite and >= 0, got {noise}")
     if kind not in KINDS:

@@ -70,7 +70,7 @@ def _json_rows(data: bytes, text_col: str, label_col: str, block: int):
         if label_col not in obj:
             return None, BlockError(block, f"the label key {label_col!r} is missing", line=line)
         value = obj.get(text_col)
-        docs.append("" if value is None else str(value))
+        docs.append(None if value is None else str(value))
         labels.append(None if obj[label_col] is None else str(obj[label_col]))
     return (docs, labels), None
 
@@ -90,7 +90,7 @@ def _read_rows(data: bytes, fmt: str, names, text_col: str, label_col: str, bloc
             docs, labels = table.column(text_col).to_pylist(), table.column(label_col).to_pylist()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
             return _json_rows(data, text_col, label_col, block)
-        return ([d or "" for d in docs], labels), None
+        return (docs, labels), None
     try:
         table = pacsv.read_csv(
             pa.py_buffer(data),
@@ -115,7 +115,8 @@ def _parse_mine(blocks, mine, fmt, names, text_col, label_col, hasher):
             err = _label_error(rows[1], label_col, b)
         if err is not None:
             break
-        out.append((b, data.count(b"\n"), rows[1], hasher.counts(rows[0])))
+        with_text = sum(d is not None for d in rows[0])  # a missing key / null: an empty document
+        out.append((b, data.count(b"\n"), rows[1], hasher.counts([d or "" for d in rows[0]]), with_text))
     return out, err
 
 
@@ -192,8 +193,9 @@ def import_text(comm, paths: list[str], out: str, text_column: str, label_column
     mine = list(Layout(len(blocks), 1, comm.size, comm.rank).chunks())
     hasher = Hasher(n_features, (lo, hi))
     parsed, err = C.agree(comm, _parse_mine, blocks, mine, kind, names, text_column, label_column, hasher)
-    gathered = C.allgather(comm, [(b, nl, sorted(set(labels)), csr.n_rows) for b, nl, labels, csr in parsed])
-    counts = {b: nl for part in gathered for b, nl, _, _ in part}
+    gathered = C.allgather(comm, [(b, nl, sorted(set(labels)), csr.n_rows, nt)
+                                  for b, nl, labels, csr, nt in parsed])
+    counts = {b: nl for part in gathered for b, nl, _, _, _ in part}
 
     def locate(e: BlockError) -> str:
         block = blocks[e.block]
@@ -201,16 +203,21 @@ def import_text(comm, paths: list[str], out: str, text_column: str, label_column
         return f"{block.path} line {lines0[block.file] + lines_before(counts, blocks, e.block) + local}: {e.text}"
 
     first_error(comm, err, locate)
-    classes = sorted(set().union(*(set(lab) for part in gathered for _, _, lab, _ in part)))
-    n_docs = sum(n for part in gathered for _, _, _, n in part)
+    classes = sorted(set().union(*(set(lab) for part in gathered for _, _, lab, _, _ in part)))
+    n_docs = sum(n for part in gathered for _, _, _, n, _ in part)
+    if n_docs == 0:  # the same sums on every rank
+        C.check(comm, f"{', '.join(paths)} has no data rows (no {'JSON lines' if kind == 'jsonl' else 'rows'})")
+    if sum(nt for part in gathered for *_, nt in part) == 0:
+        C.check(comm, f"no {'line' if kind == 'jsonl' else 'row'} of {', '.join(paths)} has a text under "
+                      f"{text_column!r} (all {n_docs} documents would be empty); check --text-column")
     task = C.agree(comm, _class_task, len(classes), None, f"{paths[0]}: the label {label_column!r}")
     idf = None
     if tfidf:
         df = C.allreduce_sum_ints(comm, document_frequencies([p[3] for p in parsed], n_features))
         idf = idf_weights(df, n_docs)
     index = {c: i for i, c in enumerate(classes)}
-    pieces = [finish(csr, idf, None if norm == "none" else norm) for _, _, _, csr in parsed]
-    y = np.array([index[v] for _, _, labels, _ in parsed for v in labels], dtype=np.float64)
+    pieces = [finish(csr, idf, None if norm == "none" else norm) for _, _, _, csr, _ in parsed]
+    y = np.array([index[v] for _, _, labels, _, _ in parsed for v in labels], dtype=np.float64)
     local = concat(pieces)
     hashing = {"n_features": n_features, "ngrams": [lo, hi], "token_pattern": TOKEN_PATTERN, "lowercase": True,
                "hash": "murmurhash3_32 (mmh3), seed 0, signed: column abs(h) % n_features, sign of h",

@@ -80,6 +80,10 @@ def copy(name: str, directory: str = ".") -> Path:
     body = copied_text(name)
     key = name[:-5] if name.endswith(".toml") else name
     target = Path(directory) / f"{key}.toml"
+    blocker = next((q for q in (Path(directory), *Path(directory).parents) if q.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"{blocker} is a file, not a directory; give DIR as a directory to copy the job into "
+                        f"(e.g. {blocker.parent / 'jobs'})")
     if target.exists():
         raise UserError(f"{target} already exists; remove it or copy into another directory")
     Path(directory).mkdir(parents=True, exist_ok=True)

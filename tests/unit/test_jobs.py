@@ -68,3 +68,14 @@ def test_copy_refuses_to_overwrite_and_names_unknown_jobs(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no packaged job named 'no_such_job'" in err and "diabetes_linear" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["default.toml"]     # nothing else written
+
+
+def test_copy_into_a_file_says_dir_is_a_file(tmp_path, capsys):
+    (tmp_path / "ok.h5").write_bytes(b"data")
+    for target in (tmp_path / "ok.h5", tmp_path / "ok.h5" / "sub"):
+        assert main(["jobs", "copy", "default", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert err == f"error: {tmp_path / 'ok.h5'} is a file, not a directory; give DIR as a directory to " \
+                      f"copy the job into (e.g. {tmp_path / 'jobs'})\n", err
+    assert (tmp_path / "ok.h5").read_bytes() == b"data"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.h5"]

@@ -106,13 +106,17 @@ def test_cli_writes_the_numbers_a_synthetic_job_generates(tmp_path, capsys):
     (["--users", "0"], "--users must be > 0"),
     (["--density", "1.5"], "--density must be in"),
     (["--noise", "-1"], "--noise must be finite"),
+    (["--density", "0.0001"], "--density 0.0001 gives no ratings for 10 users x 5 items"),
+    (["--seed", "-1"], "error: --seed must be a non-negative integer, got -1"),
 ])
 def test_cli_rejects_bad_arguments(tmp_path, capsys, args, message):
     base = {"--users": "10", "--items": "5", "--rank": "2", "--density": "0.5", "--noise": "0.1"}
     base.update(dict(zip(args[::2], args[1::2])))
     argv = ["synth", "mf", "--out", str(tmp_path / "x.h5")] + [t for kv in base.items() for t in kv]
     assert data_main(argv) == 1
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # no file, no .tmp left
 
 
 def test_each_rank_reads_only_its_slice(tmp_path, monkeypatch):

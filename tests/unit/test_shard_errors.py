@@ -1,6 +1,8 @@
 """The GLM shard reader's user errors, one sentence each (what tests/e2e/test_bad_input.py launched
 under mpiexec before; the launch path for a UserError is kept there by one config and one data error)."""
 
+import re
+
 import h5py
 import numpy as np
 import pytest
@@ -63,3 +65,37 @@ def test_non_finite_features_and_targets_are_found_on_the_rank_that_holds_them(t
     f = make_file(tmp_path / "d.h5", X, y)
     assert first_bad_rows(f, 3) == [10, 1234, 2999]
     assert first_bad_rows(f, 1) == [10]
+
+
+def _truncated(tmp_path, name="t.h5"):
+    ok = make_file(tmp_path / "ok.h5", *data())
+    cut = tmp_path / name
+    cut.write_bytes(ok.read_bytes()[:2000])  # `head -c 2000 ok.h5 > t.h5`
+    return cut
+
+
+def test_truncated_file_is_named_as_cut_short_in_every_reader(tmp_path, capsys):
+    from lepton_hpc.data.__main__ import main as data_main
+    from lepton_hpc.data.ratings import RatingsShard
+
+    cut = _truncated(tmp_path)
+    pattern = r"t\.h5 is truncated or corrupt \(an HDF5 file cut short.*re-create it"
+    with pytest.raises(UserError, match=pattern):
+        Shard(cfg(cut), 2, 0)
+    with pytest.raises(UserError, match=pattern):
+        RatingsShard(build({}, "t", [f"data.path={cut}"]).data, 2, 1)
+    assert data_main(["info", str(cut)]) == 1
+    err = capsys.readouterr().err
+    assert re.search(pattern, err) and "synchronously" not in err and "Traceback" not in err
+    assert cut.stat().st_size == 2000  # nothing damaged
+
+
+def test_directory_as_data_path_is_named_as_a_directory(tmp_path, capsys):
+    from lepton_hpc.data.__main__ import main as data_main
+
+    (tmp_path / "d").mkdir()
+    with pytest.raises(UserError, match=r"data file .*d is a directory, not a file"):
+        Shard(cfg(tmp_path / "d"), 3, 0)
+    assert data_main(["info", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert "is a directory, not a file" in err and "does not exist" not in err

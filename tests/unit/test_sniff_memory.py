@@ -52,3 +52,58 @@ def test_a_shard_too_big_for_the_node_names_ranks_and_streaming():
     check_fits(10**9, 32, 8, False, -(-10**9 // ranks), 4096, size=ranks, node_ranks=2, in_memory=True,
                available=16 * gib)
     check_fits(10**9, 32, 8, False, 5 * 10**8, 4096, size=2, node_ranks=2, in_memory=False, available=16 * gib)
+
+
+def test_a_csv_named_h5_gets_an_out_that_is_not_itself(tmp_path):
+    (tmp_path / "plain.h5").write_bytes(b"a,b,y\n1,2,3\n")
+    text = describe_non_hdf5(str(tmp_path / "plain.h5"))
+    assert f"--out {tmp_path / 'plain.imported.h5'}`" in text, text
+    assert f"--out {tmp_path / 'plain.h5'}`" not in text
+    (tmp_path / "t.csv").write_bytes(b"a,b,y\n1,2,3\n")
+    assert f"--out {tmp_path / 't.h5'}`" in describe_non_hdf5(str(tmp_path / "t.csv"))
+
+
+def _import(capsys, argv):
+    from lepton_hpc.data.__main__ import main as data_main
+
+    assert data_main(["import", *map(str, argv)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_imports_name_an_input_of_another_kind(tmp_path, capsys):
+    csv = b"a,b,y\n1,2,3\n4,5,6\n"
+    (tmp_path / "d.csv.gz").write_bytes(gzip.compress(csv))
+    (tmp_path / "d.csv").write_bytes(csv)
+    with h5py.File(tmp_path / "ok.h5", "w") as f:
+        f["X"] = np.zeros((2, 2))
+    out = tmp_path / "o.h5"
+    err = _import(capsys, ["csv", tmp_path / "d.csv.gz", "--target", "y", "--out", out])
+    assert "d.csv.gz is a gzip-compressed file" in err and "decompress it first (gunzip -k" in err
+    assert "UTF-8" not in err
+    err = _import(capsys, ["csv", tmp_path / "ok.h5", "--target", "y", "--out", out])
+    assert "ok.h5 is an HDF5 file" in err and "it needs no import; give it as data.path" in err
+    err = _import(capsys, ["text", tmp_path / "d.csv.gz", "--text-column", "a", "--label-column", "y", "--format",
+                           "csv", "--out", out])
+    assert "gzip-compressed" in err
+    err = _import(capsys, ["npy", tmp_path / "d.csv", tmp_path / "d.csv", "--out", out])
+    assert "d.csv is a CSV text file, not the npy input" in err and "import csv" in err
+    assert "Python objects" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "d.csv.gz", "ok.h5"]  # nothing written
+
+
+@pytest.mark.parametrize("libver, userblock", [("earliest", 0), ("latest", 0), ("earliest", 1024)])
+def test_an_hdf5_file_cut_short_is_named_before_h5py_opens_it(tmp_path, libver, userblock):
+    with h5py.File(tmp_path / "ok.h5", "w", libver=libver, userblock_size=userblock) as f:
+        f["X"] = np.arange(3000.0)
+    assert describe_non_hdf5(str(tmp_path / "ok.h5")) is None
+    data = (tmp_path / "ok.h5").read_bytes()
+    for keep in (2000, len(data) - 1):
+        (tmp_path / "t.h5").write_bytes(data[:keep])
+        with pytest.raises(OSError, match="truncated file"):  # what h5py would say
+            h5py.File(tmp_path / "t.h5", "r")
+        text = describe_non_hdf5(str(tmp_path / "t.h5"))
+        assert text == (f"{tmp_path / 't.h5'} is truncated or corrupt (an HDF5 file cut short: {keep} of its "
+                        f"{len(data)} bytes are there); re-create it, e.g. copy it again or re-run the import or "
+                        f"synth command that made it")

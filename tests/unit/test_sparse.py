@@ -131,6 +131,39 @@ def test_bad_csr_files_get_one_sentence(tmp_path, name, mutate, kw, message):
         Shard(_bad(tmp_path, name, mutate, **kw), 1, 0)
 
 
+def _malformed(tmp_path, name, fmt="csr", shape=(50, 10), indptr_dtype=np.int64, indices_dtype=np.int64):
+    X = sp.random(50, 10, density=0.3, format="csr", random_state=0)
+    indptr = X.indptr.astype(indptr_dtype)
+    if indptr.dtype.kind == "f":
+        indptr[1:-1] += 0.5  # fractional offsets
+    p = tmp_path / name
+    with h5py.File(p, "w") as f:
+        g = f.create_group("X")
+        g["data"], g["indices"], g["indptr"] = X.data, X.indices.astype(indices_dtype), indptr
+        g.attrs["format"], g.attrs["shape"] = fmt, list(shape)
+        f["y"] = np.zeros(50)
+    return cfg(p, chunk_rows=16)
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"indptr_dtype": np.float64}, r"^/X/indptr in .*f\.h5 has dtype float64; CSR indptr must be integers"),
+    ({"indices_dtype": np.float32}, r"^/X/indices in .*f\.h5 has dtype float32; CSR indices must be integers"),
+    ({"fmt": "csc"}, r"^/X in .*f\.h5 is a sparse group with format = 'csc'; only format = 'csr' is read"),
+    ({"shape": (50, 10, 1)}, r"^the attr shape of /X in .*f\.h5 must be \[n_rows, n_cols\] .*is \[50, 10, 1\]"),
+    ({"shape": (50, 10.5)}, r"must be \[n_rows, n_cols\]"),
+])
+def test_malformed_csr_groups_are_named(tmp_path, kw, message):
+    c = _malformed(tmp_path, "f.h5", **kw)
+    with pytest.raises(UserError, match=message) as err:
+        Shard(c, 2, 1)
+    assert "not found" not in str(err.value) and "lacks" not in str(err.value)
+    if kw.get("fmt") != "csc":  # predict's reader checks the same group the same way
+        from lepton_hpc.data.sparse_shard import CSRRows
+
+        with h5py.File(c.path, "r") as f, pytest.raises(UserError, match=message):
+            CSRRows(f["X"], c.path)
+
+
 def _theta(kernel, seed=0):
     return np.random.default_rng(seed).standard_normal(kernel.n_params) * 0.3
 
@@ -224,7 +257,10 @@ def test_synth_is_deterministic_and_holds_the_generators_rows(tmp_path):
 def test_synth_refuses_bad_options(tmp_path):
     out = tmp_path / "x.h5"
     for args, message in ((["sparse-softmax", "--classes", "1"], "--classes K with K >= 2"),
-                          (["sparse-linear", "--nnz-per-row", "0"], "--nnz-per-row must be > 0")):
+                          (["sparse-linear", "--nnz-per-row", "0"], "--nnz-per-row must be > 0"),
+                          (["sparse-linear", "--nnz-per-row", "20"],
+                           "--nnz-per-row 20 is more than --cols 5: a row has at most 5 non-zeros"),
+                          (["sparse-logistic", "--seed", "-1"], "error: --seed must be a non-negative integer")):
         argv = [*args[:1], "--rows", "10", "--cols", "5", *(["--nnz-per-row", "2"] if "--nnz-per-row" not in args
                                                             else []), *args[1:], "--out", str(out)]
         r = subprocess.run([sys.executable, "-m", "lepton_hpc.data", "synth", *argv], capture_output=True, text=True)

@@ -117,3 +117,28 @@ def test_missing_label_names_the_line(tmp_path):
     with pytest.raises(ValueError, match=r"--text-column C and --label-column L"):
         _run([path], tmp_path / "o.h5", text_column="", label_column="l")
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_a_text_key_no_line_has_is_refused_but_some_missing_are_empty_documents(tmp_path):
+    path = tmp_path / "d.jsonl"
+    rows = [{"t": "xx yy", "l": "a"}, {"t": "zz", "l": "b"}] * 20
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"^no line of .*d\.jsonl has a text under 'zz' \(all 40 documents would "
+                                         r"be empty\); check --text-column$"):
+        _run([path], tmp_path / "o.h5", text_column="zz", label_column="l", block_bytes=100)
+    assert not (tmp_path / "o.h5").exists()
+    rows[3] = {"l": "b"}  # a missing key on some lines: an empty document, by design
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    _run([path], tmp_path / "o.h5", text_column="t", label_column="l", block_bytes=100)
+    X, y, classes, _ = _read(tmp_path / "o.h5")
+    assert X.shape[0] == 40 and X[3].nnz == 0 and X.nnz > 30 and classes == ["a", "b"]
+
+
+@pytest.mark.parametrize("body", ["", "\n\n"])
+def test_an_empty_jsonl_says_no_data_rows(tmp_path, body):
+    path = tmp_path / "e.jsonl"
+    path.write_text(body)
+    with pytest.raises(ValueError, match=r"e\.jsonl has no data rows") as err:
+        _run([path], tmp_path / "o.h5", text_column="t", label_column="l")
+    assert "single class" not in str(err.value)
+    assert not (tmp_path / "o.h5").exists()

@@ -1,6 +1,6 @@
 """``python -m lepton_hpc.data``: make and describe data files.
 
-    synth linear --rows N --cols D --noise S --seed K --out FILE.h5 [--chunk-rows R]
+    synth linear --rows N --cols D --noise S [--bias B] --seed K --out FILE.h5 [--chunk-rows R]
                  [--compression gzip|lzf|none] [--dtype float64|float32]
     synth logistic|softmax --rows N --cols D [--classes K] [--noise S] --seed K --out FILE.h5
     import sklearn:diabetes|breast_cancer|digits|iris|wine --out FILE.h5

@@ -76,7 +76,8 @@ def missing_file_hint(path: str) -> str:
     command = make_command(where, "python -m lepton_hpc.data")
     if command:
         return f"data file {where} does not exist; make it with `{command}`"
-    return (f"data file {where} does not exist (a relative data.path is read from the job file's folder); "
+    return (f"data file {where} does not exist (a relative data.path is read from the job file's folder, "
+            f"one given with --set from the current directory); "
             f"set data.path to an HDF5 file (make one with `python -m lepton_hpc.data synth linear` or "
             f"`python -m lepton_hpc.data import`) or leave it empty for synthetic data")
 

@@ -26,6 +26,7 @@ from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass
 from .glm_solvers import METHODS, l1_in_config, make_method, make_strategy, resolve_solver
+from .glm_hints import rate_tip, steps_tip
 from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
@@ -202,6 +203,11 @@ class GLMProblem(Problem):
         # sparse X: only λ_max is estimated (power iteration), λ_min is None
         shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max) if lam is not None)
         lam_min = lam_max if lam_min is None else lam_min
+        if shrink > 1.0:  # a step past 2/L grows the stiffest mode: the loss will grow
+            self.ctx.log(f"warning: the {name} schedule grows the error along the largest curvature "
+                         f"({lam_max:.3g}) over {remaining} steps: the run will diverge; "
+                         f"{self.diverged_hint()}")
+            return
         # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
         if shrink ** 2 > tol:
             self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "
@@ -212,18 +218,18 @@ class GLMProblem(Problem):
     def _schedule_hint(self, lam_max: float) -> str:
         """What would reach train.tol: the knobs the user set by hand, more steps, another solver."""
         o = self.cfg.optimizer
-        tips = [] if o.learning_rate == "auto" else [f"raise optimizer.learning_rate (stable up to "
-                                                     f"{2 / lam_max:.3g}) or set it to \"auto\""]
+        tips = [] if o.learning_rate == "auto" else [rate_tip(self.opt, lam_max, diverged=False)]
         if o.alpha != "auto" and self.opt.name in ("adaptive", "inverse_time"):
             tips.append("lower optimizer.alpha or set it to \"auto\"")
-        return ", ".join(tips + [f"add train.steps{self._steps_needed()}"]) + self._solver_tip()
+        train_rows = round(self.shard.n_rows * (1.0 - self.cfg.data.test_fraction))
+        steps = steps_tip(self.opt, self.ref.curvature, self.cfg.train.tol, train_rows, self.shard.n_cols)
+        return ", ".join(tips + [steps]) + self._solver_tip()
 
-    def _steps_needed(self) -> str:
-        """ " (about N at this step size)" from the curvature: ln(1/tol) / (eta_0 mu)."""
-        mu, tol, eta0 = (self.ref.curvature or (None, None))[0], self.cfg.train.tol, self.opt.learning_rate
-        if not mu or tol <= 0:
-            return ""
-        return f" (about {int(np.ceil(np.log(1.0 / tol) / (eta0 * mu))):,} at eta_0 = {eta0:.3g})"
+    def diverged_hint(self) -> str:
+        """The loss grew: a smaller step (below the curvature bound where one applies)."""
+        if self.method is not None:
+            return super().diverged_hint()
+        return rate_tip(self.opt, (self.ref.curvature or (None, None))[1], diverged=True)
 
     def _solver_tip(self) -> str:
         if self.batches is not None or self.cfg.train.solver != "gd":

@@ -3,6 +3,7 @@ and the checkpoint directory. Built once per run and handed to the problem and t
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -57,6 +58,11 @@ class RunContext:
         """One line of the run log, from rank 0 (through :mod:`lepton_hpc.log`)."""
         if self.rank == 0:
             emit(text)
+
+    def debug(self, text: str) -> None:
+        """One debug record of the run log (shown with ``-v``), from rank 0."""
+        if self.rank == 0:
+            emit(text, logging.DEBUG)
 
     @property
     def ckpt_dir(self) -> Path:

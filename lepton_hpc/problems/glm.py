@@ -25,7 +25,7 @@ from .glm_metrics import evaluate
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass
-from .glm_solvers import METHODS, l1_in_config, make_method, make_strategy, resolve_solver
+from .glm_solvers import METHODS, choose_solver, l1_in_config, make_method, make_strategy
 from .glm_hints import rate_tip, steps_tip
 from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
@@ -54,6 +54,10 @@ class GLMProblem(Problem):
         self.classes = C.agree(comm, self._check_classes)
         self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
         self.direct = cfg.train.solver == "svd"
+        # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
+        self.solver_name, why = choose_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
+        if cfg.train.solver == "auto":
+            self.ctx.log(f"solver auto -> {self.solver_name} ({why})")
         self.opt = C.agree(comm, self._make_optimizer)
         C.agree(comm, self._check_prox)
         self.batches = self._batches()
@@ -61,8 +65,6 @@ class GLMProblem(Problem):
         self.solver = make_strategy(self)
         if cfg.train.solver in ("gram", "svd_gd"):
             self.work_unit = None  # a step is d x d work: samples/s would mean nothing
-        # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
-        self.solver_name = resolve_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
         self.method = make_method(self, self.solver_name)
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
@@ -77,7 +79,7 @@ class GLMProblem(Problem):
         if o.learning_rate == "auto":
             kw["learning_rate"] = auto_learning_rate(o.name, lam_max)
             said.append(f"learning_rate auto = {kw['learning_rate']:.4g}"
-                        + (f" (1/L, L = {lam_max:.4g})" if o.name not in SCALE_FREE else ""))
+                        + (f" (1/L, L = {lam_max:.4g})" if o.name not in SCALE_FREE and lam_max else ""))
         if o.alpha == "auto":
             kw["alpha"] = auto_alpha(lambda a: make_optimizer(o.name, **{**kw, "alpha": a}), o.name, mu,
                                      tc.steps, tc.tol)
@@ -87,7 +89,7 @@ class GLMProblem(Problem):
                     if kw["alpha"] > 0 else " (a constant step: no decay reaches train.tol in train.steps)"
                     if mu else f" (a constant step: the slowest curvature at the optimum of model.kind="
                                f"{self.cfg.model.kind} is not known before training)"))
-        if said and not self.direct and self.comm.rank == 0:
+        if said and not self.direct and self.solver_name not in METHODS and self.comm.rank == 0:
             self.ctx.log(f"optimizer {o.name}: " + "; ".join(said))
         return make_optimizer(o.name, **kw)
 

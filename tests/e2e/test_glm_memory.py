@@ -1,0 +1,59 @@
+"""Wide dense least squares through the real CLI: the d x d buffers count in the memory check,
+``train.solver = "auto"`` says what it chose and takes no solver that needs XᵀX it cannot form,
+and Newton/L-BFGS runs print no optimizer line."""
+
+import pytest
+
+from mpirun import run_mpi, summary
+
+pytestmark = pytest.mark.e2e
+
+
+def _last(proc) -> str:
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_wide_dense_least_squares_on_auto_takes_lbfgs_and_forms_no_gram(tmp_path):
+    # 500 x 100000: XᵀX alone is 74.5 GiB; this ran out of memory in the reference pass
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=500", "--set", "data.cols=100000",
+                       "--set", "train.solver=auto", "--set", "train.steps=3"])
+    assert proc.returncode == 0, proc.stderr
+    assert "solver auto -> lbfgs (least squares, d=100000" in proc.stdout
+    assert "optimizer " not in proc.stdout  # L-BFGS takes no optimizer.* step size
+    s = summary(out)
+    assert s["solver"] == "lbfgs" and s["rel_error_to_exact"] is None
+    assert max(s["peak_rss_bytes"]["per_rank"]) < 4 << 30
+
+
+def test_the_gram_solver_on_wide_data_is_refused_naming_the_bytes(tmp_path):
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=500", "--set", "data.cols=100000",
+                       "--set", "train.solver=gram"])
+    assert proc.returncode == 1
+    err = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert err and "Traceback" not in proc.stderr, proc.stderr
+    line = err[0]
+    assert "100001 x 100001 normal equations" in line and "GiB" in line and "train.solver=lbfgs" in line, line
+    assert not (out / "summary.json").exists()
+
+
+def test_gradient_descent_on_wide_data_takes_its_step_from_power_iteration(tmp_path):
+    # 200 x 20000 (XᵀX 3 GiB, eigenvalues of it minutes): killed by the OOM killer after 68 s
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=200", "--set", "data.cols=20000",
+                       "--set", "train.solver=gd", "--set", "train.steps=5"])
+    assert proc.returncode == 0, proc.stderr
+    s = summary(out)
+    mu, lam_max = s["curvature_min_max"]
+    assert mu is None and lam_max > 0 and s["optimizer"]["learning_rate"] == pytest.approx(1 / lam_max)
+    assert "learning_rate auto" in proc.stdout and s["final_loss"] < s["loss_first_last"][0]
+
+
+def test_newton_on_auto_says_so_and_prints_no_optimizer_line(tmp_path):
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=2000", "--set", "train.solver=auto"])
+    assert proc.returncode == 0, proc.stderr
+    assert "solver auto -> newton (least squares, d=32: the Hessian is XᵀX)" in proc.stdout
+    assert "optimizer " not in proc.stdout and "learning_rate auto" not in proc.stdout
+    assert summary(out)["solver"] == "newton" and _last(proc).startswith("done:")

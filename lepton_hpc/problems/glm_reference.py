@@ -37,6 +37,7 @@ class Reference:
     G: np.ndarray | None = None
     c: np.ndarray | None = None
     yty: float = 0.0
+    max_label: int = -1  #: the largest class label in the training rows (-1: linear)
 
 
 def wants_curvature(cfg) -> bool:
@@ -149,7 +150,7 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
     kernel = make_kernel(kind, d, m.fit_intercept, shard.chunk_rows, shard.dtype, n_classes)
     kernel.set_standardization(*std.kernel_args())
     penalty = Penalty(m.penalty, m.reg, m.l1_ratio, d * n_classes)
-    ref = Reference(fingerprint, n_classes, weight_sum, std, kernel, penalty)
+    ref = Reference(fingerprint, n_classes, weight_sum, std, kernel, penalty, max_label=-neg_max)
     dense_ls_gram = kind == "linear" and not shard.sparse and len(total) > 2 + 2 * d
     if shard.sparse and (kind == "linear" or wants_curvature(cfg)):
         ref.curvature = _sparse_bound(comm, cfg, shard, kind, std, weight_sum)

@@ -57,3 +57,20 @@ def test_newton_on_auto_says_so_and_prints_no_optimizer_line(tmp_path):
     assert "solver auto -> newton (least squares, d=32: the Hessian is XᵀX)" in proc.stdout
     assert "optimizer " not in proc.stdout and "learning_rate auto" not in proc.stdout
     assert summary(out)["solver"] == "newton" and _last(proc).startswith("done:")
+
+
+def test_a_classes_attr_that_disagrees_with_the_labels_says_reimport(tmp_path):
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "bad_classes.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "w") as f:
+        f["X"] = rng.standard_normal((60, 3))
+        f["y"] = np.arange(60) % 3 * 1.0  # labels 0, 1, 2
+        f["y"].attrs["classes"] = ["a", "b"]  # but only two names
+    proc = run_mpi(2, ["--out", tmp_path / "run", "--set", f"data.path={path}", "--set", "model.kind=softmax"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = [l for l in proc.stderr.splitlines() if l.strip()][0]
+    assert "labels go up to 2" in line and "disagree; re-import the data" in line, line
+    assert "model.classes=2" not in line

@@ -13,6 +13,7 @@ checkpoint attrs ``feature_names`` and ``classes`` hold them as JSON lists, and 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -48,7 +49,12 @@ class GLMProblem(Problem):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator(),
                                  node_ranks=C.node_size(comm))
         C.agree(comm, self._check_sparse)
+        self._debug_layout()
+        t0 = time.perf_counter()
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
+        self.ctx.debug(f"reference pass: {time.perf_counter() - t0:.3f} s"
+                       + (", XᵀX not formed (d x d over the limit of glm_memory)"
+                          if cfg.model.kind == "linear" and ref.G is None and not self.shard.sparse else ""))
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty
         self.classes = C.agree(comm, self._check_classes)
@@ -58,6 +64,8 @@ class GLMProblem(Problem):
         self.solver_name, why = choose_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
         if cfg.train.solver == "auto":
             self.ctx.log(f"solver auto -> {self.solver_name} ({why})")
+        else:
+            self.ctx.debug(f"solver {self.solver_name} (set by train.solver)")
         self.opt = C.agree(comm, self._make_optimizer)
         C.agree(comm, self._check_prox)
         self.batches = self._batches()
@@ -69,6 +77,14 @@ class GLMProblem(Problem):
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
         self.grad = np.zeros(self.solver.n_coords)
+
+    def _debug_layout(self) -> None:
+        """-v: how the chunks fall on the ranks."""
+        lay = self.shard.layout
+        per = [len(lay.chunks(q)) for q in range(lay.size)]
+        shown = ", ".join(map(str, per)) if len(per) <= 16 else f"{min(per)} to {max(per)}"
+        self.ctx.debug(f"layout: {lay.n_rows:,} rows in {lay.n_chunks} chunks of {lay.chunk_rows} rows; "
+                       f"chunks per rank: {shown}")
 
     def _make_optimizer(self):
         """The optimizer, with "auto" learning_rate/alpha resolved from the curvature (:mod:`.glm_step`)."""

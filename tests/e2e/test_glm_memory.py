@@ -74,3 +74,19 @@ def test_a_classes_attr_that_disagrees_with_the_labels_says_reimport(tmp_path):
     line = [l for l in proc.stderr.splitlines() if l.strip()][0]
     assert "labels go up to 2" in line and "disagree; re-import the data" in line, line
     assert "model.classes=2" not in line
+
+
+def test_verbose_adds_debug_records_on_rank_0_only(tmp_path):
+    args = ["--set", "data.rows=2000", "--set", "checkpoint.every=5", "--set", "train.steps=10"]
+    proc = run_mpi(2, ["-v", "--out", tmp_path / "loud", *args])
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "[rank 0] layout: 2,000 rows in 1 chunks of" in text and "chunks per rank: 1, 0" in text
+    assert "[rank 0] reference pass: " in text and "[rank 0] solver gd (set by train.solver)" in text
+    ckpts = [l for l in text.splitlines() if "] checkpoint step " in l]
+    assert len(ckpts) == 2 and all(" bytes in " in l for l in ckpts), ckpts
+    size = (tmp_path / "loud" / "checkpoints" / "step-00000010.h5").stat().st_size
+    assert f"step-00000010.h5, {size:,} bytes" in ckpts[-1]
+    assert "layout:" not in proc.stderr  # rank 1 prints no debug records
+    quiet = run_mpi(2, ["--out", tmp_path / "quiet", *args])
+    assert quiet.returncode == 0 and "layout:" not in quiet.stdout and "checkpoint step" not in quiet.stdout

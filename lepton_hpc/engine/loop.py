@@ -37,6 +37,7 @@ EXIT_OK, EXIT_ERROR, EXIT_NOT_CONVERGED, EXIT_REQUEUE = 0, 1, 3, 75
 # 130: checkpointed on SIGINT (Ctrl-C)
 CONVERGED = ("tol", "plateau", "direct")
 DIVERGED_GROWTH = 0.01  # a run whose loss grew by more than this share of its first loss diverged
+DIVERGED_GROWTH_BATCHES = 1.0  # mini-batch losses are noisy: the loss must have more than doubled
 
 
 @dataclass
@@ -75,9 +76,11 @@ class Loop:
 
     @property
     def diverged(self) -> bool:
-        """The loss grew over the run's steps (by more than 1% of the first step's loss)."""
+        """The loss grew over the run's steps: by more than 1% of the first step's loss (mini-batches,
+        whose batch losses are noisy: more than doubled)."""
         a, b = self.first_loss, self.last_loss
-        return a is not None and b is not None and bool(b - a > DIVERGED_GROWTH * max(abs(a), 1e-300))
+        growth = DIVERGED_GROWTH_BATCHES if self.problem.steps_per_epoch else DIVERGED_GROWTH
+        return a is not None and b is not None and bool(b - a > growth * max(abs(a), 1e-300))
 
     # -- convergence --------------------------------------------------------------------
     def _converged(self, loss: float, grad_norm: float | None) -> str | None:

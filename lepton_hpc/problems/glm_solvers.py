@@ -176,7 +176,7 @@ def make_method(problem, solver: str):
     tc = problem.cfg.train
     if solver == "newton":
         dense = dense_fits(problem.kernel, problem.shard.n_chunks, tc.newton_max_params)
-        if dense and problem.ref.G is None:  # the Hessian pass: per-chunk rows and p x p matrices
+        if dense:  # the Hessian pass: per-chunk rows and p x p matrices
             C.agree(problem.comm, check_newton, problem, C.node_size(problem.comm))
         return Newton(problem, dense)
     return (OWLQN if solver == "owlqn" else LBFGS)(problem, tc.lbfgs_memory)

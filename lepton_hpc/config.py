@@ -178,7 +178,8 @@ class TrainConfig:
         s = "train"
         _check(self.steps >= 0, s, "steps", ">= 0", self.steps)
         _check(math.isfinite(self.tol) and self.tol >= 0, s, "tol", "finite and >= 0", self.tol)
-        _check(self.eta_floor >= 0, s, "eta_floor", ">= 0", self.eta_floor)
+        _check(math.isfinite(self.eta_floor) and self.eta_floor >= 0, s, "eta_floor", "finite and >= 0",
+               self.eta_floor)
         _check(self.log_every > 0, s, "log_every", "> 0", self.log_every)
         _check(self.threads >= 0, s, "threads", ">= 0", self.threads)
         _check(self.rcond >= 0, s, "rcond", ">= 0", self.rcond)

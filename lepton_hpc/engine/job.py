@@ -75,7 +75,10 @@ def summarize(ctx, problem, loop, code: int) -> dict | None:
             "converged": loop.converged, "steps": loop.s.step, "steps_budget": cfg.train.steps,
             "tol": cfg.train.tol}
     if loop.converged is False:
-        head["not_converged_hint"] = problem.not_converged_hint(loop.stop_reason)
+        head["diverged"] = loop.diverged
+        head["loss_first_last"] = [loop.first_loss, loop.last_loss]
+        head["not_converged_hint"] = (problem.diverged_hint() if loop.diverged
+                                      else problem.not_converged_hint(loop.stop_reason))
         head["grad_norm_target"] = cfg.train.tol * loop.s.g0_norm if loop.s.g0_norm else None
     tail = {"world_size": ctx.comm.size, "reduction": cfg.comm.reduction,
             "wall_s": time.perf_counter() - ctx.t_start,
@@ -109,6 +112,10 @@ def final_line(summary: dict, code: int, out) -> str:
     if code in (0, 3) and summary.get("converged") is False:
         grad, target = summary.get("final_grad_norm"), summary.get("grad_norm_target")
         why = f"|grad| {grad:.3e} > train.tol·|grad_0| = {target:.3e}; " if grad is not None and target else ""
-        return (f"NOT CONVERGED: {', '.join(parts[:1])} stopped short of train.tol={summary.get('tol', 0):g}; "
+        if summary.get("diverged"):
+            first, last = summary["loss_first_last"]
+            why = f"the loss grew from {first:.4g} to {last:.4g}; "
+        verdict = "NOT CONVERGED (DIVERGED)" if summary.get("diverged") else "NOT CONVERGED"
+        return (f"{verdict}: {', '.join(parts[:1])} stopped short of train.tol={summary.get('tol', 0):g}; "
                 f"{why}{summary.get('not_converged_hint', '')}; " + ", ".join(parts[1:]))
     return f"{'done' if code == 0 else 'stopped'}: " + ", ".join(parts)

@@ -36,6 +36,8 @@ EXIT_OK, EXIT_ERROR, EXIT_NOT_CONVERGED, EXIT_REQUEUE = 0, 1, 3, 75
 # 3: stopped short of train.tol with train.require_convergence; 75: checkpointed on a signal;
 # 130: checkpointed on SIGINT (Ctrl-C)
 CONVERGED = ("tol", "plateau", "direct")
+DIVERGED_GROWTH = 0.01  # a run whose loss grew by more than this share of its first loss diverged
+DIVERGED_GROWTH_BATCHES = 1.0  # mini-batch losses are noisy: the loss must have more than doubled
 
 
 @dataclass
@@ -58,6 +60,9 @@ class Loop:
         self.stop_reason = "steps"
         self.flag = C.StopFlag(ctx.comm)
         self.stop_value = 0.0  # the agreed stop request (run.STOP_REQUEUE or run.STOP_INTERRUPT)
+        # the first and the latest step's loss of this process (after a resume: from the resumed step)
+        self.first_loss: float | None = None
+        self.last_loss: float | None = None
 
     @property
     def converged(self) -> bool | None:
@@ -68,6 +73,14 @@ class Loop:
         if self.stop_reason == "steps" and self.tc.tol == 0 and not self.tc.patience:
             return None
         return False
+
+    @property
+    def diverged(self) -> bool:
+        """The loss grew over the run's steps: by more than 1% of the first step's loss (mini-batches,
+        whose batch losses are noisy: more than doubled)."""
+        a, b = self.first_loss, self.last_loss
+        growth = DIVERGED_GROWTH_BATCHES if self.problem.steps_per_epoch else DIVERGED_GROWTH
+        return a is not None and b is not None and bool(b - a > growth * max(abs(a), 1e-300))
 
     # -- convergence --------------------------------------------------------------------
     def _converged(self, loss: float, grad_norm: float | None) -> str | None:
@@ -117,6 +130,9 @@ class Loop:
             where = "" if eta is None else f" (eta={eta:.3e})"
             raise C.JobError(f"the loss became {loss} at step {step + 1}{where}; the run stopped and the last "
                              f"good checkpoint is intact; {p.diverged_hint()}", 0)
+        if self.first_loss is None:
+            self.first_loss = float(loss)
+        self.last_loss = float(loss)
         if step == 0 and self.s.g0_norm == 0.0 and grad_norm is not None:
             self.s.g0_norm = grad_norm
         reason = self._converged(loss, grad_norm)

@@ -3,6 +3,7 @@ and the checkpoint directory. Built once per run and handed to the problem and t
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -12,7 +13,7 @@ from .. import checkpoint, comm as C
 from . import rundir
 from ..data.atomic import write_text
 from ..errors import UserError
-from ..log import emit
+from ..log import emit, logger
 from ..metrics import PhaseTimer
 
 
@@ -58,6 +59,11 @@ class RunContext:
         if self.rank == 0:
             emit(text)
 
+    def debug(self, text: str) -> None:
+        """One debug record of the run log (shown with ``-v``), from rank 0."""
+        if self.rank == 0:
+            emit(text, logging.DEBUG)
+
     @property
     def ckpt_dir(self) -> Path:
         return self.out / "checkpoints"
@@ -96,9 +102,15 @@ class RunContext:
         self.started = True
 
     # -- checkpoints (collective) -----------------------------------------------------------
-    def save_checkpoint(self, step: int, parts: dict, attrs: dict) -> None:
+    def save_checkpoint(self, step: int, parts: dict, attrs: dict) -> Path:
+        """Write and commit the checkpoint of ``step``; its main file (``-v``: the time and bytes). Collective."""
         base = {"world_size": self.comm.size, "config": self.cfg.to_toml(), "data_fingerprint": self.fingerprint}
-        checkpoint.save(self.comm, self.ckpt_dir, step, parts, {**base, **attrs}, self.cfg.checkpoint.keep)
+        t0 = time.perf_counter()
+        path = checkpoint.save(self.comm, self.ckpt_dir, step, parts, {**base, **attrs}, self.cfg.checkpoint.keep)
+        if self.rank == 0 and logger().isEnabledFor(logging.DEBUG):
+            size = path.stat().st_size if path.exists() else 0
+            self.debug(f"checkpoint step {step}: {path.name}, {size:,} bytes in {time.perf_counter() - t0:.3f} s")
+        return path
 
     def find_snapshot(self):
         """The snapshot ``--resume`` names (None: nothing to resume), fingerprint checked. Collective."""

@@ -13,6 +13,7 @@ checkpoint attrs ``feature_names`` and ``classes`` hold them as JSON lists, and 
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -25,7 +26,8 @@ from .glm_metrics import evaluate
 from ..optimizers import make_optimizer, optimizer_kwargs
 from ..sampling import BlockBatches, MiniBatches
 from .glm_reference import reference_pass
-from .glm_solvers import METHODS, l1_in_config, make_method, make_strategy, resolve_solver
+from .glm_solvers import METHODS, choose_solver, l1_in_config, make_method, make_strategy
+from .glm_hints import rate_tip, steps_tip
 from .glm_step import DECAYING, SCALE_FREE, auto_alpha, auto_learning_rate
 
 SCHEDULE_DRIVEN = ("adaptive", "inverse_time", "constant")
@@ -47,12 +49,23 @@ class GLMProblem(Problem):
             self.shard = C.agree(comm, Shard, cfg.data, comm.size, comm.rank, self._generator(),
                                  node_ranks=C.node_size(comm))
         C.agree(comm, self._check_sparse)
+        self._debug_layout()
+        t0 = time.perf_counter()
         self.ref = ref = reference_pass(comm, cfg, self.shard, self.timer)
+        self.ctx.debug(f"reference pass: {time.perf_counter() - t0:.3f} s"
+                       + (", XᵀX not formed (d x d over the limit of glm_memory)"
+                          if cfg.model.kind == "linear" and ref.G is None and not self.shard.sparse else ""))
         self.fingerprint, self.n_classes, self.kernel = ref.fingerprint, ref.n_classes, ref.kernel
         self.std, self.penalty = ref.std, ref.penalty
         self.classes = C.agree(comm, self._check_classes)
         self.fac = self._factor() if cfg.train.solver in ("svd", "svd_gd") else None
         self.direct = cfg.train.solver == "svd"
+        # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
+        self.solver_name, why = choose_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
+        if cfg.train.solver == "auto":
+            self.ctx.log(f"solver auto -> {self.solver_name} ({why})")
+        else:
+            self.ctx.debug(f"solver {self.solver_name} (set by train.solver)")
         self.opt = C.agree(comm, self._make_optimizer)
         C.agree(comm, self._check_prox)
         self.batches = self._batches()
@@ -60,12 +73,18 @@ class GLMProblem(Problem):
         self.solver = make_strategy(self)
         if cfg.train.solver in ("gram", "svd_gd"):
             self.work_unit = None  # a step is d x d work: samples/s would mean nothing
-        # lbfgs/owlqn/newton (auto picks one for a full-batch GLM): one iteration per loop step
-        self.solver_name = resolve_solver(cfg, self.shard.n_cols, self.n_classes, self.shard.sparse)
         self.method = make_method(self, self.solver_name)
         # svd_gd steps in whitened coordinates φ (θ = V S⁻¹ φ); every other solver steps in θ.
         self.theta = np.zeros(self.solver.n_coords)
         self.grad = np.zeros(self.solver.n_coords)
+
+    def _debug_layout(self) -> None:
+        """-v: how the chunks fall on the ranks."""
+        lay = self.shard.layout
+        per = [len(lay.chunks(q)) for q in range(lay.size)]
+        shown = ", ".join(map(str, per)) if len(per) <= 16 else f"{min(per)} to {max(per)}"
+        self.ctx.debug(f"layout: {lay.n_rows:,} rows in {lay.n_chunks} chunks of {lay.chunk_rows} rows; "
+                       f"chunks per rank: {shown}")
 
     def _make_optimizer(self):
         """The optimizer, with "auto" learning_rate/alpha resolved from the curvature (:mod:`.glm_step`)."""
@@ -76,7 +95,7 @@ class GLMProblem(Problem):
         if o.learning_rate == "auto":
             kw["learning_rate"] = auto_learning_rate(o.name, lam_max)
             said.append(f"learning_rate auto = {kw['learning_rate']:.4g}"
-                        + (f" (1/L, L = {lam_max:.4g})" if o.name not in SCALE_FREE else ""))
+                        + (f" (1/L, L = {lam_max:.4g})" if o.name not in SCALE_FREE and lam_max else ""))
         if o.alpha == "auto":
             kw["alpha"] = auto_alpha(lambda a: make_optimizer(o.name, **{**kw, "alpha": a}), o.name, mu,
                                      tc.steps, tc.tol)
@@ -86,7 +105,7 @@ class GLMProblem(Problem):
                     if kw["alpha"] > 0 else " (a constant step: no decay reaches train.tol in train.steps)"
                     if mu else f" (a constant step: the slowest curvature at the optimum of model.kind="
                                f"{self.cfg.model.kind} is not known before training)"))
-        if said and not self.direct and self.comm.rank == 0:
+        if said and not self.direct and self.solver_name not in METHODS and self.comm.rank == 0:
             self.ctx.log(f"optimizer {o.name}: " + "; ".join(said))
         return make_optimizer(o.name, **kw)
 
@@ -142,6 +161,12 @@ class GLMProblem(Problem):
             return None
         k = 2 if kind == "logistic" else self.n_classes
         if len(classes) != k:
+            shown = ", ".join(map(repr, classes[:6])) + (", ..." if len(classes) > 6 else "")
+            if kind == "softmax" and self.ref.max_label >= len(classes):
+                raise UserError(f"{self.cfg.data.path} names {len(classes)} classes ({shown}) in the attr classes "
+                                f"of /{self.cfg.data.y_dataset}, but its labels go up to {self.ref.max_label} "
+                                f"({self.ref.max_label + 1} classes): the file's classes attr and its labels "
+                                f"disagree; re-import the data")
             shown = ", ".join(map(repr, classes[:6])) + (", ..." if len(classes) > 6 else "")
             hint = ("use model.kind=softmax" if kind == "logistic" else
                     f"set model.classes={len(classes)} or 0 (the data's count)" if len(classes) > 1 else
@@ -202,6 +227,11 @@ class GLMProblem(Problem):
         # sparse X: only λ_max is estimated (power iteration), λ_min is None
         shrink = max(float(np.prod(np.abs(1.0 - etas * lam))) for lam in (lam_min, lam_max) if lam is not None)
         lam_min = lam_max if lam_min is None else lam_min
+        if shrink > 1.0:  # a step past 2/L grows the stiffest mode: the loss will grow
+            self.ctx.log(f"warning: the {name} schedule grows the error along the largest curvature "
+                         f"({lam_max:.3g}) over {remaining} steps: the run will diverge; "
+                         f"{self.diverged_hint()}")
+            return
         # train.tol bounds the relative loss change, and the loss gap shrinks as the error squared.
         if shrink ** 2 > tol:
             self.ctx.log(f"warning: the {name} schedule's total step is {float(etas.sum()):.4g} over {remaining} "
@@ -212,18 +242,18 @@ class GLMProblem(Problem):
     def _schedule_hint(self, lam_max: float) -> str:
         """What would reach train.tol: the knobs the user set by hand, more steps, another solver."""
         o = self.cfg.optimizer
-        tips = [] if o.learning_rate == "auto" else [f"raise optimizer.learning_rate (stable up to "
-                                                     f"{2 / lam_max:.3g}) or set it to \"auto\""]
+        tips = [] if o.learning_rate == "auto" else [rate_tip(self.opt, lam_max, diverged=False)]
         if o.alpha != "auto" and self.opt.name in ("adaptive", "inverse_time"):
             tips.append("lower optimizer.alpha or set it to \"auto\"")
-        return ", ".join(tips + [f"add train.steps{self._steps_needed()}"]) + self._solver_tip()
+        train_rows = round(self.shard.n_rows * (1.0 - self.cfg.data.test_fraction))
+        steps = steps_tip(self.opt, self.ref.curvature, self.cfg.train.tol, train_rows, self.shard.n_cols)
+        return ", ".join(tips + [steps]) + self._solver_tip()
 
-    def _steps_needed(self) -> str:
-        """ " (about N at this step size)" from the curvature: ln(1/tol) / (eta_0 mu)."""
-        mu, tol, eta0 = (self.ref.curvature or (None, None))[0], self.cfg.train.tol, self.opt.learning_rate
-        if not mu or tol <= 0:
-            return ""
-        return f" (about {int(np.ceil(np.log(1.0 / tol) / (eta0 * mu))):,} at eta_0 = {eta0:.3g})"
+    def diverged_hint(self) -> str:
+        """The loss grew: a smaller step (below the curvature bound where one applies)."""
+        if self.method is not None:
+            return super().diverged_hint()
+        return rate_tip(self.opt, (self.ref.curvature or (None, None))[1], diverged=True)
 
     def _solver_tip(self) -> str:
         if self.batches is not None or self.cfg.train.solver != "gd":

@@ -19,6 +19,8 @@ from ..models.glm import make_kernel, solve_normal, split_gram
 from ..models.penalty import Penalty
 from ..models.standardize import Standardizer
 from ..reduce import REDUCE_BUDGET_BYTES, ChunkReducer
+from . import glm_memory
+from .glm_memory import gram_bytes, gram_fits
 from .glm_step import CURVATURE, curvature, trace_bound
 
 
@@ -35,6 +37,7 @@ class Reference:
     G: np.ndarray | None = None
     c: np.ndarray | None = None
     yty: float = 0.0
+    max_label: int = -1  #: the largest class label in the training rows (-1: linear)
 
 
 def wants_curvature(cfg) -> bool:
@@ -47,19 +50,25 @@ def wants_gram(cfg, shard) -> bool:
     """Least squares needs its normal equations; logistic/softmax gradient descent with an "auto"
     step size or decay needs the design's Gram matrix for its curvature, when it fits the budget."""
     if cfg.model.kind == "linear":
-        return True
+        return cfg.train.solver == "gram" or gram_fits(shard.n_cols)
     if not wants_curvature(cfg):
         return False
     p = shard.n_cols + 1
     return shard.layout.max_local_chunks * (p * p + p + 1) * 8 <= REDUCE_BUDGET_BYTES
 
 
-def _scan(comm, cfg, shard, kind: str):
-    """This rank's part of the pass; UserError on bad weights (the caller agrees)."""
+def _scan(comm, cfg, shard, kind: str, node_ranks: int):
+    """This rank's part of the pass; UserError on bad weights or a Gram that cannot fit (the caller agrees)."""
     sh, n_cols = shard, shard.n_cols
     stats_w = 2 + 2 * n_cols
     gram = make_kernel("linear", n_cols, cfg.model.fit_intercept, sh.chunk_rows, sh.dtype) \
         if wants_gram(cfg, sh) and not sh.sparse else None  # d x d: dense X only
+    if gram:
+        p = gram.n_params
+        fix = ("use train.solver=lbfgs (or auto), which forms no d x d matrix" if cfg.train.solver == "gram"
+               else "run fewer ranks per node (each rank holds its own copy) or use a node with more memory")
+        glm_memory.check(sh, gram_bytes(sh.layout.max_local_chunks, stats_w + gram.gram_width, p),
+                         f"the {p} x {p} normal equations XᵀX of d={n_cols} columns", fix, node_ranks)
     red = ChunkReducer(comm, sh.layout, stats_w + (gram.gram_width if gram else 0), cfg.comm.reduction)
     bad_row, bad_label, max_label, digest = sh.n_rows, sh.n_rows, -1, 0
     for i, X, y, sw in sh.chunks_iter():
@@ -124,7 +133,8 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
     """Checks, fingerprint, moments and (least squares) the normal equations. Collective."""
     kind, d, m = cfg.model.kind, shard.n_cols, cfg.model
     with timer.phase("read"):
-        red, (bad_row, bad_label, max_label, digest) = C.agree(comm, _scan, comm, cfg, shard, kind)
+        node_ranks = C.node_size(comm)
+        red, (bad_row, bad_label, max_label, digest) = C.agree(comm, _scan, comm, cfg, shard, kind, node_ranks)
     # one collective for every check: first bad row, first bad label, largest label
     bad_row, bad_label, neg_max = C.allreduce_min_ints(comm, [bad_row, bad_label, -max_label])
     n_classes = _classes(cfg, kind, shard, bad_row, bad_label, -neg_max)
@@ -140,10 +150,13 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
     kernel = make_kernel(kind, d, m.fit_intercept, shard.chunk_rows, shard.dtype, n_classes)
     kernel.set_standardization(*std.kernel_args())
     penalty = Penalty(m.penalty, m.reg, m.l1_ratio, d * n_classes)
-    ref = Reference(fingerprint, n_classes, weight_sum, std, kernel, penalty)
+    ref = Reference(fingerprint, n_classes, weight_sum, std, kernel, penalty, max_label=-neg_max)
+    dense_ls_gram = kind == "linear" and not shard.sparse and len(total) > 2 + 2 * d
     if shard.sparse and (kind == "linear" or wants_curvature(cfg)):
         ref.curvature = _sparse_bound(comm, cfg, shard, kind, std, weight_sum)
-    elif kind == "linear" and not shard.sparse:
+    elif kind == "linear" and not dense_ls_gram:  # wide dense X, no XᵀX (glm_memory): λ_max only
+        ref.curvature = _sparse_bound(comm, cfg, shard, kind, std, weight_sum) if wants_curvature(cfg) else None
+    elif kind == "linear":
         n_params = kernel.n_params
         G, c, ref.yty = split_gram(total[2 + 2 * d:], n_params)
         ref.G, ref.c = std.transform_gram(G, c), std.transform_c(c)
@@ -171,7 +184,9 @@ def _glm_curvature(kind, total, d, weight_sum, std, penalty, fit_intercept):
 
 
 def _sparse_bound(comm, cfg, shard, kind: str, std, weight_sum: float) -> tuple[None, float]:
-    """(None, L) on sparse X: the least-squares λ_max by power iteration, scaled as :mod:`.glm_step`."""
+    """(None, L) on sparse X (or wide dense X without XᵀX): the least-squares λ_max by power
+    iteration, scaled as :mod:`.glm_step`. The products skip the centring, so on standardised dense
+    X the value bounds the centred design's λ_max from above (a stable 1/L)."""
     m = cfg.model
     ls = make_kernel("linear", shard.n_cols, m.fit_intercept, shard.chunk_rows, shard.dtype)
     ls.set_standardization(*std.kernel_args())

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import comm as C
 from ..models.glm import gram_grad_loss
 from ..reduce import WIDE_PARTIAL, ChunkReducer
+from . import glm_memory
+from .glm_memory import GRAM_MAX_BYTES, gram_fits
 
 
 class FullBatch:
@@ -128,26 +131,39 @@ def l1_in_config(model) -> bool:
 
 
 def resolve_solver(cfg, n_cols: int, n_classes: int, sparse: bool = False) -> str:
-    """``train.solver`` with ``auto`` made concrete for a GLM.
+    """``train.solver`` with ``auto`` made concrete for a GLM (see :func:`choose_solver`)."""
+    return choose_solver(cfg, n_cols, n_classes, sparse)[0]
+
+
+def choose_solver(cfg, n_cols: int, n_classes: int, sparse: bool = False) -> tuple[str, str]:
+    """``(solver, why)``: ``train.solver`` with ``auto`` made concrete, and the reason in a few words.
 
     auto: mini-batches (train.batch_size) keep gd; an L1 part takes owlqn; sparse X lbfgs; least squares takes
-    newton when d <= train.newton_max_params (its Hessian is the reference pass's X^T X: an
-    iteration reads no data); logistic/softmax take newton only when d·K <= AUTO_NEWTON_MAX_PARAMS,
-    else lbfgs. Measured at 10^6 x 64 (logistic, -n 2): a dense-Hessian pass costs about 9 gradient
-    passes while L-BFGS needs under 2x Newton's iterations, so past a few parameters lbfgs is faster.
+    newton when d <= train.newton_max_params and X^T X fits :data:`~.glm_memory.GRAM_MAX_BYTES` (its
+    Hessian is the reference pass's X^T X: an iteration reads no data); logistic/softmax take newton only
+    when d·K <= AUTO_NEWTON_MAX_PARAMS, else lbfgs. Measured at 10^6 x 64 (logistic, -n 2): a dense-Hessian
+    pass costs about 9 gradient passes while L-BFGS needs under 2x Newton's iterations, so past a few
+    parameters lbfgs is faster.
     """
     solver = cfg.train.solver
     if solver != "auto":
-        return solver
+        return solver, "train.solver"
     if cfg.train.batch_size:
-        return "gd"
+        return "gd", "mini-batches (train.batch_size)"
     if l1_in_config(cfg.model):
-        return "owlqn"
+        return "owlqn", f"model.penalty={cfg.model.penalty} has an L1 part"
     if sparse:  # the Hessian kernels read dense rows: quasi-Newton on CSR X
-        return "lbfgs"
-    if cfg.model.kind == "linear":
-        return "newton" if n_cols <= cfg.train.newton_max_params else "lbfgs"
-    return "newton" if n_cols * n_classes <= AUTO_NEWTON_MAX_PARAMS else "lbfgs"
+        return "lbfgs", "sparse X"
+    if cfg.model.kind == "linear":  # newton's constant Hessian is the reference pass's XᵀX, when formed
+        if n_cols > cfg.train.newton_max_params:
+            return "lbfgs", f"least squares, d={n_cols} > train.newton_max_params={cfg.train.newton_max_params}"
+        if not gram_fits(n_cols):
+            return "lbfgs", f"least squares, d={n_cols}: XᵀX is not formed (over {GRAM_MAX_BYTES >> 20} MiB)"
+        return "newton", f"least squares, d={n_cols}: the Hessian is XᵀX"
+    k = n_cols * n_classes
+    if k <= AUTO_NEWTON_MAX_PARAMS:
+        return "newton", f"model.kind={cfg.model.kind}, d·K={k} <= {AUTO_NEWTON_MAX_PARAMS}"
+    return "lbfgs", f"model.kind={cfg.model.kind}, d·K={k} > {AUTO_NEWTON_MAX_PARAMS}"
 
 
 def make_method(problem, solver: str):
@@ -159,5 +175,18 @@ def make_method(problem, solver: str):
 
     tc = problem.cfg.train
     if solver == "newton":
-        return Newton(problem, dense_fits(problem.kernel, problem.shard.n_chunks, tc.newton_max_params))
+        dense = dense_fits(problem.kernel, problem.shard.n_chunks, tc.newton_max_params)
+        if dense:  # the Hessian pass: per-chunk rows and p x p matrices
+            C.agree(problem.comm, check_newton, problem, C.node_size(problem.comm))
+        return Newton(problem, dense)
     return (OWLQN if solver == "owlqn" else LBFGS)(problem, tc.lbfgs_memory)
+
+
+def check_newton(problem, node_ranks: int) -> None:
+    """Dense Newton's Hessian rows and matrices fit this rank's memory (:mod:`.glm_memory`)."""
+    sh, p = problem.shard, problem.kernel.n_params
+    width = problem.kernel.width + p * (p + 1) // 2  # CurvatureKernel.dense_width
+    glm_memory.check(sh, glm_memory.newton_bytes(sh.layout.max_local_chunks, width, p),
+                     f"dense Newton's {p} x {p} Hessian", "lower train.newton_max_params below "
+                     f"{problem.shard.n_cols * problem.kernel.n_out} (Newton-CG) or use train.solver=lbfgs",
+                     node_ranks)

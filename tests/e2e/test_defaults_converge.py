@@ -114,3 +114,35 @@ def test_bundled_data_jobs_converge_with_no_optimizer_or_solver_keys(tmp_path, j
     assert s["converged"] is True and s["stop_reason"] == "tol", _final(proc)
     assert s["steps"] < s["steps_budget"] == 200 and s["solver_requested"] == "auto"
     assert "test " in _final(proc)  # the held-out metric
+
+
+def test_a_rate_past_the_stable_bound_says_lower_and_a_growing_loss_says_diverged(tmp_path):
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=2000", "--set", "train.solver=gd",
+                       "--set", "optimizer.learning_rate=1e6", "--set", "train.steps=10"])
+    assert proc.returncode == 0, proc.stderr
+    line = _final(proc)
+    assert line.startswith("NOT CONVERGED (DIVERGED): 10 steps (steps)") and "the loss grew from" in line, line
+    assert "lower optimizer.learning_rate (now 1e+06, above the stable bound" in line and "raise" not in line
+    assert "will diverge" in proc.stdout  # warned before the first step
+    s = summary(out)
+    assert s["diverged"] is True and s["loss_first_last"][1] > s["loss_first_last"][0]
+
+
+def test_adam_quotes_no_curvature_bound(tmp_path):
+    proc = run_mpi(2, ["--out", tmp_path / "run", "--set", "data.rows=2000", "--set", "train.solver=gd",
+                       "--set", "optimizer.name=adam", "--set", "optimizer.learning_rate=0.001",
+                       "--set", "train.steps=5"])
+    assert proc.returncode == 0, proc.stderr
+    line = _final(proc)
+    assert line.startswith("NOT CONVERGED: 5 steps") and "stable" not in line and "eta_0" not in line, line
+
+
+def test_a_singular_gram_says_so_instead_of_a_negative_step_count(tmp_path):
+    out = tmp_path / "run"
+    proc = run_mpi(2, ["--out", out, "--set", "data.rows=2000", "--set", "train.solver=gd",
+                       "--set", "data.test_fraction=0.999", "--set", "train.steps=20"])
+    assert proc.returncode == 0, proc.stderr
+    line = _final(proc)
+    assert line.startswith("NOT CONVERGED") and "the smallest curvature is about 0" in line, line
+    assert "model.reg > 0" in line and "about -" not in line and "about 2 training rows" in line

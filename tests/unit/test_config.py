@@ -46,6 +46,8 @@ def test_unknown_section_lists_valid_ones():
     ("comm.reduction=approx", r"comm\.reduction must be one of exact, fast"),
     ("data.true_weights=[1.0]", r"data\.true_weights must be empty or of length data\.cols=32"),
     ("train", r"--set expects section\.key=value"),
+    ("train.eta_floor=inf", r"train\.eta_floor must be finite and >= 0, got inf"),
+    ("train.eta_floor=-1", r"train\.eta_floor must be finite and >= 0"),
 ])
 def test_invalid_values_name_the_key(override, match):
     with pytest.raises(ValueError, match=match):

@@ -15,6 +15,12 @@ predictions. The output is the same to the bit at any rank count.
   (float64), each user's K best items not rated in the run's training data (ties: the
   lower item index first; −1 and −inf pad a user with fewer unrated items). Each rank
   handles its own users, from its rows of the sharded ``model/U``.
+
+Refused in one sentence, before anything is written (:mod:`lepton_hpc.score_inputs`): an
+``--out`` that is an input (``--data``, the run's data, the checkpoint) or lies inside a run's
+``checkpoints/``; a ``--checkpoint`` whose model is of another kind or shape than the run's
+(the checkpoint's own config governs otherwise); options of another model (``--top-k`` on a
+GLM run); a row with NaN or Inf; a run with no model (``model.kind = "matmul"``).
 """
 
 from __future__ import annotations

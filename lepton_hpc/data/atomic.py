@@ -57,7 +57,7 @@ def check_target(path: str | os.PathLike) -> str:
     if not os.path.isdir(folder):
         raise TargetError(f"cannot write {final}: the folder {folder} does not exist (create it first)")
     if os.path.isdir(final):
-        raise TargetError(f"cannot write {final}: it is a folder; give --out a file name")
+        raise TargetError(f"cannot write {final}: it is a folder; give a file name")
     return final
 
 
@@ -106,7 +106,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     Parameters
     ----------
     path : str or PathLike
-        The final name. Its directory must exist.
+        The final name: a file name in an existing folder (:func:`check_target`).
 
     Yields
     ------

@@ -63,7 +63,7 @@ def test_predict_never_writes_over_its_inputs_or_a_checkpoint(runs, tmp_path):
 
 def test_an_out_that_cannot_be_a_file_is_named_not_its_temporary(runs, tmp_path):
     data = _h5(tmp_path / "ok.h5", np.ones((10, 3)))
-    cases = {tmp_path: f"cannot write {tmp_path}: it is a folder; give --out a file name",
+    cases = {tmp_path: f"cannot write {tmp_path}: it is a folder; give a file name",
              tmp_path / "no" / "p.h5": f"cannot write {tmp_path / 'no' / 'p.h5'}: the folder {tmp_path / 'no'} "
                                        f"does not exist (create it first)",
              "": "--out is empty; give the name of the file to write"}

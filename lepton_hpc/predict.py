@@ -181,6 +181,7 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
     sparse = not hasattr(X, "read_direct")
     buf = None if sparse else aligned_empty((model.chunk_rows, model.n_features), model.dtype)
     ybuf = np.empty(model.chunk_rows)
+    ones = np.ones(model.n_features, dtype=model.dtype)  # X·1 is NaN/Inf where a row is (one cheap gemv)
     for c in layout.chunks():
         a, b = layout.chunk_rows_range(c)
         if sparse:
@@ -188,7 +189,9 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
         else:
             X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
             rows = buf[:b - a]
-        bad = first_bad_row(rows)
+        with np.errstate(invalid="ignore", over="ignore"):
+            flagged = sparse or not np.isfinite(rows @ ones).all()
+        bad = first_bad_row(rows) if flagged else None  # (a flagged chunk of finite rows: an overflow)
         if bad is not None:
             raise bad_row_error(where, a + bad)
         if y is not None and digests is not None:
@@ -278,7 +281,7 @@ def check_args(args, snap, cfg) -> None:
     elif args.top_k is not None:
         raise UserError(f"--top-k applies to recommender (model.kind=mf) runs; {args.run_dir} is a {kind} run, "
                         f"which predicts every row of --data (drop --top-k)")
-    check_out(args.out, [args.data, cfg.data.path or None, snap.path])
+    check_out(args.out, [args.data, cfg.data.path or None, snap.path, Path(args.run_dir) / "config.toml"])
 
 
 def main(argv=None) -> int:

@@ -39,7 +39,7 @@ def _create_tmp(final: str, create: Callable[[str], None], what: str) -> str:
     except BaseException as exc:
         if tmp is not None:
             discard_tmp(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, UserError):  # a TargetError is its own sentence
+        if isinstance(exc, OSError):
             raise _user_error(exc, what) from exc
         raise
 

@@ -15,6 +15,12 @@ predictions. The output is the same to the bit at any rank count.
   (float64), each user's K best items not rated in the run's training data (ties: the
   lower item index first; −1 and −inf pad a user with fewer unrated items). Each rank
   handles its own users, from its rows of the sharded ``model/U``.
+
+Refused in one sentence, before anything is written (:mod:`lepton_hpc.score_inputs`): an
+``--out`` that is an input (``--data``, the run's data, the checkpoint) or lies inside a run's
+``checkpoints/``; a ``--checkpoint`` whose model is of another kind or shape than the run's
+(the checkpoint's own config governs otherwise); options of another model (``--top-k`` on a
+GLM run); a row with NaN or Inf; a run with no model (``model.kind = "matmul"``).
 """
 
 from __future__ import annotations
@@ -48,27 +54,27 @@ def _config(snap, run_dir: Path):
 
 
 def open_model(comm, run_dir: Path, checkpoint_path: str | None):
-    """(snapshot, config) of the checkpoint to predict with. Collective over ``comm``."""
+    """(snapshot, config) of the checkpoint to predict with. Collective over ``comm``.
+
+    ``--checkpoint`` must hold a model of the run's kind and shapes; its own config (the one it
+    was trained with) then governs."""
     from . import checkpoint
     from . import comm as C
+    from .score_inputs import check_checkpoint_of_run, check_run_dir
 
+    C.on_root(comm, check_run_dir, run_dir, "predict")
     if checkpoint_path:
         snap = checkpoint.open_path(comm, Path(checkpoint_path))
     else:
-        C.on_root(comm, _check_run_dir, run_dir)
         warn = (lambda m: print(m, file=sys.stderr, flush=True)) if comm.rank == 0 else (lambda m: None)
         snap = checkpoint.latest(comm, run_dir / "checkpoints", warn=warn)
         if snap is None:
             raise C.JobError(f"no committed checkpoint in {run_dir / 'checkpoints'}; train the run first "
                              f"or pass --checkpoint PATH")
-    return snap, C.agree(comm, _config, snap, run_dir)
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist")
-    if not (run_dir / "checkpoints").is_dir():
-        raise UserError(f"{run_dir} is not a run directory (no checkpoints/); pass the --out of a training run")
+    cfg = C.agree(comm, _config, snap, run_dir)
+    if checkpoint_path:
+        C.on_root(comm, check_checkpoint_of_run, snap, cfg.model.kind, run_dir)
+    return snap, cfg
 
 
 class GLMModel:
@@ -155,24 +161,19 @@ def open_features(path: str, x_dataset: str, model: GLMModel):
 
 
 def _check_names(X, f, path: str, model: GLMModel) -> None:
-    names = X.attrs.get("feature_names", f.attrs.get("feature_names"))
-    if names is None or model.feature_names is None:
-        return
-    got = [n.decode() if isinstance(n, bytes) else str(n) for n in np.asarray(names).tolist()]
-    want = [str(n) for n in model.feature_names]
-    if got != want:
-        i = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        raise UserError(f"the features of {path} do not match the model's: feature {i} is "
-                        f"{got[i] if i < len(got) else 'missing'!r}, the model expects "
-                        f"{want[i] if i < len(want) else 'none'!r} (expected features: {', '.join(want)})")
+    from .score_inputs import check_feature_names, feature_names_of
+
+    check_feature_names(feature_names_of(X, f), model.feature_names, path)
 
 
-def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None) -> dict:
+def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None, where: str = "the data") -> dict:
     """This rank's predictions (one array per output), computed one logical chunk at a time.
 
     With ``y`` (the file's targets) and a ``digests`` list, each chunk's data digest is appended
-    (the training run's fingerprint is their XOR, :func:`data_check`)."""
+    (the training run's fingerprint is their XOR, :func:`data_check`). A row with NaN or Inf in X
+    is refused (``where`` names the data), as training refuses it."""
     from .data.shard import aligned_empty, chunk_digest
+    from .score_inputs import bad_row_error, first_bad_row
 
     lo, hi = layout.rows()
     out = {name: np.empty((hi - lo, *shape[1:]), dtype=dt if dt is not None and np.dtype(dt) != object else object)
@@ -180,6 +181,7 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
     sparse = not hasattr(X, "read_direct")
     buf = None if sparse else aligned_empty((model.chunk_rows, model.n_features), model.dtype)
     ybuf = np.empty(model.chunk_rows)
+    ones = np.ones(model.n_features, dtype=model.dtype)  # X·1 is NaN/Inf where a row is (one cheap gemv)
     for c in layout.chunks():
         a, b = layout.chunk_rows_range(c)
         if sparse:
@@ -187,6 +189,11 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
         else:
             X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
             rows = buf[:b - a]
+        with np.errstate(invalid="ignore", over="ignore"):
+            flagged = sparse or not np.isfinite(rows @ ones).all()
+        bad = first_bad_row(rows) if flagged else None  # (a flagged chunk of finite rows: an overflow)
+        if bad is not None:
+            raise bad_row_error(where, a + bad)
         if y is not None and digests is not None:
             y.read_direct(ybuf, np.s_[a:b], np.s_[0:b - a])
             digests.append(chunk_digest(c, rows, ybuf[:b - a]))
@@ -249,7 +256,7 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
         y = None if C.allreduce_min_ints(comm, [y is not None])[0] == 0 else y
         layout = Layout(n, model.chunk_rows, comm.size, comm.rank)
         digests: list = []
-        local = C.agree(comm, predict_rows, model, X, layout, y, digests)
+        local = C.agree(comm, predict_rows, model, X, layout, y, digests, data_path)
         check = data_check(comm, snap, y, digests, n, model.n_features, model.dtype, data_path)
     finally:
         f.close()
@@ -260,6 +267,22 @@ def predict_glm(comm, snap, cfg, data_path: str, out_path: str) -> dict:
 
 
 # -- the CLI -------------------------------------------------------------------------------
+
+def check_args(args, snap, cfg) -> None:
+    """What the options may be for this run's model, and an ``--out`` that is none of the inputs."""
+    from .score_inputs import check_out
+
+    kind = cfg.model.kind
+    if kind == "mf":
+        if args.top_k is None:
+            raise UserError("--top-k K is required for a recommender (model.kind=mf) run")
+        if args.top_k < 1:
+            raise UserError(f"--top-k must be at least 1 (how many items to recommend per user), got {args.top_k}")
+    elif args.top_k is not None:
+        raise UserError(f"--top-k applies to recommender (model.kind=mf) runs; {args.run_dir} is a {kind} run, "
+                        f"which predicts every row of --data (drop --top-k)")
+    check_out(args.out, [args.data, cfg.data.path or None, snap.path, Path(args.run_dir) / "config.toml"])
+
 
 def main(argv=None) -> int:
     from .cli import prog
@@ -278,6 +301,7 @@ def main(argv=None) -> int:
     def body(comm) -> int:
         t = time.perf_counter()
         snap, cfg = open_model(comm, Path(args.run_dir), args.checkpoint)
+        C.on_root(comm, check_args, args, snap, cfg)
         if cfg.model.kind == "mf":
             from .recommend import predict_top_k
 

@@ -72,7 +72,7 @@ def predict_top_k(comm, snap, cfg, k: int | None, data_path: str | None, out_pat
     from .data.ratings import RatingsShard
     from .predict import write_output
 
-    if not k:
+    if k is None:
         raise C.JobError("--top-k K is required for a recommender (model.kind=mf) run")
     data = cfg.data if not data_path else dataclasses.replace(cfg.data, path=data_path)
     shard = C.agree(comm, RatingsShard, data, comm.size, comm.rank)

@@ -30,7 +30,7 @@ import h5py
 import numpy as np
 
 from ..layout import chunk_range, n_chunks
-from .atomic import atomic_path
+from .atomic import atomic_path, check_target
 from .classification import synth_classification
 from .memory import human
 from .import_cli import add_import_parser, run_import_cli
@@ -62,11 +62,8 @@ def synth_linear(out: str, rows: int, cols: int, noise: float, seed: int, chunk_
 def check_out(out: str, n_bytes: float = 0) -> None:
     """``--out`` must name a file in an existing folder with room for about ``n_bytes`` (uncompressed):
     one sentence otherwise, before any work (HDF5 itself reports a full disk badly)."""
+    check_target(out)  # empty, a folder, a missing folder: the same sentence as every writer's
     folder = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(folder):
-        raise UserError(f"cannot write {out}: the folder {folder} does not exist (create it first)")
-    if os.path.isdir(out):
-        raise UserError(f"cannot write {out}: it is a folder; --out names the HDF5 file to write")
     free = shutil.disk_usage(folder).free
     if n_bytes > free:
         raise UserError(f"cannot write {out}: it needs about {human(n_bytes)} but {folder} has {human(free)} "

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from ..errors import UserError
+
 
 def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
     """``fsync`` a file (or a directory) by path.
@@ -37,15 +39,37 @@ def fsync_path(path: str | os.PathLike, directory: bool = False) -> None:
         os.close(fd)
 
 
+class TargetError(UserError, OSError):
+    """A name that cannot become a file (empty, a folder, in a missing folder): one sentence for the
+    user, and still an ``OSError`` for the writers that report failed writes as such (checkpoints)."""
+
+
+def check_target(path: str | os.PathLike) -> str:
+    """``path`` as a str if it can name a file to write: not empty, not a folder, its folder exists.
+
+    The one check of every output name (``data synth``, ``data import``, ``predict``...), run
+    before anything is written; :class:`TargetError` in one sentence otherwise.
+    """
+    final = os.fspath(path)
+    if not final:
+        raise TargetError("--out is empty; give the name of the file to write")
+    folder = os.path.dirname(os.path.abspath(final))
+    if not os.path.isdir(folder):
+        raise TargetError(f"cannot write {final}: the folder {folder} does not exist (create it first)")
+    if os.path.isdir(final):
+        raise TargetError(f"cannot write {final}: it is a folder; give a file name")
+    return final
+
+
 def reserve_tmp(path: str | os.PathLike) -> str:
     """A fresh temporary name next to ``path`` (nothing exists there yet).
 
     The first half of :func:`atomic_path`, for writers that span processes (one rank
     reserves the name, several write to it, one commits it): finish with
-    :func:`commit_tmp` on success or :func:`discard_tmp` on failure. ``path``'s
-    directory must exist (``OSError`` otherwise).
+    :func:`commit_tmp` on success or :func:`discard_tmp` on failure. ``path`` must be
+    able to name a file (:func:`check_target`: a :class:`TargetError` otherwise).
     """
-    final = os.fspath(path)
+    final = check_target(path)
     directory = os.path.dirname(os.path.abspath(final))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(final)}.", suffix=".tmp", dir=directory)
     os.close(fd)
@@ -82,7 +106,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     Parameters
     ----------
     path : str or PathLike
-        The final name. Its directory must exist.
+        The final name: a file name in an existing folder (:func:`check_target`).
 
     Yields
     ------

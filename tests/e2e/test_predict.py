@@ -145,11 +145,11 @@ def test_bad_inputs_are_one_sentence_and_leave_no_file(tmp_path):
     _one_sentence(_predict(2, run, wide, tmp_path / "p.h5"), "6 features", "(n, 5)", "lepton_hpc.data import")
     renamed = _data(tmp_path / "renamed.h5", rng.normal(size=(9, D)), names=["f0", "f1", "zz", "f3", "f4"])
     _one_sentence(_predict(2, run, renamed, tmp_path / "p.h5"), "feature 2 is 'zz'", "'f2'")
-    # the commit fails (the final name is a non-empty directory): nothing new is left anywhere
+    # the final name is a non-empty folder: refused before any work, nothing new is left anywhere
     good = _data(tmp_path / "good.h5", rng.normal(size=(20, D)))
     target = tmp_path / "out" / "taken.h5"
     (target / "inside").mkdir(parents=True)
-    _one_sentence(_predict(2, run, good, target), "writing")
+    _one_sentence(_predict(2, run, good, target), f"cannot write {target}: it is a folder")
     assert [p.name for p in target.parent.iterdir()] == ["taken.h5"]
     assert [p.name for p in target.iterdir()] == ["inside"]
     assert not (tmp_path / "p.h5").exists()

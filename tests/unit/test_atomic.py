@@ -65,3 +65,22 @@ def test_h5py_writer_replaces_whole_file_with_umask_permissions(tmp_path):
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
     assert [p.name for p in tmp_path.iterdir()] == ["f.h5"]
+
+
+def test_a_name_that_cannot_be_a_file_is_one_sentence_that_is_also_an_oserror(tmp_path):
+    from lepton_hpc.data.atomic import TargetError, reserve_tmp
+    from lepton_hpc.errors import UserError
+
+    cases = {"": "--out is empty; give the name of the file to write",
+             str(tmp_path): f"cannot write {tmp_path}: it is a folder; give a file name",
+             str(tmp_path / "no" / "x.h5"): f"cannot write {tmp_path / 'no' / 'x.h5'}: the folder "
+                                            f"{tmp_path / 'no'} does not exist (create it first)"}
+    for path, want in cases.items():
+        with pytest.raises(TargetError) as info:
+            with atomic_path(path) as tmp:
+                open(tmp, "w").close()
+        assert str(info.value) == want
+        assert isinstance(info.value, UserError) and isinstance(info.value, OSError)  # checkpoint saves catch it
+        with pytest.raises(TargetError):
+            reserve_tmp(path)
+    assert list(tmp_path.iterdir()) == []

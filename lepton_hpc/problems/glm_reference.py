@@ -49,8 +49,8 @@ def wants_curvature(cfg) -> bool:
 def wants_gram(cfg, shard) -> bool:
     """Least squares needs its normal equations; logistic/softmax gradient descent with an "auto"
     step size or decay needs the design's Gram matrix for its curvature, when it fits the budget."""
-    if cfg.model.kind == "linear":
-        return cfg.train.solver == "gram" or gram_fits(shard.n_cols)
+    if cfg.model.kind == "linear":  # gram solves them; svd_gd's loss needs their yᵀy
+        return cfg.train.solver in ("gram", "svd_gd") or gram_fits(shard.n_cols)
     if not wants_curvature(cfg):
         return False
     p = shard.n_cols + 1
@@ -65,7 +65,7 @@ def _scan(comm, cfg, shard, kind: str, node_ranks: int):
         if wants_gram(cfg, sh) and not sh.sparse else None  # d x d: dense X only
     if gram:
         p = gram.n_params
-        fix = ("use train.solver=lbfgs (or auto), which forms no d x d matrix" if cfg.train.solver == "gram"
+        fix = ("use train.solver=lbfgs (or auto), which forms no d x d matrix" if cfg.train.solver in ("gram", "svd_gd")
                else "run fewer ranks per node (each rank holds its own copy) or use a node with more memory")
         glm_memory.check(sh, gram_bytes(sh.layout.max_local_chunks, stats_w + gram.gram_width, p),
                          f"the {p} x {p} normal equations XᵀX of d={n_cols} columns", fix, node_ranks)

@@ -22,3 +22,15 @@ def test_the_check_adds_the_shard_and_names_both_and_the_fix():
     with pytest.raises(UserError, match=r"holding the shard \(.*\) and XᵀX \(1\.0 GiB\) needs .* per rank.*; "
                                         r"use lbfgs$"):
         glm_memory.check(shard, 1 << 30, "XᵀX", "use lbfgs", 1, available=1 << 30)
+
+
+def test_least_squares_solvers_that_need_the_normal_equations_form_them_at_any_width(monkeypatch):
+    """Past the byte limit lbfgs/gd skip XᵀX; gram solves from it and svd_gd's loss needs its yᵀy
+    (without it the loss was off by yᵀy/2n, and the run stopped at another step)."""
+    from lepton_hpc.problems import glm_reference
+
+    monkeypatch.setattr(glm_memory, "GRAM_MAX_BYTES", 64)  # every width is "wide"
+    for solver, wanted in (("gram", True), ("svd_gd", True), ("lbfgs", False), ("gd", False)):
+        cfg = build({}, "t", ["data.rows=100", "data.cols=4", f"train.solver={solver}"])
+        shard = Shard(cfg.data, 1, 0, None, node_ranks=1)
+        assert glm_reference.wants_gram(cfg, shard) is wanted, solver

@@ -102,8 +102,7 @@ def _read_rows(data: bytes, fmt: str, names, text_col: str, label_col: str, bloc
                                                  strings_can_be_null=True))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         return None, BlockError(block, f"not readable as {fmt.upper()} ({str(exc).splitlines()[0]})", line=1)
-    docs = [d or "" for d in table.column(text_col).to_pylist()]
-    return (docs, table.column(label_col).to_pylist()), None
+    return (table.column(text_col).to_pylist(), table.column(label_col).to_pylist()), None  # "" is None
 
 
 def _parse_mine(blocks, mine, fmt, names, text_col, label_col, hasher):

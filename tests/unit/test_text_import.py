@@ -132,6 +132,11 @@ def test_a_text_key_no_line_has_is_refused_but_some_missing_are_empty_documents(
     _run([path], tmp_path / "o.h5", text_column="t", label_column="l", block_bytes=100)
     X, y, classes, _ = _read(tmp_path / "o.h5")
     assert X.shape[0] == 40 and X[3].nnz == 0 and X.nnz > 30 and classes == ["a", "b"]
+    csv = tmp_path / "d.csv"  # a CSV whose text column is empty on every row
+    csv.write_text("t,l\n,a\n,b\n")
+    with pytest.raises(ValueError, match=r"^no row of .*d\.csv has a text under 't' \(all 2 documents"):
+        _run([csv], tmp_path / "c.h5", text_column="t", label_column="l")
+    assert not (tmp_path / "c.h5").exists()
 
 
 @pytest.mark.parametrize("body", ["", "\n\n"])

@@ -48,11 +48,12 @@ def text_format(path: str, fmt: str) -> str:
 def _pyarrow():
     try:
         import pyarrow as pa
+        import pyarrow.compute as pc
         import pyarrow.csv as pacsv
         import pyarrow.json as pajson
     except ImportError:
         raise UserError("import text needs pyarrow and mmh3; install them with pip install 'lepton_hpc[text]'") from None
-    return pa, pacsv, pajson
+    return pa, pc, pacsv, pajson
 
 
 def _json_rows(data: bytes, text_col: str, label_col: str, block: int):
@@ -77,17 +78,19 @@ def _json_rows(data: bytes, text_col: str, label_col: str, block: int):
 
 def _read_rows(data: bytes, fmt: str, names, text_col: str, label_col: str, block: int):
     """(documents, labels) of one block, or a BlockError."""
-    pa, pacsv, pajson = _pyarrow()
+    pa, pc, pacsv, pajson = _pyarrow()
     if fmt == "jsonl":
-        # only the two keys, as strings; a key missing from every line, or values that are not
-        # strings, go to Python's json, which says which line lacks the label
-        schema = pa.schema([(text_col, pa.string())] + ([(label_col, pa.string())] if label_col != text_col else []))
+        # the text as a string; the label as pyarrow infers it (numbers too), then as text; a label
+        # key missing from the block, or text that is not a string, goes to Python's json, which
+        # says which line lacks what
         try:
             table = pajson.read_json(pa.py_buffer(data), parse_options=pajson.ParseOptions(
-                explicit_schema=schema, unexpected_field_behavior="ignore"))
-            if table.column(label_col).null_count == len(table):
+                explicit_schema=pa.schema([(text_col, pa.string())]), unexpected_field_behavior="infer"))
+            if label_col not in table.column_names:
                 raise KeyError(label_col)
-            docs, labels = table.column(text_col).to_pylist(), table.column(label_col).to_pylist()
+            label = table.column(label_col)
+            docs = table.column(text_col).to_pylist()
+            labels = (label if pa.types.is_string(label.type) else pc.cast(label, pa.string())).to_pylist()
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
             return _json_rows(data, text_col, label_col, block)
         return (docs, labels), None

@@ -18,6 +18,7 @@ cut into blocks or ranks. Nothing here communicates.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,18 +57,18 @@ class CsrBlock:
 _ASCII_WORD = np.array([chr(c).isalnum() or c == 95 for c in range(128)], dtype=bool)
 
 
+@functools.cache
+def _unicode_word() -> np.ndarray:
+    """Per code point (all 0x110000), ``str.isalnum()`` or ``_``: built once, when non-ASCII text comes."""
+    table = np.fromiter(map(str.isalnum, map(chr, range(0x110000))), dtype=bool, count=0x110000)
+    table[95] = True
+    return table
+
+
 def word_chars(codes: np.ndarray) -> np.ndarray:
     """Per code point, whether the pattern's ``\\w`` matches it: ``str.isalnum()`` or ``_``, the
     definition of Python's ``re`` for str patterns (checked for every code point by the tests)."""
-    if codes.dtype == np.uint8:  # ASCII
-        return _ASCII_WORD[codes]
-    word = np.zeros(len(codes), dtype=bool)
-    low = codes < 128
-    word[low] = _ASCII_WORD[codes[low]]
-    if not low.all():
-        distinct, where = np.unique(codes[~low], return_inverse=True)
-        word[~low] = np.array([chr(c).isalnum() for c in distinct.tolist()], dtype=bool)[where]
-    return word
+    return _ASCII_WORD[codes] if codes.dtype == np.uint8 else _unicode_word()[codes]
 
 
 #: documents hashed at a time, so that their text and token arrays stay in the cache and their

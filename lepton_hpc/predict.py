@@ -181,7 +181,6 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
     sparse = not hasattr(X, "read_direct")
     buf = None if sparse else aligned_empty((model.chunk_rows, model.n_features), model.dtype)
     ybuf = np.empty(model.chunk_rows)
-    ones = np.ones(model.n_features, dtype=model.dtype)  # X·1 is NaN/Inf where a row is (one cheap gemv)
     for c in layout.chunks():
         a, b = layout.chunk_rows_range(c)
         if sparse:
@@ -190,14 +189,16 @@ def predict_rows(model: GLMModel, X, layout, y=None, digests: list | None = None
             X.read_direct(buf, np.s_[a:b], np.s_[0:b - a])
             rows = buf[:b - a]
         with np.errstate(invalid="ignore", over="ignore"):
-            flagged = sparse or not np.isfinite(rows @ ones).all()
+            pred = model.predict(rows)
+        # a NaN/Inf in a row makes its X·w (so every float output) non-finite: only then scan the rows
+        flagged = sparse or not all(np.isfinite(v).all() for v in pred.values() if v.dtype.kind == "f")
         bad = first_bad_row(rows) if flagged else None  # (a flagged chunk of finite rows: an overflow)
         if bad is not None:
             raise bad_row_error(where, a + bad)
         if y is not None and digests is not None:
             y.read_direct(ybuf, np.s_[a:b], np.s_[0:b - a])
             digests.append(chunk_digest(c, rows, ybuf[:b - a]))
-        for name, arr in model.predict(rows).items():
+        for name, arr in pred.items():
             out[name][a - lo:b - lo] = arr
     return out
 

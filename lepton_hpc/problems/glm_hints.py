@@ -50,7 +50,10 @@ def steps_tip(opt, curvature, tol: float, rows: int, cols: int) -> str:
     if mu is None or tol <= 0 or not eta0 > 0 or opt.name not in PLAIN_STEP:
         return "add train.steps"
     n = np.log(1.0 / tol) / (eta0 * mu) if mu > 0 else np.inf
-    if not (mu > 1e-12 * (lam_max or 0.0)) or not n <= STEPS_ABSURD:
+    if not n <= STEPS_ABSURD and mu > 1e-12 * (lam_max or 0.0):  # a healthy problem, a tiny step
+        return (f"more than {STEPS_ABSURD:,} train.steps at eta_0 = {eta0:.3g} would be needed on the smallest "
+                f"curvature {mu:.3g}: raise optimizer.learning_rate (or leave it \"auto\")")
+    if not (mu > 1e-12 * (lam_max or 0.0)):
         return (f"the smallest curvature is about 0 (mu = {mu:.3g}, L = {lam_max:.3g}: XᵀX of the training "
                 f"rows is singular or nearly so, e.g. fewer rows than the {cols} columns; about {rows:,} "
                 f"training rows), so no number of train.steps reaches train.tol: set model.penalty=\"l2\" with "

@@ -27,3 +27,10 @@ def test_a_singular_gram_gives_no_negative_or_absurd_step_count():
         tip = steps_tip(opt, (mu, 15.3), 1e-12, 2, 32)
         assert "about 0" in tip and "model.reg > 0" in tip and "more rows" in tip and "about -" not in tip
     assert steps_tip(opt, (0.5, 15.3), 1e-12, 2000, 32) == "add train.steps (about 845 at eta_0 = 0.0654)"
+
+
+def test_a_tiny_rate_on_a_healthy_problem_says_raise_it_not_singular():
+    tiny = make_optimizer("constant", learning_rate=1e-9)
+    tip = steps_tip(tiny, (1.0, 2.0), 1e-6, 1000, 10)
+    assert tip.startswith("more than 1,000,000,000 train.steps at eta_0 = 1e-09") and "raise optimizer.learning_rate" in tip
+    assert "about 0" not in tip

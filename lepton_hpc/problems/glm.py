@@ -167,7 +167,6 @@ class GLMProblem(Problem):
                                 f"of /{self.cfg.data.y_dataset}, but its labels go up to {self.ref.max_label} "
                                 f"({self.ref.max_label + 1} classes): the file's classes attr and its labels "
                                 f"disagree; re-import the data")
-            shown = ", ".join(map(repr, classes[:6])) + (", ..." if len(classes) > 6 else "")
             hint = ("use model.kind=softmax" if kind == "logistic" else
                     f"set model.classes={len(classes)} or 0 (the data's count)" if len(classes) > 1 else
                     "a classifier needs at least 2 classes")

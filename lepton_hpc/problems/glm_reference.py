@@ -121,14 +121,6 @@ def fingerprint_text(digest: int, shard) -> str:
     return f"{digest:016x}-{shard.n_rows}x{shard.n_cols}-{shard.dtype.name}"
 
 
-def data_fingerprint(comm, shard) -> str:
-    """The fingerprint :func:`reference_pass` records, of any shard (evaluate, predict). Collective."""
-    digest = 0
-    for i, X, y, _ in shard.chunks_iter():
-        digest ^= shard.chunk_digest(i, X, y)
-    return fingerprint_text(C.allreduce_bxor(comm, digest), shard)
-
-
 def reference_pass(comm, cfg, shard, timer) -> Reference:
     """Checks, fingerprint, moments and (least squares) the normal equations. Collective."""
     kind, d, m = cfg.model.kind, shard.n_cols, cfg.model

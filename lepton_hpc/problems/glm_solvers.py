@@ -130,11 +130,6 @@ def l1_in_config(model) -> bool:
     return model.reg > 0 and (model.penalty == "l1" or (model.penalty == "elasticnet" and model.l1_ratio > 0))
 
 
-def resolve_solver(cfg, n_cols: int, n_classes: int, sparse: bool = False) -> str:
-    """``train.solver`` with ``auto`` made concrete for a GLM (see :func:`choose_solver`)."""
-    return choose_solver(cfg, n_cols, n_classes, sparse)[0]
-
-
 def choose_solver(cfg, n_cols: int, n_classes: int, sparse: bool = False) -> tuple[str, str]:
     """``(solver, why)``: ``train.solver`` with ``auto`` made concrete, and the reason in a few words.
 

@@ -84,9 +84,12 @@ def plan_blocks(paths: list[str], data_starts: list[int], block_bytes: int = BLO
 
 
 def check_inputs(paths: list[str], out: str, what: str) -> None:
-    """Each input exists and none of them is the output."""
+    """Each input exists and none of them is the output, which can name a file to write."""
+    from .atomic import check_target
+
     if not paths:
         raise UserError(f"import {what} needs at least one input file")
+    check_target(out)
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{what} file {path} does not exist")

@@ -158,8 +158,6 @@ def _line_of_row(data: bytes, fmt: str, row: int) -> int:
 
 def _plan(paths, out, fmt, text_col, label_col, ngrams, hash_bits, norm, block_bytes):
     check_inputs(paths, out, "text")
-    if not out or not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise UserError(f"cannot write {out!r}: give --out a file in an existing folder")
     if not text_col or not label_col:
         raise UserError("import text needs --text-column C and --label-column L")
     if not 1 <= int(hash_bits) <= 31:

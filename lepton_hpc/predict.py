@@ -125,15 +125,16 @@ def open_features(path: str, x_dataset: str, model: GLMModel):
     """The h5py file and its ``/x_dataset`` checked against the model; UserError otherwise. Not collective."""
     import h5py
 
-    d = model.n_features
-    if not Path(path).is_file():
-        raise UserError(f"data file {path} does not exist; pass an HDF5 file with /{x_dataset} of shape (n, {d})")
+    from .data.shard import open_hdf5
+
     from .data.sniff import describe_non_hdf5
 
-    what = describe_non_hdf5(path)
+    d = model.n_features
+    what = describe_non_hdf5(path) if Path(path).is_file() else None
     if what is not None:
         raise UserError(f"{what} (the model expects /{x_dataset} of shape (n, {d}))")
-    f = h5py.File(path, "r")
+    f = open_hdf5(path, "data file", f"data file {path} does not exist; pass an HDF5 file with /{x_dataset} of "
+                                     f"shape (n, {d})")  # a folder, a missing or a cut-short file: one sentence
     try:
         from .data.sparse_shard import CSRRows, is_csr
 

@@ -143,6 +143,8 @@ def test_bad_inputs_are_one_sentence_and_leave_no_file(tmp_path):
                   f"python -m lepton_hpc.data import csv {csv} --target COLUMN")
     wide = _data(tmp_path / "wide.h5", rng.normal(size=(9, D + 1)), names=None)
     _one_sentence(_predict(2, run, wide, tmp_path / "p.h5"), "6 features", "(n, 5)", "lepton_hpc.data import")
+    (tmp_path / "folder").mkdir()
+    _one_sentence(_predict(2, run, tmp_path / "folder", tmp_path / "p.h5"), "is a directory, not a file")
     renamed = _data(tmp_path / "renamed.h5", rng.normal(size=(9, D)), names=["f0", "f1", "zz", "f3", "f4"])
     _one_sentence(_predict(2, run, renamed, tmp_path / "p.h5"), "feature 2 is 'zz'", "'f2'")
     # the final name is a non-empty folder: refused before any work, nothing new is left anywhere

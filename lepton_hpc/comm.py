@@ -71,6 +71,13 @@ def world() -> MPI.Comm:
     return comm
 
 
+def library() -> dict:
+    """The MPI library this process runs on and its place in the launch (``info``): not collective."""
+    lib = MPI.Get_library_version().strip().splitlines()
+    return {"library": " ".join(lib[0].split()) if lib else "unknown", "standard": "{}.{}".format(*MPI.Get_version()),
+            "world_size": MPI.COMM_WORLD.Get_size(), "world_rank": MPI.COMM_WORLD.Get_rank()}
+
+
 def self_comm() -> MPI.Comm:
     """A one-rank communicator (serial use of the distributed code, e.g. in a notebook)."""
     return MPI.COMM_SELF.Dup()

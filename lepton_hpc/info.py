@@ -47,22 +47,22 @@ def report() -> dict:
     from . import __version__
     from .models import fused
 
-    from mpi4py import MPI  # initialises MPI: the library answers only then
+    from . import comm  # initialises MPI: the library answers only then
 
-    lib = MPI.Get_library_version().strip().splitlines()
+    mpi = comm.library()
     return {
         "lepton_hpc": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
         "numpy": numpy.__version__, "scipy": scipy.__version__, "h5py": h5py.__version__,
         "hdf5": h5py.version.hdf5_version, "mpi4py": mpi4py.__version__,
-        "mpi_library": " ".join(lib[0].split()) if lib else "unknown",
-        "mpi_standard": "{}.{}".format(*MPI.Get_version()),
+        "mpi_library": mpi["library"],
+        "mpi_standard": mpi["standard"],
         "gradient_kernel": fused.describe(),
         "blas": [{"library": i.get("internal_api"), "version": i.get("version"),
                   "threads": i.get("num_threads"), "path": i.get("filepath")}
                  for i in threadpool_info() if i.get("user_api") == "blas"],
         "launcher": launcher() or "none: started directly, runs as 1 rank (start with mpirun -n N or srun)",
-        "world_size": MPI.COMM_WORLD.Get_size(),
+        "world_size": mpi["world_size"],
         "cpu_count": os.cpu_count(),
     }
 
@@ -86,9 +86,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of aligned lines")
     args = p.parse_args(argv)
     rep = report()
-    from mpi4py import MPI
+    from . import comm
 
-    if MPI.COMM_WORLD.Get_rank() == 0:  # under mpirun -n N: one report, with world_size N
+    if comm.library()["world_rank"] == 0:  # under mpirun -n N: one report, with world_size N
         print(json.dumps(rep, indent=1) if args.json else text(rep), flush=True)
     return 0
 

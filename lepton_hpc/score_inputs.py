@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.shard import first_bad_row  # noqa: F401  (the one row scan, used here by predict)
 from .errors import UserError
 
 SCORED_KINDS = ("linear", "logistic", "softmax", "mf")
@@ -154,18 +155,6 @@ def check_feature_names(got: list | None, want: list | None, path: str) -> None:
         raise UserError(f"the features of {path} do not match the model's: feature {i} is "
                         f"{got[i] if i < len(got) else 'missing'!r}, the model expects "
                         f"{want[i] if i < len(want) else 'none'!r} (expected features: {', '.join(want)})")
-
-
-def first_bad_row(X, y=None) -> int | None:
-    """Index in the chunk of the first row with NaN or Inf in ``X`` (dense or CSR) or ``y``, else None."""
-    ok = np.ones(X.shape[0], dtype=bool) if y is None else np.isfinite(y)
-    if hasattr(X, "indptr"):
-        bad = ~np.isfinite(X.data)
-        if bad.any():
-            ok[np.searchsorted(X.indptr, np.flatnonzero(bad), side="right") - 1] = False
-    else:
-        ok &= np.isfinite(X).all(axis=1)
-    return None if ok.all() else int(np.argmin(ok))
 
 
 def label_expectation(kind: str, n_classes: int) -> str:

@@ -67,6 +67,18 @@ def chunk_digest(chunk: int, X: np.ndarray, y: np.ndarray) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def first_bad_row(X, y=None) -> int | None:
+    """Index in the chunk of the first row with NaN or Inf in ``X`` (dense or CSR) or ``y``, else None."""
+    ok = np.ones(X.shape[0], dtype=bool) if y is None else np.isfinite(y)
+    if hasattr(X, "indptr"):
+        bad = ~np.isfinite(X.data)
+        if bad.any():
+            ok[np.searchsorted(X.indptr, np.flatnonzero(bad), side="right") - 1] = False
+    else:
+        ok &= np.isfinite(X).all(axis=1)
+    return None if ok.all() else int(np.argmin(ok))
+
+
 def missing_file_hint(path: str) -> str:
     """The sentence for a data file that is not there: the exact command for a bundled job's data
     (``data/diabetes.h5``, ``data/apt_text.h5``...), else how to make one."""
@@ -330,12 +342,10 @@ class Shard:
                 yield (i, *self._slot(i, 0))
 
     # -- checks ------------------------------------------------------------
-    def first_bad_row(self, i: int, X: np.ndarray, y: np.ndarray) -> int | None:
+    def first_bad_row(self, i: int, X, y: np.ndarray) -> int | None:
         """Global index of the first row of local chunk ``i`` with NaN/Inf, else None."""
-        ok = np.isfinite(X).all(axis=1) & np.isfinite(y)
-        if ok.all():
-            return None
-        return self.chunk_start(i) + int(np.argmin(ok))
+        bad = first_bad_row(X, y)
+        return None if bad is None else self.chunk_start(i) + bad
 
     def chunk_digest(self, i: int, X: np.ndarray, y: np.ndarray) -> int:
         """64-bit digest of local chunk ``i``'s bytes and id; XOR over chunks is the fingerprint."""

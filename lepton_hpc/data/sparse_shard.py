@@ -280,13 +280,6 @@ class SparseShard(Shard):
         extra = 0 if self.sw_all is None else self.sw_all.nbytes + self.test_all.nbytes
         return X.data.nbytes + X.indices.nbytes + X.indptr.nbytes + self.y_all.nbytes + extra
 
-    def first_bad_row(self, i: int, X, y: np.ndarray) -> int | None:
-        ok = np.isfinite(y)
-        bad = ~np.isfinite(X.data)
-        if bad.any():
-            ok[np.searchsorted(X.indptr, np.flatnonzero(bad), side="right") - 1] = False
-        return None if ok.all() else self.chunk_start(i) + int(np.argmin(ok))
-
     def chunk_digest(self, i: int, X, y: np.ndarray) -> int:
         return chunk_digest(int(self.chunks[i]), X, y)
 

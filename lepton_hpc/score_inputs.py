@@ -164,9 +164,10 @@ def label_expectation(kind: str, n_classes: int) -> str:
     return f"{shown} or {k - 1}" if k <= 5 else f"an integer class {shown}, {k - 1}"
 
 
-def first_bad_label(kind: str, y: np.ndarray, n_classes: int) -> int | None:
-    """Index of the first target that is not a class of the model (0/1 logistic, 0..K-1 softmax), else None."""
-    top = 1 if kind == "logistic" else n_classes - 1
+def first_bad_label(kind: str, y: np.ndarray, n_classes: int | None) -> int | None:
+    """Index of the first target that is not a class of the model (0/1 logistic, 0..K-1 softmax; K None:
+    any integer >= 0, as training takes K from the data), else None."""
+    top = 1 if kind == "logistic" else np.inf if n_classes is None else n_classes - 1
     ok = (y >= 0) & (y <= top) & (y == np.round(y))
     return None if ok.all() else int(np.argmin(ok))
 

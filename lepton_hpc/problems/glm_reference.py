@@ -19,6 +19,7 @@ from ..models.glm import make_kernel, solve_normal, split_gram
 from ..models.penalty import Penalty
 from ..models.standardize import Standardizer
 from ..reduce import REDUCE_BUDGET_BYTES, ChunkReducer
+from ..score_inputs import first_bad_label
 from . import glm_memory
 from .glm_memory import gram_bytes, gram_fits
 from .glm_step import CURVATURE, curvature, trace_bound
@@ -77,9 +78,9 @@ def _scan(comm, cfg, shard, kind: str, node_ranks: int):
             bad_row = row
             break
         if kind != "linear":
-            label_ok = (y >= 0) & (y == np.round(y)) & ((y <= 1) if kind == "logistic" else True)
-            if not label_ok.all():
-                bad_label = sh.chunk_start(i) + int(np.argmin(label_ok))
+            label = first_bad_label(kind, y, None)
+            if label is not None:
+                bad_label = sh.chunk_start(i) + label
                 break
             max_label = max(max_label, int(y.max()) if len(y) else -1)
         digest ^= sh.chunk_digest(i, X, y)

@@ -11,6 +11,9 @@ decompressed by suffix with a library (``.lz4``: the ``lz4`` package; ``.gz``, `
 * A package listed several times (several suites, several architectures) is kept once: the
   first stanza in the order of the list files' names, then their order inside a file.
 * Only sections with at least ``--min-section`` packages (default 500) are kept.
+* A list that does not decompress, a plain file with no ``Package:`` stanza, or an unknown
+  suffix is one sentence naming the file (``UserError``); nothing is written. An empty list is
+  fine; apt's ``*_Packages.diff_Index`` (pdiff indexes) are no lists and are left out.
 * The records are sorted by package name; one JSON object per line,
   ``{"package": ..., "section": ..., "description": ...}``, written atomically.
 """

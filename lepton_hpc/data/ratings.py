@@ -297,14 +297,18 @@ class RatingsShard:
         the smallest repeated pair of the lowest failing rank is reported (the same on any rank
         count). A repeat would count twice in the loss (explicit) and give its item the
         confidence 1 + alpha r twice plus a second preference (implicit): neither is what the file
-        means, so both are refused. One sort of int64 keys per user chunk.
+        means, so both are refused. One pass over int64 keys per user chunk, and a sort where a
+        user's items are not ascending.
         """
         for c in self.chunks:
             lo, hi = chunk_range(self.n_users, self.chunk_rows, c)
             a, b = np.searchsorted(rows, [lo, hi])
             r, cc = rows[a:b], cols[a:b]
             if (hi - lo) * self.n_items < 2**62:
-                key = np.sort((r - lo) * self.n_items + cc)
+                key = (r - lo) * self.n_items + cc
+                if key.size < 2 or (key[1:] > key[:-1]).all():  # sorted by (user, item), as synth mf writes
+                    continue
+                key.sort()
                 same = np.flatnonzero(key[1:] == key[:-1])
                 if same.size:
                     user, item = divmod(int(key[same[0]]), self.n_items)

@@ -230,8 +230,8 @@ def main(argv=None) -> int:
         from .apt_export import export_main
 
         return export_main([args.what, "--out", args.out]
-                           + (["--lists", args.lists] if args.lists else [])
-                           + (["--min-section", str(args.min_section)] if args.min_section else []))
+                           + (["--lists", args.lists] if args.lists is not None else [])
+                           + (["--min-section", str(args.min_section)] if args.min_section is not None else []))
     try:
         if args.cmd == "synth" and args.seed < 0:
             raise UserError(f"--seed must be a non-negative integer, got {args.seed}")

@@ -11,6 +11,9 @@ decompressed by suffix with a library (``.lz4``: the ``lz4`` package; ``.gz``, `
 * A package listed several times (several suites, several architectures) is kept once: the
   first stanza in the order of the list files' names, then their order inside a file.
 * Only sections with at least ``--min-section`` packages (default 500) are kept.
+* A list that does not decompress, a plain file with no ``Package:`` stanza, or an unknown
+  suffix is one sentence naming the file (``UserError``); nothing is written. An empty list is
+  fine; apt's ``*_Packages.diff_Index`` (pdiff indexes) are no lists and are left out.
 * The records are sorted by package name; one JSON object per line,
   ``{"package": ..., "section": ..., "description": ...}``, written atomically.
 """
@@ -24,6 +27,7 @@ import io
 import json
 import lzma
 import os
+import zlib
 from collections import Counter
 
 from ..errors import UserError
@@ -33,28 +37,47 @@ APT_LISTS = "/var/lib/apt/lists"
 MIN_SECTION = 500
 
 
+#: the suffixes of a list file read here -> the format's name in messages ("": plain text)
+_CODECS = {".lz4": "lz4", ".gz": "gzip", ".xz": "xz", ".bz2": "bz2", "": None}
+
+
 def list_files(lists_dir: str = APT_LISTS) -> list[str]:
-    """The Packages lists of ``lists_dir``, sorted by name."""
-    return sorted(p for p in glob.glob(os.path.join(lists_dir, "*_Packages*")) if os.path.isfile(p))
+    """The Packages lists of ``lists_dir``, sorted by name (apt's ``*_Packages.diff_Index`` pdiff
+    indexes, which are no package lists, left out)."""
+    return sorted(p for p in glob.glob(os.path.join(lists_dir, "*_Packages*"))
+                  if os.path.isfile(p) and not p.endswith(".diff_Index"))
+
+
+def _suffix(path: str) -> str:
+    """``.lz4`` for ``..._Packages.lz4``, ``""`` for a plain ``..._Packages``."""
+    return path[path.rindex("_Packages") + len("_Packages"):]
+
+
+def _decompress(path: str, raw: bytes) -> bytes:
+    suffix = _suffix(path)
+    if suffix not in _CODECS:
+        raise UserError(f"{path}: cannot read a {suffix} list (known: plain, .lz4, .gz, .xz, .bz2); decompress "
+                        f"it next to the others or point --lists at a folder without it")
+    if suffix == ".lz4":
+        try:
+            import lz4.frame
+        except ImportError:
+            raise UserError("reading .lz4 apt lists needs the lz4 package; pip install 'lepton_hpc[text]'") from None
+        fn = lz4.frame.decompress
+    else:
+        fn = {".gz": gzip.decompress, ".xz": lzma.decompress, ".bz2": bz2.decompress, "": bytes}[suffix]
+    try:
+        return fn(raw)
+    except (RuntimeError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
+        raise UserError(f"{path}: cannot decompress it as {_CODECS[suffix]} ({exc}); the list is damaged: "
+                        f"run apt-get update (as root) or point --lists at a folder without it") from None
 
 
 def read_list(path: str) -> str:
     """The text of one Packages list, decompressed by its suffix."""
     with open(path, "rb") as fh:
         raw = fh.read()
-    if path.endswith(".lz4"):
-        try:
-            import lz4.frame
-        except ImportError:
-            raise UserError("reading .lz4 apt lists needs the lz4 package; pip install 'lepton_hpc[text]'") from None
-        raw = lz4.frame.decompress(raw)
-    elif path.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    elif path.endswith(".xz"):
-        raw = lzma.decompress(raw)
-    elif path.endswith(".bz2"):
-        raw = bz2.decompress(raw)
-    return raw.decode("utf-8", "replace")
+    return _decompress(path, raw).decode("utf-8", "replace")
 
 
 def _description(value: str) -> str:
@@ -80,11 +103,16 @@ def apt_records(lists_dir: str = APT_LISTS, min_section: int = MIN_SECTION) -> l
         raise UserError(f"no apt package lists (*_Packages*) in {lists_dir}; run apt-get update (as root)")
     seen: dict[str, dict] = {}
     for path in files:
-        for para in Packages.iter_paragraphs(io.StringIO(read_list(path)), use_apt_pkg=False):
+        text, stanzas = read_list(path), 0
+        for para in Packages.iter_paragraphs(io.StringIO(text), use_apt_pkg=False):
             name, section, desc = para.get("Package"), para.get("Section"), para.get("Description")
+            stanzas += bool(name)
             if not name or not section or not desc or name in seen:
                 continue
             seen[name] = {"package": name, "section": section_name(section), "description": _description(desc)}
+        if not stanzas and text.strip():  # an empty list is a list; text without a package is none
+            raise UserError(f"{path}: not an apt Packages list (none of its {len(text)} characters forms a "
+                            f"'Package:' stanza); point --lists at apt's lists folder or remove the file")
     sizes = Counter(r["section"] for r in seen.values())
     return [seen[n] for n in sorted(seen) if sizes[seen[n]["section"]] >= min_section]
 
@@ -93,6 +121,8 @@ def export_apt(out: str, lists_dir: str = APT_LISTS, min_section: int = MIN_SECT
     """Write the corpus to ``out`` (JSON Lines); returns counts per section."""
     if min_section < 1:
         raise UserError(f"--min-section must be >= 1, got {min_section}")
+    if not os.path.isdir(lists_dir):
+        raise UserError(f"--lists {lists_dir!r} is not a folder; give apt's lists folder (default {APT_LISTS})")
     records = apt_records(lists_dir, min_section)
     if not records:
         raise UserError(f"no section of the apt lists in {lists_dir} has {min_section} packages")

@@ -3,7 +3,8 @@
 File contract (HDF5)::
 
     /rows   int   user index of each rating, sorted ascending (non-decreasing)
-    /cols   int   item index of each rating
+    /cols   int   item index of each rating; each (user, item) pair at most once (explicit
+                  ratings and interaction counts alike: de-duplicate by averaging or summing)
     /vals   float the rating
     attrs:  shape = (n_users, n_items); optional noise (the synthetic ground
             truth's noise level sigma; absent for interaction counts), seed, true_rank, density,
@@ -286,7 +287,47 @@ class RatingsShard:
             i = int(np.argmin(finite))
             raise UserError(f"rating {lo + i} in {path} (user {rows[i]}, item {cols[i]}) is {vals[i]}: the "
                              f"ratings must be finite numbers; drop or fix non-finite ratings")
+        self._check_unique(rows, cols, lo)
         return rows, cols, vals
+
+    def _check_unique(self, rows, cols, first: int) -> None:
+        """Each (user, item) pair at most once in this rank's slice (``rows`` sorted; rating ``first`` its first).
+
+        Every user's ratings lie on one rank, so the per-rank checks together cover the file;
+        the smallest repeated pair of the lowest failing rank is reported (the same on any rank
+        count). A repeat would count twice in the loss (explicit) and give its item the
+        confidence 1 + alpha r twice plus a second preference (implicit): neither is what the file
+        means, so both are refused. One pass over int64 keys per user chunk, and a sort where a
+        user's items are not ascending.
+        """
+        for c in self.chunks:
+            lo, hi = chunk_range(self.n_users, self.chunk_rows, c)
+            a, b = np.searchsorted(rows, [lo, hi])
+            r, cc = rows[a:b], cols[a:b]
+            if (hi - lo) * self.n_items < 2**62:
+                key = (r - lo) * self.n_items + cc
+                if key.size < 2 or (key[1:] > key[:-1]).all():  # sorted by (user, item), as synth mf writes
+                    continue
+                key.sort()
+                same = np.flatnonzero(key[1:] == key[:-1])
+                if same.size:
+                    user, item = divmod(int(key[same[0]]), self.n_items)
+                    self._duplicate(r, cc, first + a, lo + user, item)
+            else:  # a chunk too wide for one int64 key: sort the (user, item) pairs
+                order = np.lexsort((cc, r))
+                r2, c2 = r[order], cc[order]
+                same = np.flatnonzero((r2[1:] == r2[:-1]) & (c2[1:] == c2[:-1]))
+                if same.size:
+                    self._duplicate(r, cc, first + a, int(r2[same[0]]), int(c2[same[0]]))
+
+    def _duplicate(self, rows, cols, first: int, user: int, item: int):
+        """Raise the sentence for a repeated (user, item) pair of ``rows``/``cols`` (rating ``first`` their first)."""
+        at = first + np.flatnonzero((rows == user) & (cols == item))
+        times = "twice" if at.size == 2 else f"{at.size} times"
+        raise UserError(f"ratings file {self.cfg.path} holds the pair (user {user}, item {item}) {times} "
+                        f"(ratings {', '.join(str(int(j)) for j in at[:3])}{', ...' if at.size > 3 else ''}); "
+                        f"each (user, item) pair must appear once: de-duplicate the file, e.g. average the "
+                        f"repeated ratings (sum repeated interaction counts)")
 
     # -- split and pack -------------------------------------------------------------
     def _split(self, chunk: int, lo: int, hi: int, rows, cols, vals) -> ChunkRatings:

@@ -206,3 +206,69 @@ def test_users_and_items_without_ratings_are_fine(tmp_path):
     shards = [RatingsShard(_cfg(path=path, chunk_rows=4, test_fraction=0.0), 3, q) for q in range(3)]
     assert [(s.user_lo, s.user_hi) for s in shards] == [(0, 4), (4, 8), (8, 12)]
     assert _all_ratings(shards) == sorted(zip(rows.tolist(), cols.tolist(), [1.0, 2.0, 3.0, 4.0, 5.0]))
+
+
+def _shard_errors(path, size, **kw):
+    """Every rank's reader error (None where it read its slice)."""
+    out = []
+    for q in range(size):
+        try:
+            RatingsShard(_cfg(path=str(path), **kw), size, q)
+            out.append(None)
+        except ValueError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _first(errors):
+    return next(e for e in errors if e is not None)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])
+def test_a_repeated_user_item_pair_is_refused(tmp_path, size):
+    r, c, v = _good()  # 3 ratings per user, items 0, 5, 9
+    c[37] = 0  # user 12's third rating (item 9) becomes item 0 again: not next to its twin
+    c[3 * 70 + 1] = 9  # user 70's item 5 becomes item 9 (a second, later repeat)
+    path = _write(tmp_path / "dup.h5", r, c, v)
+    errors = _shard_errors(path, size)
+    assert _first(errors) == (
+        f"ratings file {path} holds the pair (user 12, item 0) twice (ratings 36, 37); each (user, item) pair "
+        f"must appear once: de-duplicate the file, e.g. average the repeated ratings (sum repeated interaction "
+        f"counts)")
+    owner = [q for q, e in enumerate(errors) if e is not None]
+    assert len(owner) == (1 if size == 1 else 2)  # only the ranks holding users 12 and 70
+    if size > 1:
+        assert "(user 70, item 9) twice (ratings 211, 212)" in errors[owner[-1]]
+
+
+def test_a_pair_three_times_and_a_wide_shape(tmp_path):
+    r, c, v = _good()
+    c[30:33] = 7  # user 10 rates item 7 three times
+    path = _write(tmp_path / "dup.h5", r, c, v)
+    assert "holds the pair (user 10, item 7) 3 times (ratings 30, 31, 32);" in _first(_shard_errors(path, 2))
+    # a shape too wide for one int64 key per (user, item) of a chunk: the pairs are sorted instead
+    path = _write(tmp_path / "wide.h5", r, c, v, shape=(USERS, 2**60))
+    assert "holds the pair (user 10, item 7) 3 times" in _first(_shard_errors(path, 2))
+    c[30:33] = [2**59, 3, 2**59]
+    path = _write(tmp_path / "wide2.h5", r, c, v, shape=(USERS, 2**60))
+    assert f"holds the pair (user 10, item {2**59}) twice (ratings 30, 32);" in _first(_shard_errors(path, 1))
+
+
+def test_interaction_counts_follow_the_same_rule(tmp_path):
+    r, c, _ = _good()
+    c[5] = c[4]
+    path = _write(tmp_path / "counts.h5", r, c, np.ones(r.size), feedback="implicit")
+    assert "holds the pair (user 1, item 5) twice (ratings 4, 5)" in _first(_shard_errors(path, 2, implicit=True))
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_synth_mf_never_writes_a_pair_twice(tmp_path, capsys, implicit):
+    out = tmp_path / "r.h5"
+    kind = ["--implicit"] if implicit else ["--noise", "0.1"]
+    assert data_main(["synth", "mf", "--users", "300", "--items", "25", "--rank", "3", "--density", "0.6",
+                      "--chunk-rows", "32", *kind, "--out", str(out)]) == 0
+    capsys.readouterr()
+    with h5py.File(out, "r") as f:
+        key = f["rows"][()].astype(np.int64) * 25 + f["cols"][()]
+    assert key.size > 1000 and np.all(np.diff(key) > 0)  # sorted by (user, item), so each pair once
+    assert all(e is None for e in _shard_errors(out, 3, rows=300, cols=25, chunk_rows=32, implicit=implicit))

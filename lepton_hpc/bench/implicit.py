@@ -135,6 +135,16 @@ def parse(argv):
     p.add_argument("--mpiexec", type=executable, help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
+    for name in ("factors", "true_rank"):
+        if getattr(args, name) > min(args.users, args.items):
+            p.error(f"argument --{name.replace('_', '-')}: must be <= min(--users, --items) = "
+                    f"{min(args.users, args.items)}, got {getattr(args, name)}")
+    from ..config import load
+
+    try:
+        load(None, job_keys(args))  # the job the options make, checked before any launch
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

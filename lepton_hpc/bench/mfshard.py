@@ -105,6 +105,20 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=positive_int, default=6, help="timed steps per mode (after one warm-up)")
 
 
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """What the options say together (the job they make, the factor rank), before the launch."""
+    from ..config import build
+
+    if args.rank > min(args.users, args.items):
+        p.error(f"argument --rank: must be <= min(--users, --items) = {min(args.users, args.items)}, "
+                f"got {args.rank}")
+    try:
+        for shard_items in (False, True):
+            build(raw_job(args, shard_items), "mfshard")
+    except ValueError as exc:
+        p.error(str(exc))
+
+
 def cli(argv) -> int:
     if argv[:1] == ["_worker"]:
         p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench mfshard _worker")
@@ -117,6 +131,7 @@ def cli(argv) -> int:
     p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
+    check_args(p, args)
     fwd = ["--users", args.users, "--items", args.items, "--density", args.density, "--rank", args.rank,
            "--reg", args.reg, "--reg-scaling", args.reg_scaling, "--chunk-rows", args.chunk_rows,
            "--solver", args.solver, "--feedback", args.feedback, "--steps", args.steps]

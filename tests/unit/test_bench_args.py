@@ -62,6 +62,10 @@ CROSS = [
     (["allreduce", "--min-bytes", "64", "--max-bytes", "16"], "--max-bytes"),
     (["allreduce", "--min-bytes", "64", "--max-bytes", "64"], "--max-bytes"),  # one size: no line to fit
     (["matmul", "--m", "50", "--k", "100"], "rank 100"),
+    (["mfshard", "--users", "3", "--items", "2", "--rank", "4"], "--rank"),
+    (["implicit", "--users", "30", "--items", "5", "--factors", "6"], "--factors"),
+    (["implicit", "--users", "30", "--items", "5", "--factors", "4", "--true-rank", "6"], "--true-rank"),
+    (["gradpass", "--set", "data.chunk_rows=0"], "data.chunk_rows"),  # the job the options make
 ]
 
 

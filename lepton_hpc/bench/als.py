@@ -34,12 +34,13 @@ from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdic
 from .common import executable, fraction, non_negative_float, positive_float, positive_int, ranks_type
 
 TARGET = 1.2
+RANK = 8  # the model's and the data's
 
 
 def overrides(args, scaling: str, reg: float) -> list[str]:
     return ["model.kind=mf", "data.path=", f"data.rows={args.users}", f"data.cols={args.items}",
-            f"data.density={args.density}", "data.true_rank=8", "data.noise=0.5", "data.seed=0",
-            "data.test_fraction=0.1", "data.chunk_rows=4096", "model.rank=8", f"model.reg={reg}",
+            f"data.density={args.density}", f"data.true_rank={RANK}", "data.noise=0.5", "data.seed=0",
+            "data.test_fraction=0.1", "data.chunk_rows=4096", f"model.rank={RANK}", f"model.reg={reg}",
             f"model.reg_scaling={scaling}", "train.solver=als", f"train.steps={args.sweeps}", "train.tol=0",
             "train.log_every=1", "checkpoint.every=0", "train.threads=1"]
 
@@ -79,6 +80,16 @@ def parse(argv):
     p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
+    for name in ("users", "items"):
+        if getattr(args, name) < RANK:
+            p.error(f"argument --{name}: must be >= {RANK} (the model rank), got {getattr(args, name)}")
+    from ..config import load
+
+    try:  # the jobs the options make, before any launch
+        for scaling, reg in (("none", args.reg_none), ("count", args.reg_count)):
+            load(None, overrides(args, scaling, reg))
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

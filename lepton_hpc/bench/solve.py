@@ -92,11 +92,16 @@ def make_data(args, kind: str, workdir: Path) -> tuple[Path, int]:
     return path, cols
 
 
+def job_sets(args, kind: str) -> list[str]:
+    """The keys of lepton's run of ``kind`` (its data.path aside)."""
+    return [f"model.kind={kind}", "model.penalty=l2", f"model.reg={args.reg}", "train.solver=auto",
+            f"train.tol={args.tol}", "train.steps=200", "train.log_every=1", "checkpoint.every=0",
+            "train.threads=1", *args.overrides]
+
+
 def run_lepton(args, kind: str, path: Path, workdir: Path) -> dict:
     out = workdir / f"lepton-{kind}-{time.monotonic_ns()}"
-    sets = [f"model.kind={kind}", f"data.path={path}", "model.penalty=l2", f"model.reg={args.reg}",
-            "train.solver=auto", f"train.tol={args.tol}", "train.steps=200", "train.log_every=1",
-            "checkpoint.every=0", "train.threads=1", *args.overrides]
+    sets = [f"data.path={path}", *job_sets(args, kind)]
     cmd = [find_mpiexec(args.mpiexec), "-n", str(args.ranks), sys.executable, "-m", "lepton_hpc.train",
            "--out", str(out), *[f"--set={s}" for s in sets]]
     t = time.perf_counter()
@@ -182,6 +187,13 @@ def parse(argv):
     if not kinds or any(k not in ("logistic", "softmax", "linear") for k in kinds):
         p.error("--what takes a comma list of logistic, softmax, linear")
     args.kinds = kinds
+    from ..config import load
+
+    try:  # the jobs the options make (a bad --set) fail here, before any data is made or launch runs
+        for kind in kinds:
+            load(None, job_sets(args, kind))
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

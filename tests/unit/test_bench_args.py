@@ -65,7 +65,9 @@ CROSS = [
     (["mfshard", "--users", "3", "--items", "2", "--rank", "4"], "--rank"),
     (["implicit", "--users", "30", "--items", "5", "--factors", "6"], "--factors"),
     (["implicit", "--users", "30", "--items", "5", "--factors", "4", "--true-rank", "6"], "--true-rank"),
-    (["gradpass", "--set", "data.chunk_rows=0"], "data.chunk_rows"),  # the job the options make
+    (["als", "--users", "100", "--items", "5"], "--items"),
+    (["gradpass", "--set", "data.chunk_rows=0"], "data.chunk_rows"),  # the jobs the options make
+    (["solve", "--set", "model.bogus=1"], "model.bogus"),
 ]
 
 

@@ -25,7 +25,7 @@ BAD = {
     "gradpass": {"--rows": "0", "--cols": "-1", "--repeats": "0"},
     "reduce": {"--rows": "-1", "--cols": "0", "--steps": "0", "--block": "-1", "--timeout": "0",
                "--mpiexec": MISSING, "--ranks": "0"},
-    "ranks": {"--rows": "x", "--steps": "0", "--block": "0", "--rounds": "0", "--timeout": "-5",
+    "ranks": {"--rows": "x", "--cols": "0", "--steps": "0", "--block": "0", "--rounds": "0", "--timeout": "-5",
               "--mpiexec": MISSING, "--reduction": "slow"},
     "matmul": {"--m": "0", "--n": "-1", "--p": "0", "--k": "-1", "--repeats": "0", "--threads": "0",
                "--seed": "-1"},
@@ -109,8 +109,31 @@ def test_options_that_contradict_each_other_are_a_usage_error(argv, named, capsy
     assert "error: " in err and named in err, err
 
 
-def test_every_bench_is_covered():
+# options whose values are free text checked after parsing (--set by the config, --sweep and --what by the bench)
+CHECKED_LATER = {"--set", "--sweep", "--what", "--dir"}
+
+
+class _Captured(Exception):
+    pass
+
+
+def test_every_bench_and_every_option_is_covered(monkeypatch):
     assert set(BAD) == set(BENCHES)
+
+    def catch(self, *a, **k):
+        raise _Captured(self)
+
+    for bench, (module, _) in BENCHES.items():
+        with monkeypatch.context() as m:
+            m.setattr(argparse.ArgumentParser, "parse_args", catch)
+            with pytest.raises(_Captured) as got:
+                __import__(module, fromlist=["cli"]).cli([])
+        for action in got.value.args[0]._actions:
+            option = action.option_strings[-1] if action.option_strings else action.dest
+            if action.nargs == 0 or option in CHECKED_LATER:
+                continue
+            assert action.type is not None or action.choices, f"{bench} {option}: no type= that checks it"
+            assert action.type is None or option in BAD[bench], f"{bench} {option}: no bad value in BAD"
 
 
 @pytest.mark.parametrize("bench,folder", [("predict", "--tmp"), ("sparse", "--tmpdir"), ("import", "--workdir"),

@@ -33,7 +33,12 @@ section.key=value`` overrides keys.
 Ranks run single-threaded (OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=1). An
 OPENBLAS_CORETYPE found in the environment is reported, never changed.
 To add a benchmark: write a module with ``cli(argv) -> int`` (print the JSON,
-return the exit code) and register it in BENCHES.
+return the exit code) and register it in BENCHES. Give every option a ``type=``
+from :mod:`.common` (``positive_int``, ``non_negative_float``, ``fraction``,
+``ranks_type(n)``, ``existing_file``, ``existing_dir``, ``executable``, ...) and
+check options that must agree with ``parser.error``: a bad value is then
+argparse's ``error: argument --X: ...`` line, exit 2, before anything runs
+(tests/unit/test_bench_args.py lists every bench's options).
 """
 
 

@@ -35,6 +35,7 @@ import time
 
 from ..errors import UserError
 from .common import find_mpiexec, last_json, launch_ranks, note, provenance
+from .common import executable, int_in, positive_float, positive_int, ranks_type
 
 
 def sizes(min_bytes: int, max_bytes: int) -> list[int]:
@@ -146,11 +147,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench allreduce",
                                 description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ranks", type=int, default=2, help="ranks of the Allreduce (>= 2; default 2)")
-    p.add_argument("--min-bytes", type=int, default=8, help="smallest message in bytes (default 8)")
-    p.add_argument("--max-bytes", type=int, default=8 << 20, help="largest message (default 8 MiB)")
-    p.add_argument("--reps", type=int, default=15, help="timed repetitions per size (median kept)")
-    p.add_argument("--batch-s", type=float, default=0.002,
+    p.add_argument("--ranks", type=ranks_type(2), default=2,
+                   help="ranks of the Allreduce (>= 2: one rank has no network; default 2)")
+    p.add_argument("--min-bytes", type=int_in(8), default=8, help="smallest message in bytes (default 8)")
+    p.add_argument("--max-bytes", type=int_in(8), default=8 << 20, help="largest message (default 8 MiB)")
+    p.add_argument("--reps", type=positive_int, default=15, help="timed repetitions per size (median kept)")
+    p.add_argument("--batch-s", type=positive_float, default=0.002,
                    help="target seconds of one repetition's batch of back-to-back calls")
     p.add_argument("--stat", default="median", choices=("median", "min"),
                    help="which statistic of the repetitions is fitted (min is robust on a busy machine)")
@@ -158,24 +160,21 @@ def parser() -> argparse.ArgumentParser:
                    help="Allreduce cost formula used to turn the fit into alpha, beta")
     p.add_argument("--launcher", default="auto", choices=("auto", "mpiexec", "srun"),
                    help="auto: srun inside a Slurm job, else mpiexec")
-    p.add_argument("--mpiexec", help="mpiexec to use (default: the venv's, else PATH)")
-    p.add_argument("--timeout", type=int, default=120, help="seconds before the launch is killed")
+    p.add_argument("--mpiexec", type=executable, help="mpiexec to use (default: the venv's, else PATH)")
+    p.add_argument("--timeout", type=positive_int, default=120, help="seconds before the launch is killed")
     return p
 
 
 def main(argv=None) -> dict:
     """Run the sweep under the launcher, fit, return the report dict."""
-    args = parser().parse_args(argv)
-    if args.ranks < 2:
-        raise SystemExit("bench allreduce: --ranks must be >= 2 (one rank has no network)")
-    if args.reps < 1:
-        raise SystemExit("bench allreduce: --reps must be >= 1")
-    try:
-        args.sizes = sizes(args.min_bytes, args.max_bytes)
-    except ValueError as exc:
-        raise SystemExit(f"bench allreduce: {exc}") from None
+    p = parser()
+    args = p.parse_args(argv)
+    if args.max_bytes < args.min_bytes:
+        p.error(f"argument --max-bytes: must be >= --min-bytes ({args.min_bytes}), got {args.max_bytes}")
+    args.sizes = sizes(args.min_bytes, args.max_bytes)
     if len(args.sizes) < 2:
-        raise SystemExit("bench allreduce: need at least two message sizes to fit a line")
+        p.error(f"argument --max-bytes: need at least two message sizes (powers of two) from --min-bytes "
+                f"{args.min_bytes} to --max-bytes {args.max_bytes} to fit a line")
     t = time.perf_counter()
     raw = launch(args)
     result = analyse(raw, args.algorithm, args.stat)
@@ -190,8 +189,8 @@ def main(argv=None) -> dict:
 def worker_cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench allreduce _worker")
     p.add_argument("--sizes", required=True)
-    p.add_argument("--reps", type=int, default=15)
-    p.add_argument("--batch-s", type=float, default=0.002)
+    p.add_argument("--reps", type=positive_int, default=15)
+    p.add_argument("--batch-s", type=positive_float, default=0.002)
     args = p.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",")]
     return worker(args)

@@ -31,14 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdict
+from .common import executable, fraction, non_negative_float, positive_float, positive_int, ranks_type
 
 TARGET = 1.2
+RANK = 8  # the model's and the data's
 
 
 def overrides(args, scaling: str, reg: float) -> list[str]:
     return ["model.kind=mf", "data.path=", f"data.rows={args.users}", f"data.cols={args.items}",
-            f"data.density={args.density}", "data.true_rank=8", "data.noise=0.5", "data.seed=0",
-            "data.test_fraction=0.1", "data.chunk_rows=4096", "model.rank=8", f"model.reg={reg}",
+            f"data.density={args.density}", f"data.true_rank={RANK}", "data.noise=0.5", "data.seed=0",
+            "data.test_fraction=0.1", "data.chunk_rows=4096", f"model.rank={RANK}", f"model.reg={reg}",
             f"model.reg_scaling={scaling}", "train.solver=als", f"train.steps={args.sweeps}", "train.tol=0",
             "train.log_every=1", "checkpoint.every=0", "train.threads=1"]
 
@@ -65,24 +67,29 @@ def launch(args, scaling: str, reg: float, workdir: Path) -> dict:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench als", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=200_000, help="number of users (rows of the ratings)")
-    p.add_argument("--items", type=int, default=2000, help="number of items (columns of the ratings)")
-    p.add_argument("--density", type=float, default=0.01, help="share of observed user-item entries")
-    p.add_argument("--sweeps", type=int, default=10, help="ALS sweeps per run")
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks of the lepton_hpc run")
-    p.add_argument("--rounds", type=int, default=2, help="launches of each side (alternating order)")
-    p.add_argument("--reg-none", type=float, default=2.0, help="λ of the old rule (reg_scaling=none)")
-    p.add_argument("--reg-count", type=float, default=0.05, help="λ of ALS-WR (reg_scaling=count)")
-    p.add_argument("--rmse-target", type=float, default=0.667, help="test RMSE the ALS-WR run must reach")
-    p.add_argument("--timeout", type=int, default=600, help="seconds per launch")
-    p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+    p.add_argument("--users", type=positive_int, default=200_000, help="number of users (rows of the ratings)")
+    p.add_argument("--items", type=positive_int, default=2000, help="number of items (columns of the ratings)")
+    p.add_argument("--density", type=fraction, default=0.01, help="share of observed user-item entries")
+    p.add_argument("--sweeps", type=positive_int, default=10, help="ALS sweeps per run")
+    p.add_argument("--ranks", type=ranks_type(1), default=2, help="MPI ranks of the lepton_hpc run")
+    p.add_argument("--rounds", type=positive_int, default=2, help="launches of each side (alternating order)")
+    p.add_argument("--reg-none", type=non_negative_float, default=2.0, help="λ of the old rule (reg_scaling=none)")
+    p.add_argument("--reg-count", type=non_negative_float, default=0.05, help="λ of ALS-WR (reg_scaling=count)")
+    p.add_argument("--rmse-target", type=positive_float, default=0.667, help="test RMSE the ALS-WR run must reach")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds per launch")
+    p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
-    for name in ("users", "items", "sweeps", "ranks", "rounds"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name} must be > 0")
-    if not 0 < args.density <= 1:
-        p.error("--density must be in (0, 1]")
+    for name in ("users", "items"):
+        if getattr(args, name) < RANK:
+            p.error(f"argument --{name}: must be >= {RANK} (the model rank), got {getattr(args, name)}")
+    from ..config import load
+
+    try:  # the jobs the options make, before any launch
+        for scaling, reg in (("none", args.reg_none), ("count", args.reg_count)):
+            load(None, overrides(args, scaling, reg))
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

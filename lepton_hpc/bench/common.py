@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,8 @@ from ..mpiexec import find_mpiexec
 
 __all__ = ["RANK_ENV", "note", "verdict", "blas_summary", "provenance", "spread", "find_mpiexec",
            "launch_ranks", "last_json", "job_overrides", "build", "data_info",
-           "add_job_args", "job_cli"]
+           "add_job_args", "job_cli", "int_in", "float_in", "positive_int", "non_negative_int", "positive_float",
+           "non_negative_float", "fraction", "ranks_type", "int_list", "existing_file", "existing_dir", "executable"]
 
 RANK_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -34,6 +36,92 @@ def verdict(a, b, target: float, target_is: str) -> dict:
     paired = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
     return {"ratio": ratio, "paired_ratio": spread(paired), "target": target, "target_is": target_is,
             "pass": bool(ok)}
+
+
+# -- option types: every bench's options are checked by argparse, before anything runs ------------
+# A bad value is argparse's own "error: argument --X: must be ..." line, exit 2.
+
+def int_in(lo: int, hi: int | None = None, what: str = "an integer") -> Callable[[str], int]:
+    """An argparse ``type=``: an integer in [lo, hi] (no upper bound when ``hi`` is None)."""
+    want = f"{what} >= {lo}" if hi is None else f"{what} in [{lo}, {hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_in(lo: float, hi: float | None = None, *, open_lo: bool = False) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number > lo (``open_lo``) or >= lo, and <= hi when given."""
+    want = f"a number {'>' if open_lo else '>='} {lo:g}" + ("" if hi is None else f" and <= {hi:g}")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}") from None
+        if (not np.isfinite(value) or value < lo or (open_lo and value == lo)
+                or (hi is not None and value > hi)):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
+
+
+positive_int = int_in(1)
+non_negative_int = int_in(0)
+positive_float = float_in(0.0, open_lo=True)
+non_negative_float = float_in(0.0)
+fraction = float_in(0.0, 1.0, open_lo=True)
+
+
+def ranks_type(minimum: int = 1) -> Callable[[str], int]:
+    """``--ranks``: a rank count >= ``minimum`` (2 where a bench compares with one rank)."""
+    return int_in(minimum, what="a rank count")
+
+
+def int_list(minimum: int = 1) -> Callable[[str], list[int]]:
+    """Comma-separated integers, each >= ``minimum`` (at least one)."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"must be comma-separated integers >= {minimum}, got {text!r}")
+        return values
+
+    parse.__name__ = "list"
+    return parse
+
+
+def existing_file(text: str) -> str:
+    """A path to a file that exists."""
+    if not os.path.isfile(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def executable(text: str) -> str:
+    """``--mpiexec``: a program that can be run (a path, or a name on PATH)."""
+    if not shutil.which(text):
+        raise argparse.ArgumentTypeError(f"no such program (or not executable): {text!r}")
+    return text
+
+
+def existing_dir(text: str) -> str:
+    """A path to a folder that exists (where a bench puts its temporary files)."""
+    if not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"no such folder: {text!r}")
+    return text
 
 
 # -- launching ranks ---------------------------------------------------------------
@@ -94,15 +182,16 @@ def data_info(shard) -> dict:
 
 def add_job_args(p: argparse.ArgumentParser, steps: bool) -> None:
     """The options of the benches on the default job (``steps``: those that launch gd steps)."""
-    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the default job's data (default 2000000)")
-    p.add_argument("--cols", type=int, default=32, help="feature columns (default 32)")
+    p.add_argument("--rows", type=positive_int, default=2_000_000,
+                   help="rows of the default job's data (default 2000000)")
+    p.add_argument("--cols", type=positive_int, default=32, help="feature columns (default 32)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a key of the default job (repeatable)")
     if steps:
-        p.add_argument("--steps", type=int, default=20, help="timed steps per mode (per launch)")
-        p.add_argument("--block", type=int, default=1, help="steps in a row of one mode (A B B A … order)")
-        p.add_argument("--timeout", type=int, default=600, help="seconds per mpiexec launch")
-        p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+        p.add_argument("--steps", type=positive_int, default=20, help="timed steps per mode (per launch)")
+        p.add_argument("--block", type=positive_int, default=1, help="steps in a row of one mode (A B B A … order)")
+        p.add_argument("--timeout", type=positive_int, default=600, help="seconds per mpiexec launch")
+        p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
 
 
 def job_cli(name: str, text: str, run: Callable[[argparse.Namespace], dict], argv,

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from .common import blas_summary, build, data_info, job_cli, note, spread, verdict
+from .common import positive_int
 
 HELP = "gradient pass vs numpy's one-pass read of X (target >= 0.65)"
 
@@ -70,5 +71,5 @@ def bench_gradpass(args) -> dict:
 
 def cli(argv) -> int:
     return job_cli("gradpass", HELP, bench_gradpass, argv,
-                   lambda p: p.add_argument("--repeats", type=int, default=7,
+                   lambda p: p.add_argument("--repeats", type=positive_int, default=7,
                                                 help="timed passes of each side (default 7)"), steps=False)

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import blas_summary, find_mpiexec, launch_ranks, note, provenance, spread, verdict
+from .common import executable, non_negative_float, non_negative_int, positive_float, positive_int, ranks_type
 
 TARGET = 1.0
 CHUNK = 4096
@@ -116,27 +117,34 @@ def theirs(args, M, U0, V0, sh) -> dict:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench implicit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=50_000, help="number of users (rows of the ratings)")
-    p.add_argument("--items", type=int, default=2000, help="number of items (columns of the ratings)")
-    p.add_argument("--density", type=float, default=0.01, help="draws per user-item entry")
-    p.add_argument("--true-rank", type=int, default=8, help="rank of the ground-truth factors")
-    p.add_argument("--factors", type=int, default=16, help="rank of the fitted factors")
-    p.add_argument("--iterations", type=int, default=10, help="ALS iterations per run")
-    p.add_argument("--reg", type=float, default=0.1, help="regularisation lambda")
-    p.add_argument("--alpha", type=float, default=5.0, help="confidence 1 + alpha * r of an interaction")
+    p.add_argument("--users", type=positive_int, default=50_000, help="number of users (rows of the ratings)")
+    p.add_argument("--items", type=positive_int, default=2000, help="number of items (columns of the ratings)")
+    p.add_argument("--density", type=positive_float, default=0.01, help="draws per user-item entry")
+    p.add_argument("--true-rank", type=positive_int, default=8, help="rank of the ground-truth factors")
+    p.add_argument("--factors", type=positive_int, default=16, help="rank of the fitted factors")
+    p.add_argument("--iterations", type=positive_int, default=10, help="ALS iterations per run")
+    p.add_argument("--reg", type=non_negative_float, default=0.1, help="regularisation lambda")
+    p.add_argument("--alpha", type=non_negative_float, default=5.0, help="confidence 1 + alpha * r of an interaction")
     p.add_argument("--inner", choices=("cg", "cholesky"), default="cg", help="per-row solver: conjugate gradient or Cholesky")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="the library's factors")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks of the lepton_hpc run")
-    p.add_argument("--threads", type=int, default=2, help="the library's num_threads")
-    p.add_argument("--rounds", type=int, default=2, help="timed A/B rounds (medians are reported)")
-    p.add_argument("--timeout", type=int, default=600, help="seconds before a launch is killed")
-    p.add_argument("--mpiexec", help="mpiexec to launch with (default: found on PATH)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the generated data")
+    p.add_argument("--ranks", type=ranks_type(1), default=2, help="MPI ranks of the lepton_hpc run")
+    p.add_argument("--threads", type=positive_int, default=2, help="the library's num_threads")
+    p.add_argument("--rounds", type=positive_int, default=2, help="timed A/B rounds (medians are reported)")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds before a launch is killed")
+    p.add_argument("--mpiexec", type=executable, help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
-    for name in ("users", "items", "factors", "iterations", "ranks", "threads", "rounds", "true_rank"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be > 0")
+    for name in ("factors", "true_rank"):
+        if getattr(args, name) > min(args.users, args.items):
+            p.error(f"argument --{name.replace('_', '-')}: must be <= min(--users, --items) = "
+                    f"{min(args.users, args.items)}, got {getattr(args, name)}")
+    from ..config import load
+
+    try:
+        load(None, job_keys(args))  # the job the options make, checked before any launch
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from .common import blas_summary, note, provenance, spread
+from .common import non_negative_int, positive_int
 
 TARGET = 0.5
 
@@ -55,20 +56,17 @@ def factored_product(u: np.ndarray, s: np.ndarray, v: np.ndarray, b: np.ndarray,
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench matmul",
                                 description=__doc__.split("\n\n")[0])
-    p.add_argument("--m", type=int, default=4000, help="rows of A and C")
-    p.add_argument("--n", type=int, default=4000, help="columns of A, rows of B")
-    p.add_argument("--p", type=int, default=4000, help="columns of B and C")
-    p.add_argument("--k", type=int, default=0, help="rank of A for the verdict (0: n // 20)")
+    p.add_argument("--m", type=positive_int, default=4000, help="rows of A and C")
+    p.add_argument("--n", type=positive_int, default=4000, help="columns of A, rows of B")
+    p.add_argument("--p", type=positive_int, default=4000, help="columns of B and C")
+    p.add_argument("--k", type=non_negative_int, default=0, help="rank of A for the verdict (0: n // 20)")
     p.add_argument("--sweep", default="auto",
                    help="comma-separated further ranks to time ('auto': n/80, n/40, n/10; 'none': no sweep)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions of each product")
-    p.add_argument("--threads", type=int, default=1, help="BLAS threads")
-    p.add_argument("--seed", type=int, default=0, help="seed of A and B (default 0)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed repetitions of each product")
+    p.add_argument("--threads", type=positive_int, default=1, help="BLAS threads")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of A and B (default 0)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
-    for name in ("m", "n", "p", "repeats", "threads"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be >= 1, got {getattr(args, name)}")
     args.k = args.k or max(1, args.n // 20)
     if args.sweep == "auto":
         sweep = [args.n // 80, args.n // 40, args.n // 10]

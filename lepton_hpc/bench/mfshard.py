@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from .common import blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread, verdict
+from .common import executable, fraction, non_negative_float, positive_int, ranks_type
 
 HELP = "mf sweep with item-sharded V / replicated V (target <= 1.3)"
 TARGET = 1.3
@@ -91,17 +92,31 @@ def worker(args) -> int:
 
 
 def add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=200_000, help="number of users (rows of the ratings)")
-    p.add_argument("--items", type=int, default=2_000, help="number of items (columns of the ratings)")
-    p.add_argument("--density", type=float, default=0.01, help="share of observed user-item entries")
-    p.add_argument("--rank", type=int, default=8, help="rank of the fitted factors")
-    p.add_argument("--reg", type=float, default=0.05, help="λ (ALS-WR's documented 0.05 with count)")
+    p.add_argument("--users", type=positive_int, default=200_000, help="number of users (rows of the ratings)")
+    p.add_argument("--items", type=positive_int, default=2_000, help="number of items (columns of the ratings)")
+    p.add_argument("--density", type=fraction, default=0.01, help="share of observed user-item entries")
+    p.add_argument("--rank", type=positive_int, default=8, help="rank of the fitted factors")
+    p.add_argument("--reg", type=non_negative_float, default=0.05, help="λ (ALS-WR's documented 0.05 with count)")
     p.add_argument("--reg-scaling", choices=["count", "none"], default="count", help="model.reg_scaling")
-    p.add_argument("--chunk-rows", type=int, default=4096, help="users per logical chunk (data.chunk_rows)")
+    p.add_argument("--chunk-rows", type=positive_int, default=4096, help="users per logical chunk (data.chunk_rows)")
     p.add_argument("--solver", choices=["als", "gd"], default="als", help="mf solver to time")
     p.add_argument("--feedback", choices=["explicit", "implicit"], default="explicit",
                    help="implicit: interaction counts, confidence-weighted ALS (test figure: precision@10)")
-    p.add_argument("--steps", type=int, default=6, help="timed steps per mode (after one warm-up)")
+    p.add_argument("--steps", type=positive_int, default=6, help="timed steps per mode (after one warm-up)")
+
+
+def check_args(p: argparse.ArgumentParser, args) -> None:
+    """What the options say together (the job they make, the factor rank), before the launch."""
+    from ..config import build
+
+    if args.rank > min(args.users, args.items):
+        p.error(f"argument --rank: must be <= min(--users, --items) = {min(args.users, args.items)}, "
+                f"got {args.rank}")
+    try:
+        for shard_items in (False, True):
+            build(raw_job(args, shard_items), "mfshard")
+    except ValueError as exc:
+        p.error(str(exc))
 
 
 def cli(argv) -> int:
@@ -111,11 +126,12 @@ def cli(argv) -> int:
         return worker(p.parse_args(argv[1:]))
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench mfshard", description=HELP)
     add_args(p)
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks of the lepton_hpc run")
-    p.add_argument("--timeout", type=int, default=600, help="seconds for the mpiexec launch")
-    p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+    p.add_argument("--ranks", type=ranks_type(1), default=2, help="MPI ranks of the lepton_hpc run")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds for the mpiexec launch")
+    p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
+    check_args(p, args)
     fwd = ["--users", args.users, "--items", args.items, "--density", args.density, "--rank", args.rank,
            "--reg", args.reg, "--reg-scaling", args.reg_scaling, "--chunk-rows", args.chunk_rows,
            "--solver", args.solver, "--feedback", args.feedback, "--steps", args.steps]

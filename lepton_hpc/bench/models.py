@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdict
+from .common import executable, positive_int, ranks_type
 
 TARGETS = {"steps2v1": (1.6, ">="), "epoch": (1.5, "<=")}
 
@@ -120,23 +121,20 @@ def parse(argv):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--what", choices=("steps2v1", "epoch", "both"), default="both",
                    help="steps2v1: full-batch step -n 1 / -n 2; epoch: block mini-batch epoch / full pass; both")
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the logistic data (default 1000000)")
-    p.add_argument("--cols", type=int, default=64, help="feature columns (default 64)")
-    p.add_argument("--steps", type=int, default=20, help="timed full-batch steps per launch")
-    p.add_argument("--rounds", type=int, default=3, help="launches of each side (alternating order)")
-    p.add_argument("--batch-size", type=int, default=65536, help="epoch: the global mini-batch size")
-    p.add_argument("--epochs", type=int, default=4, help="epoch: timed epochs per launch")
-    p.add_argument("--ranks", type=int, default=2, help="epoch: ranks of both sides")
+    p.add_argument("--rows", type=positive_int, default=1_000_000, help="rows of the logistic data (default 1000000)")
+    p.add_argument("--cols", type=positive_int, default=64, help="feature columns (default 64)")
+    p.add_argument("--steps", type=positive_int, default=20, help="timed full-batch steps per launch")
+    p.add_argument("--rounds", type=positive_int, default=3, help="launches of each side (alternating order)")
+    p.add_argument("--batch-size", type=positive_int, default=65536, help="epoch: the global mini-batch size")
+    p.add_argument("--epochs", type=positive_int, default=4, help="epoch: timed epochs per launch")
+    p.add_argument("--ranks", type=ranks_type(1), default=2, help="epoch: ranks of both sides")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a job key in every launch (repeatable)")
-    p.add_argument("--timeout", type=int, default=600, help="seconds per launch")
-    p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds per launch")
+    p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed in the JSON)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
-    for name in ("rows", "cols", "steps", "rounds", "batch_size", "epochs", "ranks"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be > 0")
     from ..config import load
 
     try:

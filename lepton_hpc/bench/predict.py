@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread, verdict
+from .common import executable, existing_dir, positive_int
 
 HELP = "predict at -n 1 vs plain numpy+h5py (>= 1.0) and its -n 2 speedup share of read bandwidth (>= 0.85)"
 TARGET_ONE, TARGET_TWO = 1.0, 0.85
@@ -187,13 +188,13 @@ def bench_predict(args) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench predict", description=HELP)
-    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the data to predict (default 2000000)")
-    p.add_argument("--cols", type=int, default=32, help="feature columns (default 32)")
-    p.add_argument("--reps", type=int, default=3, help="timed predictions per launch")
-    p.add_argument("--rounds", type=int, default=2, help="pairs of -n 1 / -n 2 launches")
-    p.add_argument("--timeout", type=int, default=600, help="seconds per mpiexec launch")
-    p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
-    p.add_argument("--tmp", help="folder for the data (default: the system's temporary folder)")
+    p.add_argument("--rows", type=positive_int, default=2_000_000, help="rows of the data to predict (default 2000000)")
+    p.add_argument("--cols", type=positive_int, default=32, help="feature columns (default 32)")
+    p.add_argument("--reps", type=positive_int, default=3, help="timed predictions per launch")
+    p.add_argument("--rounds", type=positive_int, default=2, help="pairs of -n 1 / -n 2 launches")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds per mpiexec launch")
+    p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
+    p.add_argument("--tmp", type=existing_dir, help="folder for the data (default: the system's temporary folder)")
     p.add_argument("--dir", help=argparse.SUPPRESS)
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     return p

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .common import job_cli, spread
+from .common import positive_int
 from .reduce import launch
 
 HELP = "-n 2 step speedup over the -n 2 / -n 1 read-bandwidth ratio (target >= 0.8)"
@@ -45,7 +46,7 @@ def bench_ranks(args) -> dict:
 
 
 def _extra(p) -> None:
-    p.add_argument("--rounds", type=int, default=3, help="pairs of -n 1 / -n 2 launches (default 3)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="pairs of -n 1 / -n 2 launches (default 3)")
     p.add_argument("--reduction", default="exact", choices=("exact", "fast"),
                    help="comm.reduction of both launches (default exact)")
 

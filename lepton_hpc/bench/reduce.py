@@ -18,6 +18,7 @@ import numpy as np
 
 from .common import (add_job_args, blas_summary, build, data_info, find_mpiexec, job_cli, last_json,
                      launch_ranks, note, spread, verdict)
+from .common import ranks_type
 
 HELP = "step time exact / fast reduction (target <= 1.10)"
 
@@ -145,5 +146,5 @@ def cli(argv) -> int:
     if argv[:1] == ["_worker"]:  # launched by reduce and ranks under mpiexec
         return worker_cli(argv[1:])
     return job_cli("reduce", HELP, bench_reduce, argv,
-                   lambda p: p.add_argument("--ranks", type=int, default=2,
+                   lambda p: p.add_argument("--ranks", type=ranks_type(1), default=2,
                                                 help="ranks of both launches (default 2)"), steps=True)

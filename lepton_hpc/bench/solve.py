@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import RANK_ENV, find_mpiexec, launch_ranks, note, provenance, spread, verdict
+from .common import executable, int_in, non_negative_float, positive_float, positive_int, ranks_type
 
 TARGET = 2.0
 
@@ -91,11 +92,16 @@ def make_data(args, kind: str, workdir: Path) -> tuple[Path, int]:
     return path, cols
 
 
+def job_sets(args, kind: str) -> list[str]:
+    """The keys of lepton's run of ``kind`` (its data.path aside)."""
+    return [f"model.kind={kind}", "model.penalty=l2", f"model.reg={args.reg}", "train.solver=auto",
+            f"train.tol={args.tol}", "train.steps=200", "train.log_every=1", "checkpoint.every=0",
+            "train.threads=1", *args.overrides]
+
+
 def run_lepton(args, kind: str, path: Path, workdir: Path) -> dict:
     out = workdir / f"lepton-{kind}-{time.monotonic_ns()}"
-    sets = [f"model.kind={kind}", f"data.path={path}", "model.penalty=l2", f"model.reg={args.reg}",
-            "train.solver=auto", f"train.tol={args.tol}", "train.steps=200", "train.log_every=1",
-            "checkpoint.every=0", "train.threads=1", *args.overrides]
+    sets = [f"data.path={path}", *job_sets(args, kind)]
     cmd = [find_mpiexec(args.mpiexec), "-n", str(args.ranks), sys.executable, "-m", "lepton_hpc.train",
            "--out", str(out), *[f"--set={s}" for s in sets]]
     t = time.perf_counter()
@@ -162,28 +168,32 @@ def bench_kind(args, kind: str, workdir: Path) -> dict:
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench solve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated data")
-    p.add_argument("--cols", type=int, default=64, help="logistic and linear")
-    p.add_argument("--softmax-cols", type=int, default=32, help="feature columns of the softmax case")
-    p.add_argument("--classes", type=int, default=4, help="classes of the softmax case")
-    p.add_argument("--reg", type=float, default=1e-4, help="regularisation lambda")
-    p.add_argument("--ranks", type=int, default=2, help="MPI ranks of the lepton_hpc run")
-    p.add_argument("--rounds", type=int, default=1, help="timed launches of each side (alternating order)")
+    p.add_argument("--rows", type=positive_int, default=1_000_000, help="rows of the generated data")
+    p.add_argument("--cols", type=positive_int, default=64, help="logistic and linear")
+    p.add_argument("--softmax-cols", type=positive_int, default=32, help="feature columns of the softmax case")
+    p.add_argument("--classes", type=int_in(2), default=4, help="classes of the softmax case")
+    p.add_argument("--reg", type=non_negative_float, default=1e-4, help="regularisation lambda")
+    p.add_argument("--ranks", type=ranks_type(1), default=2, help="MPI ranks of the lepton_hpc run")
+    p.add_argument("--rounds", type=positive_int, default=1, help="timed launches of each side (alternating order)")
     p.add_argument("--what", default="logistic,softmax,linear", help="comma-separated cases to run")
-    p.add_argument("--tol", type=float, default=1e-8, help="lepton's train.tol (|grad| <= tol |grad_0|)")
-    p.add_argument("--sk-tol", type=float, default=1e-6, help="scikit-learn's tol")
+    p.add_argument("--tol", type=positive_float, default=1e-8, help="lepton's train.tol (|grad| <= tol |grad_0|)")
+    p.add_argument("--sk-tol", type=positive_float, default=1e-6, help="scikit-learn's tol")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="extra config override for the lepton_hpc runs (repeatable)")
-    p.add_argument("--timeout", type=int, default=600, help="seconds before a launch is killed")
-    p.add_argument("--mpiexec", help="mpiexec to launch with (default: found on PATH)")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds before a launch is killed")
+    p.add_argument("--mpiexec", type=executable, help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
     kinds = [k for k in args.what.split(",") if k]
     if not kinds or any(k not in ("logistic", "softmax", "linear") for k in kinds):
         p.error("--what takes a comma list of logistic, softmax, linear")
-    for name in ("rows", "cols", "softmax_cols", "classes", "ranks", "rounds"):
-        if getattr(args, name) <= 0:
-            p.error(f"--{name.replace('_', '-')} must be > 0")
     args.kinds = kinds
+    from ..config import load
+
+    try:  # the jobs the options make (a bad --set) fail here, before any data is made or launch runs
+        for kind in kinds:
+            load(None, job_sets(args, kind))
+    except ValueError as exc:
+        p.error(str(exc))
     return args
 
 

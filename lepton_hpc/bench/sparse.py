@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from .common import RANK_ENV, blas_summary, note, provenance, spread, verdict
+from .common import existing_dir, positive_int
 
 HELP = "CSR gradient pass vs scipy.sparse X.T @ (X @ w - y) (target >= 1.0)"
 
@@ -38,7 +39,10 @@ def _data(args, path: str):
     # in a child process, so that this process's peak RSS is the reader's and the passes' alone
     cmd = [sys.executable, "-m", "lepton_hpc.data", "synth", "sparse-linear", "--rows", str(args.rows),
            "--cols", str(args.cols), "--nnz-per-row", str(args.nnz_per_row), "--chunk-rows", "65536", "--out", path]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env={**os.environ, **RANK_ENV})
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **RANK_ENV})
+    if proc.returncode != 0:
+        raise SystemExit(f"bench sparse: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-1500:]}")
     note(f"sparse: wrote {args.rows} x {args.cols} CSR ({os.path.getsize(path) / 2**20:.0f} MiB) in "
          f"{time.perf_counter() - t:.1f}s")
     cfg = load(None, [f"data.path={path}", f"data.chunk_rows={args.chunk_rows}", "model.fit_intercept=true"])
@@ -109,15 +113,19 @@ def bench_sparse(args) -> dict:
 
 def cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench sparse", description=HELP)
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSR matrix")
-    p.add_argument("--cols", type=int, default=1 << 20, help="columns (features)")
-    p.add_argument("--nnz-per-row", type=int, default=50, help="non-zeros per row")
-    p.add_argument("--chunk-rows", type=int, default=65536,
+    p.add_argument("--rows", type=positive_int, default=1_000_000, help="rows of the generated CSR matrix")
+    p.add_argument("--cols", type=positive_int, default=1 << 20, help="columns (features)")
+    p.add_argument("--nnz-per-row", type=positive_int, default=50, help="non-zeros per row")
+    p.add_argument("--chunk-rows", type=positive_int, default=65536,
                    help="data.chunk_rows: each chunk's partial is a dense row of cols + 2 floats")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes per side (medians are reported)")
-    p.add_argument("--tmpdir", default=None, help="where the temporary CSR file goes (default: the system's)")
+    p.add_argument("--repeats", type=positive_int, default=5, help="timed passes per side (medians are reported)")
+    p.add_argument("--tmpdir", type=existing_dir, default=None,
+                   help="where the temporary CSR file goes (default: the system's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
+    if args.nnz_per_row > args.cols:
+        p.error(f"argument --nnz-per-row: must be <= --cols ({args.cols}): a row has at most that many "
+                f"non-zeros, got {args.nnz_per_row}")
     t, load0 = time.perf_counter(), os.getloadavg()[0]
     result = bench_sparse(args)
     blas = result.pop("_blas")

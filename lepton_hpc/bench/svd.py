@@ -35,6 +35,7 @@ import numpy as np
 
 from .common import (blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread,
                      verdict)
+from .common import executable, float_in, int_list, non_negative_int, positive_int
 
 HELP = "tall-skinny SVD: numpy QR+SVD time / lepton svd_tsqr time (target >= 2.5)"
 TARGET = 2.5
@@ -119,7 +120,7 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     except ValueError:
         sizes = []
     if not sizes or any(len(s) != 2 or s[0] < s[1] or s[1] < 1 for s in sizes):
-        raise argparse.ArgumentTypeError(f"--sizes wants ROWSxCOLS,... with rows >= cols >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be ROWSxCOLS,... with rows >= cols >= 1, got {text!r}")
     return sizes
 
 
@@ -169,13 +170,14 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench svd", description=HELP)
     p.add_argument("--sizes", type=parse_sizes, default=parse_sizes("200000x32,2000000x64"),
                    help="ROWSxCOLS,... (default 200000x32,2000000x64)")
-    p.add_argument("--ranks", default="1,2", help="comma-separated rank counts (default 1,2)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repetitions per side (matrices up to 1e7 entries)")
-    p.add_argument("--repeats-large", type=int, default=3, help="timed repetitions per side, larger matrices")
-    p.add_argument("--kappa", type=float, default=1.0, help="column scaling range (1: plain normal matrix)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the generated data")
-    p.add_argument("--timeout", type=int, default=1800, help="seconds per mpiexec launch")
-    p.add_argument("--mpiexec", help="launcher (default: the venv's mpiexec, else PATH's)")
+    p.add_argument("--ranks", type=int_list(1), default="1,2", help="comma-separated rank counts (default 1,2)")
+    p.add_argument("--repeats", type=positive_int, default=5,
+                   help="timed repetitions per side (matrices up to 1e7 entries)")
+    p.add_argument("--repeats-large", type=positive_int, default=3, help="timed repetitions per side, larger matrices")
+    p.add_argument("--kappa", type=float_in(1.0), default=1.0, help="column scaling range (1: plain normal matrix)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the generated data")
+    p.add_argument("--timeout", type=positive_int, default=1800, help="seconds per mpiexec launch")
+    p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     return p
 
@@ -190,14 +192,6 @@ def cli(argv) -> int:
         return worker(w.parse_args(argv[1:]))
     p = parser()
     args = p.parse_args(argv)
-    try:
-        args.ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-    except ValueError:
-        args.ranks = []
-    if not args.ranks or min(args.ranks) < 1:
-        p.error("--ranks wants comma-separated positive integers")
-    if args.repeats < 1 or args.repeats_large < 1 or args.kappa < 1:
-        p.error("--repeats and --repeats-large must be >= 1 and --kappa >= 1")
     t, load0 = time.perf_counter(), os.getloadavg()[0]
     result = run(args)
     blas = result.pop("_blas")

@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .common import RANK_ENV, blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread, verdict
+from .common import executable, existing_dir, positive_int, ranks_type
 
 CATS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
@@ -121,13 +122,14 @@ def run(args) -> dict:
 def cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench import", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=2_000_000, help="rows of the generated CSV")
-    p.add_argument("--cols", type=int, default=20, help="numeric columns of the generated CSV")
-    p.add_argument("--repeats", type=int, default=2, help="measurements per side (A B B A ...)")
-    p.add_argument("--ranks", type=int, default=2, help="ranks of the memory (and identity) run")
-    p.add_argument("--workdir", default=None, help="folder for the generated CSV (default: the temp folder)")
-    p.add_argument("--timeout", type=int, default=900, help="seconds before a launch is killed")
-    p.add_argument("--mpiexec", help="mpiexec to launch with (default: found on PATH)")
+    p.add_argument("--rows", type=positive_int, default=2_000_000, help="rows of the generated CSV")
+    p.add_argument("--cols", type=positive_int, default=20, help="numeric columns of the generated CSV")
+    p.add_argument("--repeats", type=positive_int, default=2, help="measurements per side (A B B A ...)")
+    p.add_argument("--ranks", type=ranks_type(2), default=2, help="ranks of the memory (and identity) run")
+    p.add_argument("--workdir", type=existing_dir, default=None,
+                   help="folder for the generated CSV (default: the temp folder)")
+    p.add_argument("--timeout", type=positive_int, default=900, help="seconds before a launch is killed")
+    p.add_argument("--mpiexec", type=executable, help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
     os.environ.update(RANK_ENV)

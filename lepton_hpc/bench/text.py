@@ -24,6 +24,7 @@ import time
 import numpy as np
 
 from .common import RANK_ENV, blas_summary, find_mpiexec, last_json, launch_ranks, note, provenance, spread, verdict
+from .common import executable, existing_dir, existing_file, int_in, positive_int
 
 
 def _same_features(out: str, hv, docs) -> bool:
@@ -37,6 +38,18 @@ def _same_features(out: str, hv, docs) -> bool:
     Xs.sum_duplicates()
     return bool(X.shape == Xs.shape and np.array_equal(X.indptr, Xs.indptr) and np.array_equal(X.indices, Xs.indices)
                 and np.array_equal(X.data, Xs.data))
+
+
+def ngram_range(text: str) -> str:
+    """``--ngrams``: MIN,MAX as the importer takes it (checked here, before anything runs)."""
+    from ..data.text_features import parse_ngrams
+    from ..errors import UserError
+
+    try:
+        parse_ngrams(text)
+    except UserError:
+        raise argparse.ArgumentTypeError(f"must be MIN,MAX with 1 <= MIN <= MAX (e.g. 1,2), got {text!r}") from None
+    return text
 
 
 def run(args) -> dict:
@@ -54,8 +67,14 @@ def run(args) -> dict:
             corpus = os.path.join(tmp, "apt.jsonl")
             note("bench text: exporting apt's package descriptions ...")
             export_apt(corpus)
-        with open(corpus, encoding="utf-8") as fh:
-            docs = [json.loads(line)["description"] for line in fh if line.strip()]
+        try:
+            with open(corpus, encoding="utf-8") as fh:
+                docs = [json.loads(line)["description"] for line in fh if line.strip()]
+        except (ValueError, KeyError, TypeError) as exc:  # not JSON Lines, or a line without "description"
+            raise SystemExit(f"bench text: {corpus} is not a JSON Lines corpus of objects with a "
+                             f"\"description\" (and \"section\"): {type(exc).__name__}: {exc}") from None
+        if not docs:
+            raise SystemExit(f"bench text: {corpus} holds no documents")
         note(f"  {len(docs)} documents, {os.path.getsize(corpus) / 2**20:.1f} MiB")
         hv = HashingVectorizer(n_features=2 ** args.hash_bits, ngram_range=(lo, hi))
         out = os.path.join(tmp, "apt.h5")
@@ -81,13 +100,15 @@ def run(args) -> dict:
 def cli(argv) -> int:
     p = argparse.ArgumentParser(prog="python -m lepton_hpc.bench text", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--corpus", help="a JSON Lines corpus with description/section (default: export apt's lists)")
-    p.add_argument("--hash-bits", type=int, default=18, help="2^k hashed feature columns")
-    p.add_argument("--ngrams", default="1,2", help="word n-gram range MIN,MAX")
-    p.add_argument("--repeats", type=int, default=3, help="timed runs per side (medians are reported)")
-    p.add_argument("--workdir", default=None, help="folder for the temporary files (default: the system's)")
-    p.add_argument("--timeout", type=int, default=600, help="seconds before a launch is killed")
-    p.add_argument("--mpiexec", help="mpiexec to launch with (default: found on PATH)")
+    p.add_argument("--corpus", type=existing_file,
+                   help="a JSON Lines corpus with description/section (default: export apt's lists)")
+    p.add_argument("--hash-bits", type=int_in(1, 31), default=18, help="2^k hashed feature columns")
+    p.add_argument("--ngrams", type=ngram_range, default="1,2", help="word n-gram range MIN,MAX")
+    p.add_argument("--repeats", type=positive_int, default=3, help="timed runs per side (medians are reported)")
+    p.add_argument("--workdir", type=existing_dir, default=None,
+                   help="folder for the temporary files (default: the system's)")
+    p.add_argument("--timeout", type=positive_int, default=600, help="seconds before a launch is killed")
+    p.add_argument("--mpiexec", type=executable, help="mpiexec to launch with (default: found on PATH)")
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     args = p.parse_args(argv)
     os.environ.update(RANK_ENV)

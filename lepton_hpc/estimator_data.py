@@ -169,10 +169,10 @@ def fit_distributed(est, comm, X, y, sw, offset: int, total: int, weighted: bool
     try:
         path = Path(tmp) / "data.h5"
         _write(comm, path, X, y, sw, offset, total, weighted, est.chunk_rows)
-        sums = _moments(comm, est, path) if est.learning_rate == "auto" else None
+        sums = _moments(comm, est, path) if est._tunes_step(kind or est._kind_default, X.shape[1]) else None
         cfg = C.on_root(comm, _root_config, est, path, kind, k, sums)
         est._execute(cfg, comm, Path(tmp) / "run")
-        model = C.agree(comm, load, Path(tmp) / "run")
+        model = est._finite(C.agree(comm, load, Path(tmp) / "run"))  # the same model on every rank
         failed = False
         return model
     except UserError:  # agreed (JobError) or raised alike on every rank: the barrier below is safe

@@ -112,3 +112,19 @@ def test_bad_rows_on_one_rank_is_one_agreed_error():
     with parallel_raises(WORLD, JobError, match=f"rank {WORLD.size - 1}"):
         LinearRegression().fit(X, np.ones(4), comm=WORLD, work_dir=work)
     parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")
+
+
+def test_rank_deficient_default_fit_is_sklearns():
+    """A duplicated column: the default fit converges (no ConvergenceWarning) to scikit-learn's answer."""
+    from sklearn.linear_model import LinearRegression as SkLinear
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0])
+    X = np.c_[X, X[:, 0]]
+    work = shared_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Xl, yl = local(X, y)
+        est = LinearRegression().fit(Xl, yl, comm=WORLD, work_dir=work)
+    ref = SkLinear().fit(X, y)
+    parallel_assert(WORLD, np.allclose(est.coef_, ref.coef_, atol=1e-5), lambda: f"{est.coef_} vs {ref.coef_}")

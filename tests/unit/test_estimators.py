@@ -200,3 +200,49 @@ def test_comm_fit_user_errors(tmp_path):
     with pytest.raises(UserError, match="rank 0"):
         LinearRegression().fit(np.ones((4, 2)), np.ones(3), comm=MPI.COMM_SELF, work_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- rank-deficient data: the defaults converge to scikit-learn's answer, a diverged fit is refused --------
+
+def _rank_deficient():
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0])
+    return {"duplicate column": (np.c_[X, X[:, 0]], y), "constant column": (np.c_[X, np.ones(60)], y),
+            "one row": (X[:1], y[:1]), "two rows": (X[:2], y[:2])}
+
+
+@pytest.mark.parametrize("case", ["duplicate column", "constant column", "one row", "two rows"])
+@pytest.mark.parametrize("solver", ["auto", "gd", "gram"])
+def test_rank_deficient_defaults_match_sklearn(case, solver):
+    X, y = _rank_deficient()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sklearn.exceptions.ConvergenceWarning)
+        ours = LinearRegression(solver=solver).fit(X, y)
+    ref = sk.LinearRegression().fit(X, y)
+    assert np.isfinite(ours.coef_).all()
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), atol=1e-6)
+    if case == "duplicate column":  # equal scales: the minimum-norm solution is scikit-learn's
+        np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-5)
+
+
+def test_rank_deficient_logistic_default_is_stable():
+    X = np.random.default_rng(0).normal(size=(80, 3))
+    y = (X @ np.array([1.0, -1.0, 0.5]) > 0).astype(int)
+    X = np.c_[X, X[:, 0], np.ones(80)]
+    ours = LogisticRegression().fit(X, y)
+    ref = sk.LogisticRegression(max_iter=5000, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-4)
+
+
+def test_momentum_tuning_stays_inside_the_stability_bound():
+    from lepton_hpc.estimators import MAX_MOMENTUM, heavy_ball
+
+    for kappa in (1.0, 10.0, 1e3, 1e6, 1e8, 1e12):
+        lr, beta = heavy_ball(1.0 / kappa, 1.0)
+        assert 0 <= beta <= MAX_MOMENTUM and 0 < lr < 2 * (1 + beta)  # heavy ball is stable for lr·L < 2(1+β)
+
+
+def test_a_diverged_fit_is_an_error_not_a_model():
+    X, y = _rank_deficient()["duplicate column"]
+    with pytest.raises(UserError, match="diverged"):
+        LinearRegression(solver="gd", optimizer="constant", learning_rate=10.0, max_iter=50).fit(X, y)

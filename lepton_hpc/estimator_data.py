@@ -89,7 +89,16 @@ def agree_shape(comm, X, sw) -> tuple[int, int, bool]:
 
 def agree_classes(comm, y) -> tuple[np.ndarray, np.ndarray]:
     """(classes_, this rank's codes): the sorted union of every rank's labels (np.unique semantics)."""
+    from sklearn.utils.multiclass import check_classification_targets
+
     parts = [u for u in C.allgather(comm, np.unique(y)) if len(u)]
+    if len({"number" if p.dtype.kind in "biuf" else p.dtype.kind for p in parts}) > 1:
+        # numbers on one rank, text on another: the labels the one-process fit refuses (as an object
+        # array), not a silent cast of the numbers to text; every rank has the same parts, so the same error
+        try:
+            check_classification_targets(np.concatenate([p.astype(object) for p in parts]))
+        except ValueError as exc:
+            raise UserError(f"the ranks' labels mix numbers and text ({C.sentence(exc)})") from exc
     classes = np.unique(np.concatenate(parts))
     return classes, np.searchsorted(classes, y).astype(np.float64)
 

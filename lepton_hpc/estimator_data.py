@@ -52,12 +52,15 @@ def validate_local(est, comm, X, y, sample_weight, classifier: bool):
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import _check_sample_weight, validate_data
 
+    from .estimators import check_scale
+
     def local():
         try:
             Xv, yv = validate_data(est, X, y, dtype=np.float64, order="C", y_numeric=not classifier,
                                    reset=True, ensure_min_samples=0)
             if classifier and len(yv):
                 check_classification_targets(yv)
+            check_scale(Xv)
             sw = None
             if sample_weight is not None:
                 sw = (_check_sample_weight(sample_weight, Xv, dtype=np.float64) if len(yv)

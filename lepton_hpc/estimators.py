@@ -42,8 +42,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from numbers import Integral, Real
+
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -59,6 +62,34 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
 STEPPED_SOLVERS = ("gd", "gram", "svd_gd")  # the solvers that step with optimizer.*
 MAX_MOMENTUM = 0.999  # heavy ball's β at most this (see heavy_ball)
 _CURVATURE = {"linear": 1.0, "logistic": 0.25, "softmax": 0.5}  # Hessian bound per unit of E[z zᵀ]
+
+
+#: scikit-learn's parameter constraints (checked by fit: InvalidParameterError, a ValueError, naming the parameter)
+_CONSTRAINTS = {
+    "penalty": [StrOptions({"none", "l2", "l1", "elasticnet"})],
+    "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+    "fit_intercept": ["boolean"],
+    "solver": [StrOptions({"auto", "gd", "lbfgs", "owlqn", "newton", "gram", "svd", "svd_gd"})],
+    "optimizer": [str],  # "auto", a registered name or "package.module:Class" (the engine checks it)
+    "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+    "alpha_decay": [Interval(Real, 0, None, closed="left")],
+    "max_iter": [Interval(Integral, 0, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "reduction": [StrOptions({"exact", "fast"})],
+    "chunk_rows": [Interval(Integral, 1, None, closed="left")],
+    "standardize": ["boolean", StrOptions({"auto"})],
+    "verbose": ["verbose"],
+}
+
+
+def check_scale(X) -> None:
+    """UserError when a column's sum of squares overflows float64 (the engine's XᵀX would be Inf)."""
+    if X.size and not np.isfinite(np.einsum("ij,ij->j", X, X)).all():
+        raise UserError(TOO_LARGE)
+
+
+TOO_LARGE = ("the features are too large for float64: their squares overflow (|x| above ~1e154); "
+             "scale them (e.g. StandardScaler)")
 
 
 def _has_l1(penalty: str, reg: float, l1_ratio: float) -> bool:
@@ -89,6 +120,8 @@ def chunk_moments(X, sw, chunk_rows: int, n_chunks: int | None = None) -> np.nda
 def curvature_from_sums(sums: np.ndarray, d: int, fit_intercept: bool, standardize: bool, kind: str, l2: float):
     """(smallest, largest) eigenvalue bound of the Hessian of the job's objective, from the moments."""
     total = sums[0]
+    if not np.isfinite(sums).all():
+        raise UserError(TOO_LARGE)
     s1, s2, G = sums[1:1 + d], sums[1 + d:1 + 2 * d], sums[1 + 2 * d:].reshape(d, d)
     mean = s1 / total if standardize else np.zeros(d)
     std = np.ones(d)
@@ -259,6 +292,7 @@ class _Engine(BaseEstimator):
         return model
 
     def _fit_arrays(self, X, y, sample_weight):
+        check_scale(X)
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
         return X, sw
 
@@ -303,6 +337,7 @@ class LinearRegression(RegressorMixin, _Engine):
     """
 
     _kind_default = "linear"
+    _parameter_constraints = {**_CONSTRAINTS, "alpha": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, *, penalty="none", alpha=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
                  optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=5000, tol=1e-10,
@@ -325,6 +360,7 @@ class LinearRegression(RegressorMixin, _Engine):
     def _reg(self, n_weight: float) -> float:
         return 0.0 if self.penalty == "none" else float(self.alpha)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
         """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
         if comm is None:
@@ -353,6 +389,8 @@ class LogisticRegression(ClassifierMixin, _Engine):
     (``solver`` "auto": gd).
     """
 
+    _parameter_constraints = {**_CONSTRAINTS, "C": [Interval(Real, 0, None, closed="neither")]}
+
     def __init__(self, *, penalty="l2", C=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
                  optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=2000, tol=1e-10,
                  reduction="exact", chunk_rows=4096, standardize="auto", verbose=False):
@@ -378,6 +416,7 @@ class LogisticRegression(ClassifierMixin, _Engine):
             raise UserError(f"C must be a positive number, got {self.C!r}")
         return 1.0 / (float(self.C) * n_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
         """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
         if comm is None:

@@ -145,3 +145,11 @@ def test_number_labels_on_one_rank_text_on_another_is_the_one_process_error():
     with parallel_raises(WORLD, ValueError, match="Unknown label type"):
         LogisticRegression().fit(X, y, comm=WORLD, work_dir=work)
     parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")
+
+
+def test_overflowing_features_on_one_rank_is_one_agreed_error():
+    work = shared_dir()
+    X = np.random.default_rng(WORLD.rank).normal(size=(5, 2)) * (1e200 if WORLD.rank == WORLD.size - 1 else 1.0)
+    with parallel_raises(WORLD, UserError, match=f"rank {WORLD.size - 1}: the features are too large"):
+        LinearRegression().fit(X, X[:, 0], comm=WORLD, work_dir=work)
+    parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")

@@ -246,3 +246,30 @@ def test_a_diverged_fit_is_an_error_not_a_model():
     X, y = _rank_deficient()["duplicate column"]
     with pytest.raises(UserError, match="diverged"):
         LinearRegression(solver="gd", optimizer="constant", learning_rate=10.0, max_iter=50).fit(X, y)
+
+
+# -- parameters are validated (scikit-learn's InvalidParameterError, a ValueError naming the parameter) -----
+
+@pytest.mark.parametrize("est,name", [
+    (LinearRegression(chunk_rows=0), "chunk_rows"), (LinearRegression(chunk_rows=2.5), "chunk_rows"),
+    (LinearRegression(fit_intercept="no"), "fit_intercept"), (LinearRegression(learning_rate="fast"), "learning_rate"),
+    (LinearRegression(learning_rate=-1.0), "learning_rate"), (LinearRegression(alpha=-0.1), "alpha"),
+    (LinearRegression(penalty="l3"), "penalty"), (LinearRegression(solver="als"), "solver"),
+    (LinearRegression(max_iter=-1), "max_iter"), (LinearRegression(tol="small"), "tol"),
+    (LinearRegression(reduction="quick"), "reduction"), (LinearRegression(standardize="yes"), "standardize"),
+    (LinearRegression(l1_ratio=1.5), "l1_ratio"), (LogisticRegression(C=0), "C"), (LogisticRegression(C="a"), "C")])
+def test_bad_parameters_are_refused_by_name(est, name):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of {type(est).__name__}"):
+        est.fit(X, (X[:, 0] > 0).astype(int))
+
+
+@pytest.mark.parametrize("est", [LinearRegression(), LinearRegression(solver="lbfgs"),
+                                 LinearRegression(solver="gd", learning_rate=0.1), LogisticRegression()])
+def test_features_whose_squares_overflow_are_a_user_error(est):
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(UserError, match="too large for float64"):
+        est.fit(X * 1e200, y)

@@ -457,7 +457,13 @@ class LogisticRegression(ClassifierMixin, _Engine):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X):
-        return np.log(self.predict_proba(X))
+        """log predict_proba, finite for confident rows: a log-sigmoid / log-softmax of the decision."""
+        from scipy.special import log_expit, log_softmax
+
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            return np.vstack([log_expit(-z), log_expit(z)]).T
+        return log_softmax(z, axis=1)
 
     def predict(self, X):
         z = self.decision_function(X)

@@ -273,3 +273,21 @@ def test_features_whose_squares_overflow_are_a_user_error(est):
     y = (X[:, 0] > 0).astype(int)
     with pytest.raises(UserError, match="too large for float64"):
         est.fit(X * 1e200, y)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_predict_log_proba_is_finite_for_confident_rows(classes):
+    X = np.random.default_rng(0).normal(size=(90, 2))
+    y = np.argmax(np.c_[X, -X.sum(1)][:, :classes], axis=1)
+    est = LogisticRegression(C=1e4).fit(X, y)
+    far = np.vstack([X, 1e4 * X[:5]])  # decision values in the thousands: predict_proba rounds to 0 and 1
+    assert (est.predict_proba(far) == 0).any()
+    logp = est.predict_log_proba(far)
+    assert np.isfinite(logp).all() and logp.shape == (len(far), classes)
+    np.testing.assert_allclose(np.exp(logp[:90]), est.predict_proba(X), rtol=1e-9, atol=1e-15)
+    ref = sk.LogisticRegression().fit(X, y)
+    ref.coef_, ref.intercept_ = est.coef_, est.intercept_
+    want = ref.predict_log_proba(far)  # np.log(predict_proba): -inf where the probability rounds to 0
+    ok = want > -15  # where log(predict_proba) is still accurate; below, 1 - p loses the digits
+    assert not np.isfinite(want).all()
+    np.testing.assert_allclose(logp[ok], want[ok], rtol=1e-6, atol=1e-12)

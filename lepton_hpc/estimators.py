@@ -298,7 +298,9 @@ class _Engine(BaseEstimator):
 
     def _decision(self, X):
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        from .fitted import finite_rows  # as lepton_hpc.load's models: UserError naming the first bad row
+
+        X = finite_rows(validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite=False))
         return X @ self.coef_.T + self.intercept_
 
     def __sklearn_tags__(self):

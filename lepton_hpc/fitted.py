@@ -82,7 +82,7 @@ def as_names(names) -> np.ndarray | None:
     return np.asarray([str(n) for n in names], dtype=object)
 
 
-def _finite_rows(X):
+def finite_rows(X):
     """X, unless a row holds NaN or Inf (None in an object array reads as NaN): UserError naming the first."""
     from .score_inputs import first_bad_row
 
@@ -144,7 +144,7 @@ class _FittedGLM:
                 raise UserError(f"X must be 2-D with {self.n_features_in_} feature columns, got sparse shape {X.shape}")
             import scipy.sparse as sp
 
-            return _finite_rows(sp.csr_matrix(X, dtype=np.float64))
+            return finite_rows(sp.csr_matrix(X, dtype=np.float64))
         columns = getattr(X, "columns", None)
         if columns is not None and not isinstance(X, np.ndarray):
             got = [str(c) for c in columns]
@@ -159,7 +159,7 @@ class _FittedGLM:
         if X.ndim != 2 or X.shape[1] != d:
             known = "" if names is None else f" ({', '.join(names)})"
             raise UserError(f"X must be a 2-D array of {d} feature columns{known}, got shape {X.shape}")
-        return _finite_rows(np.ascontiguousarray(X))
+        return finite_rows(np.ascontiguousarray(X))
 
     def _decision(self, X) -> np.ndarray:
         return self._kernel.decision(self._check_X(X), self._theta)

@@ -291,3 +291,19 @@ def test_predict_log_proba_is_finite_for_confident_rows(classes):
     ok = want > -15  # where log(predict_proba) is still accurate; below, 1 - p loses the digits
     assert not np.isfinite(want).all()
     np.testing.assert_allclose(logp[ok], want[ok], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "decision_function", "score"])
+def test_nan_inf_or_none_in_X_names_the_first_bad_row(method):
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    y = (X[:, 0] > 0).astype(int)
+    est = (LinearRegression() if method == "score" else LogisticRegression()).fit(X, y)
+    bad = X.copy()
+    bad[3, 2], bad[5, 0] = np.nan, np.inf
+    args = (bad, y) if method == "score" else (bad,)
+    with pytest.raises(UserError, match="NaN or Inf at row 3 "):
+        getattr(est, method)(*args)
+    none = X.astype(object)
+    none[6, 1] = None
+    with pytest.raises(ValueError, match="row 6 "):
+        getattr(est, method)(*((none, y) if method == "score" else (none,)))

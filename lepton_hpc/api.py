@@ -11,6 +11,7 @@ give :class:`~lepton_hpc.fitted_mf.RecommenderModel`.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -23,6 +24,8 @@ WHAT = "pass a run directory, a checkpoints/step-NNNNNNNN.h5 file or a model .np
 
 def load(path):
     """The fitted model in ``path`` (see the module doc); UserError with one sentence otherwise."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"load needs a path (str or os.PathLike), got {type(path).__name__}; {WHAT}")
     p = Path(path)
     if not p.exists():
         raise UserError(f"{p} does not exist; {WHAT}")

@@ -52,12 +52,15 @@ def validate_local(est, comm, X, y, sample_weight, classifier: bool):
     from sklearn.utils.multiclass import check_classification_targets
     from sklearn.utils.validation import _check_sample_weight, validate_data
 
+    from .estimators import check_scale
+
     def local():
         try:
             Xv, yv = validate_data(est, X, y, dtype=np.float64, order="C", y_numeric=not classifier,
                                    reset=True, ensure_min_samples=0)
             if classifier and len(yv):
                 check_classification_targets(yv)
+            check_scale(Xv)
             sw = None
             if sample_weight is not None:
                 sw = (_check_sample_weight(sample_weight, Xv, dtype=np.float64) if len(yv)
@@ -89,7 +92,16 @@ def agree_shape(comm, X, sw) -> tuple[int, int, bool]:
 
 def agree_classes(comm, y) -> tuple[np.ndarray, np.ndarray]:
     """(classes_, this rank's codes): the sorted union of every rank's labels (np.unique semantics)."""
+    from sklearn.utils.multiclass import check_classification_targets
+
     parts = [u for u in C.allgather(comm, np.unique(y)) if len(u)]
+    if len({"number" if p.dtype.kind in "biuf" else p.dtype.kind for p in parts}) > 1:
+        # numbers on one rank, text on another: the labels the one-process fit refuses (as an object
+        # array), not a silent cast of the numbers to text; every rank has the same parts, so the same error
+        try:
+            check_classification_targets(np.concatenate([p.astype(object) for p in parts]))
+        except ValueError as exc:
+            raise UserError(f"the ranks' labels mix numbers and text ({C.sentence(exc)})") from exc
     classes = np.unique(np.concatenate(parts))
     return classes, np.searchsorted(classes, y).astype(np.float64)
 
@@ -169,10 +181,10 @@ def fit_distributed(est, comm, X, y, sw, offset: int, total: int, weighted: bool
     try:
         path = Path(tmp) / "data.h5"
         _write(comm, path, X, y, sw, offset, total, weighted, est.chunk_rows)
-        sums = _moments(comm, est, path) if est.learning_rate == "auto" else None
+        sums = _moments(comm, est, path) if est._tunes_step(kind or est._kind_default, X.shape[1]) else None
         cfg = C.on_root(comm, _root_config, est, path, kind, k, sums)
         est._execute(cfg, comm, Path(tmp) / "run")
-        model = C.agree(comm, load, Path(tmp) / "run")
+        model = est._finite(C.agree(comm, load, Path(tmp) / "run"))  # the same model on every rank
         failed = False
         return model
     except UserError:  # agreed (JobError) or raised alike on every rank: the barrier below is safe

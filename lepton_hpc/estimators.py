@@ -42,8 +42,11 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from numbers import Integral, Real
+
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -56,7 +59,37 @@ EXPECTED_FAILED_CHECKS: dict[str, dict[str, str]] = {
     "LogisticRegression": {},
 }
 
+STEPPED_SOLVERS = ("gd", "gram", "svd_gd")  # the solvers that step with optimizer.*
+MAX_MOMENTUM = 0.999  # heavy ball's β at most this (see heavy_ball)
 _CURVATURE = {"linear": 1.0, "logistic": 0.25, "softmax": 0.5}  # Hessian bound per unit of E[z zᵀ]
+
+
+#: scikit-learn's parameter constraints (checked by fit: InvalidParameterError, a ValueError, naming the parameter)
+_CONSTRAINTS = {
+    "penalty": [StrOptions({"none", "l2", "l1", "elasticnet"})],
+    "l1_ratio": [Interval(Real, 0, 1, closed="both")],
+    "fit_intercept": ["boolean"],
+    "solver": [StrOptions({"auto", "gd", "lbfgs", "owlqn", "newton", "gram", "svd", "svd_gd"})],
+    "optimizer": [str],  # "auto", a registered name or "package.module:Class" (the engine checks it)
+    "learning_rate": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+    "alpha_decay": [Interval(Real, 0, None, closed="left")],
+    "max_iter": [Interval(Integral, 0, None, closed="left")],
+    "tol": [Interval(Real, 0, None, closed="left")],
+    "reduction": [StrOptions({"exact", "fast"})],
+    "chunk_rows": [Interval(Integral, 1, None, closed="left")],
+    "standardize": ["boolean", StrOptions({"auto"})],
+    "verbose": ["verbose"],
+}
+
+
+def check_scale(X) -> None:
+    """UserError when a column's sum of squares overflows float64 (the engine's XᵀX would be Inf)."""
+    if X.size and not np.isfinite(np.einsum("ij,ij->j", X, X)).all():
+        raise UserError(TOO_LARGE)
+
+
+TOO_LARGE = ("the features are too large for float64: their squares overflow (|x| above ~1e154); "
+             "scale them (e.g. StandardScaler)")
 
 
 def _has_l1(penalty: str, reg: float, l1_ratio: float) -> bool:
@@ -87,6 +120,8 @@ def chunk_moments(X, sw, chunk_rows: int, n_chunks: int | None = None) -> np.nda
 def curvature_from_sums(sums: np.ndarray, d: int, fit_intercept: bool, standardize: bool, kind: str, l2: float):
     """(smallest, largest) eigenvalue bound of the Hessian of the job's objective, from the moments."""
     total = sums[0]
+    if not np.isfinite(sums).all():
+        raise UserError(TOO_LARGE)
     s1, s2, G = sums[1:1 + d], sums[1 + d:1 + 2 * d], sums[1 + 2 * d:].reshape(d, d)
     mean = s1 / total if standardize else np.zeros(d)
     std = np.ones(d)
@@ -101,8 +136,26 @@ def curvature_from_sums(sums: np.ndarray, d: int, fit_intercept: bool, standardi
     M[np.arange(d), np.arange(d)] += l2
     eig = np.linalg.eigvalsh(M)
     lam_max = max(float(eig[-1]), 1e-12)
-    lam_min = max(float(eig[0]), l2, lam_max * 1e-8)
+    # the smallest curvature the iterates see: null directions of M (collinear or constant columns)
+    # get no gradient from a zero start, so they do not slow the tuning down
+    seen = eig[eig > lam_max * 1e-8]
+    lam_min = max(float(seen[0]) if len(seen) else 0.0, l2, lam_max * 1e-8)
     return lam_min, lam_max
+
+
+def heavy_ball(lam_min: float, lam_max: float) -> tuple[float, float]:
+    """(learning rate, momentum) of heavy ball for curvatures in [lam_min, lam_max], always stable.
+
+    Tuned (Polyak): lr = 4/(√L+√μ)², β = ((√L-√μ)/(√L+√μ))², inside the stability bound
+    lr·L < 2(1+β). Past :data:`MAX_MOMENTUM` (nearly singular data: μ ≈ 0) β is clipped and
+    lr = (1+β)/L, half the bound (the top curvature then contracts by √β per step, as tuned);
+    keeping lr = 4/L with a clipped β would diverge.
+    """
+    root_max, root_min = np.sqrt(lam_max), np.sqrt(lam_min)
+    beta = float(((root_max - root_min) / (root_max + root_min)) ** 2)
+    if beta > MAX_MOMENTUM:
+        return float((1.0 + MAX_MOMENTUM) / lam_max), MAX_MOMENTUM
+    return float(4.0 / (root_max + root_min) ** 2), beta
 
 
 def all_moments(X, sw, chunk_rows: int) -> np.ndarray:
@@ -138,19 +191,35 @@ class _Engine(BaseEstimator):
         if self.learning_rate != "auto":
             opt["learning_rate"] = float(self.learning_rate)
             return opt
+        if not self._tunes_step(kind, X.shape[1]):  # lbfgs/owlqn/newton/svd choose their own steps
+            return opt
         l2 = 0.0 if self.penalty == "none" else reg * {"l2": 1.0, "l1": 0.0}.get(self.penalty, 1 - self.l1_ratio)
         if sums is None:
             sums = all_moments(X, sw, int(self.chunk_rows))
         lam_min, lam_max = curvature_from_sums(sums, X.shape[1], self.fit_intercept, standardize, kind, l2)
-        if name == "momentum":  # heavy ball tuned for a quadratic with these extreme curvatures
-            root_max, root_min = np.sqrt(lam_max), np.sqrt(lam_min)
-            opt["learning_rate"] = float(4.0 / (root_max + root_min) ** 2)
-            opt["momentum"] = float(min(((root_max - root_min) / (root_max + root_min)) ** 2, 0.999))
+        if name == "momentum":
+            opt["learning_rate"], opt["momentum"] = heavy_ball(lam_min, lam_max)
         elif name == "adam":
             opt["learning_rate"] = 0.01
         else:
             opt["learning_rate"] = float(1.0 / lam_max)
         return opt
+
+    def _solver(self, kind: str, d: int) -> str:
+        """train.solver; "auto": gd for the classifiers; for least squares gram (lbfgs when XᵀX is
+        too big to form): from a zero start on rank-deficient X both converge to the minimum-norm
+        solution (in standardised units), as scikit-learn's lstsq, where newton's damped solve need not."""
+        from .problems.glm_memory import gram_fits
+
+        if self.solver != "auto":
+            return self.solver
+        if kind != "linear":
+            return "gd"
+        return "gram" if gram_fits(d) else "lbfgs"
+
+    def _tunes_step(self, kind: str, d: int) -> bool:
+        """Whether the job steps with optimizer.* and its step size is chosen here from the curvature."""
+        return self.learning_rate == "auto" and self._solver(kind, d) in STEPPED_SOLVERS
 
     def job_config(self, X, y, sample_weight=None, kind: str | None = None, n_classes: int = 0, sums=None):
         """The :class:`~lepton_hpc.config.JobConfig` that :meth:`fit` runs for these (validated) data.
@@ -165,9 +234,7 @@ class _Engine(BaseEstimator):
         n_weight = float(X.shape[0] if sample_weight is None else np.sum(sample_weight))
         reg = self._reg(n_weight)
         standardize = self._standardize(reg)
-        solver = self.solver
-        if solver == "auto":
-            solver = "gram" if kind == "linear" else "gd"
+        solver = self._solver(kind, X.shape[1])
         raw = {
             "data": {"path": "data.h5", "chunk_rows": int(self.chunk_rows),
                      "w_dataset": "" if sample_weight is None else "w"},
@@ -193,7 +260,7 @@ class _Engine(BaseEstimator):
             cfg = _with_path(cfg, str(path))
             out = Path(tmp) / "run"
             self._execute(cfg, C.self_comm(), out)
-            return load(out)
+            return self._finite(load(out))
 
     def _execute(self, cfg, comm, out) -> None:
         """run_job on ``comm`` (collective): a UserError if it stops early, a warning if it did not converge."""
@@ -203,21 +270,37 @@ class _Engine(BaseEstimator):
         sink = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(io.StringIO())
         with sink:
             code, summary = run_job(cfg, comm, out)
-        reason = C.bcast(comm, summary and summary.get("stop_reason"))
+        reason, grew = C.bcast(comm, summary and (summary.get("stop_reason"), summary.get("loss_first_last")
+                                                  if summary.get("diverged") else None))
         if code != 0:
             raise UserError(f"the fit stopped early (exit code {code}, {reason})")
+        if grew:
+            raise UserError(f"{type(self).__name__} diverged: the loss grew from {grew[0]:.4g} to {grew[1]:.4g} "
+                            f"(solver={cfg.train.solver}, learning_rate={cfg.optimizer.learning_rate}); lower "
+                            f"learning_rate or use solver='auto', 'lbfgs' or 'newton'")
         if reason == "steps" and cfg.train.steps > 0:
             warnings.warn(f"{type(self).__name__} did not converge in max_iter={cfg.train.steps} steps "
                           f"(train.tol={cfg.train.tol:g}); raise max_iter or scale the features "
                           f"(StandardScaler)", ConvergenceWarning, stacklevel=4)
 
+    @staticmethod
+    def _finite(model):
+        """The loaded model, unless its weights are not finite (a diverged fit is never returned)."""
+        if not (np.isfinite(model.coef_).all() and np.isfinite(model.intercept_).all()):
+            raise UserError("the fit diverged: its weights are not finite; scale the features (StandardScaler), "
+                            "lower learning_rate or use solver='auto', 'lbfgs' or 'newton'")
+        return model
+
     def _fit_arrays(self, X, y, sample_weight):
+        check_scale(X)
         sw = None if sample_weight is None else _check_sample_weight(sample_weight, X, dtype=np.float64)
         return X, sw
 
     def _decision(self, X):
         check_is_fitted(self, "coef_")
-        X = validate_data(self, X, dtype=np.float64, reset=False)
+        from .fitted import finite_rows  # as lepton_hpc.load's models: UserError naming the first bad row
+
+        X = finite_rows(validate_data(self, X, dtype=np.float64, reset=False, ensure_all_finite=False))
         return X @ self.coef_.T + self.intercept_
 
     def __sklearn_tags__(self):
@@ -248,7 +331,7 @@ class LinearRegression(RegressorMixin, _Engine):
 
     Parameters (job keys in brackets): ``penalty`` [model.penalty], ``alpha`` [model.reg],
     ``l1_ratio`` [model.l1_ratio], ``fit_intercept`` [model.fit_intercept], ``solver``
-    [train.solver; "auto": gram], ``optimizer`` [optimizer.name; "auto": momentum, constant
+    [train.solver; "auto": gram, lbfgs when XᵀX is too big], ``optimizer`` [optimizer.name; "auto": momentum, constant
     with an L1 part], ``learning_rate`` [optimizer.learning_rate; "auto": from the curvature],
     ``alpha_decay`` [optimizer.alpha], ``max_iter`` [train.steps], ``tol`` [train.tol],
     ``reduction`` [comm.reduction], ``chunk_rows`` [data.chunk_rows], ``standardize``
@@ -256,6 +339,7 @@ class LinearRegression(RegressorMixin, _Engine):
     """
 
     _kind_default = "linear"
+    _parameter_constraints = {**_CONSTRAINTS, "alpha": [Interval(Real, 0, None, closed="left")]}
 
     def __init__(self, *, penalty="none", alpha=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
                  optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=5000, tol=1e-10,
@@ -278,6 +362,7 @@ class LinearRegression(RegressorMixin, _Engine):
     def _reg(self, n_weight: float) -> float:
         return 0.0 if self.penalty == "none" else float(self.alpha)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
         """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
         if comm is None:
@@ -306,6 +391,8 @@ class LogisticRegression(ClassifierMixin, _Engine):
     (``solver`` "auto": gd).
     """
 
+    _parameter_constraints = {**_CONSTRAINTS, "C": [Interval(Real, 0, None, closed="neither")]}
+
     def __init__(self, *, penalty="l2", C=1.0, l1_ratio=0.5, fit_intercept=True, solver="auto",
                  optimizer="auto", learning_rate="auto", alpha_decay=0.0, max_iter=2000, tol=1e-10,
                  reduction="exact", chunk_rows=4096, standardize="auto", verbose=False):
@@ -331,6 +418,7 @@ class LogisticRegression(ClassifierMixin, _Engine):
             raise UserError(f"C must be a positive number, got {self.C!r}")
         return 1.0 / (float(self.C) * n_weight)
 
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None, *, comm=None, work_dir=None):
         """Fit on these rows (``comm=None``), or on every rank's rows of ``comm`` (see :mod:`.estimator_data`)."""
         if comm is None:
@@ -371,7 +459,13 @@ class LogisticRegression(ClassifierMixin, _Engine):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict_log_proba(self, X):
-        return np.log(self.predict_proba(X))
+        """log predict_proba, finite for confident rows: a log-sigmoid / log-softmax of the decision."""
+        from scipy.special import log_expit, log_softmax
+
+        z = self.decision_function(X)
+        if z.ndim == 1:
+            return np.vstack([log_expit(-z), log_expit(z)]).T
+        return log_softmax(z, axis=1)
 
     def predict(self, X):
         z = self.decision_function(X)

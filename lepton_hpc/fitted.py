@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -25,10 +27,21 @@ NPZ_VERSION = 1
 
 # -- portable files (shared with the recommender) ----------------------------------------
 
-def write_npz(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
-    """``arrays`` plus a JSON ``metadata`` entry, written atomically (no pickles)."""
+def npz_path(path) -> Path:
+    """``path`` with ``.npz`` appended when it has another suffix or none (as ``numpy.savez`` does)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise UserError(f"save needs a file name (str or path), got {type(path).__name__}")
+    path = Path(path)
+    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+def write_npz(path, arrays: dict[str, np.ndarray], meta: dict) -> Path:
+    """``arrays`` plus a JSON ``metadata`` entry, written atomically (no pickles) to
+    :func:`npz_path` of ``path``, which is returned."""
     from . import __version__
     from .data.atomic import write_bytes
+
+    path = npz_path(path)
 
     meta = {"format": NPZ_FORMAT, "format_version": NPZ_VERSION, "lepton_hpc_version": __version__, **meta}
     buf = io.BytesIO()
@@ -37,6 +50,7 @@ def write_npz(path, arrays: dict[str, np.ndarray], meta: dict) -> None:
         write_bytes(path, buf.getvalue())
     except OSError as exc:
         raise UserError(f"could not write the model to {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def read_npz(path) -> tuple[dict, dict[str, np.ndarray]]:
@@ -66,6 +80,25 @@ def as_names(names) -> np.ndarray | None:
     if names is None:
         return None
     return np.asarray([str(n) for n in names], dtype=object)
+
+
+def finite_rows(X):
+    """X, unless a row holds NaN or Inf (None in an object array reads as NaN): UserError naming the first."""
+    from .score_inputs import first_bad_row
+
+    row = first_bad_row(X)
+    if row is not None:
+        raise UserError(f"X has NaN or Inf at row {row} (the first bad row); clean or drop such rows")
+    return X
+
+
+def check_lengths(X, y, sample_weight=None) -> None:
+    """y (and sample_weight) must have one value per row of X, as scikit-learn's estimators require."""
+    n = X.shape[0]
+    for name, v in (("y", y), ("sample_weight", sample_weight)):
+        if v is not None and np.shape(v)[:1] != (n,):
+            got = np.shape(v)[0] if np.ndim(v) else "a scalar"
+            raise UserError(f"X has {n} rows but {name} has {got}; pass one value per row")
 
 
 # -- linear models ------------------------------------------------------------------------
@@ -111,7 +144,7 @@ class _FittedGLM:
                 raise UserError(f"X must be 2-D with {self.n_features_in_} feature columns, got sparse shape {X.shape}")
             import scipy.sparse as sp
 
-            return sp.csr_matrix(X, dtype=np.float64)
+            return finite_rows(sp.csr_matrix(X, dtype=np.float64))
         columns = getattr(X, "columns", None)
         if columns is not None and not isinstance(X, np.ndarray):
             got = [str(c) for c in columns]
@@ -126,7 +159,7 @@ class _FittedGLM:
         if X.ndim != 2 or X.shape[1] != d:
             known = "" if names is None else f" ({', '.join(names)})"
             raise UserError(f"X must be a 2-D array of {d} feature columns{known}, got shape {X.shape}")
-        return np.ascontiguousarray(X)
+        return finite_rows(np.ascontiguousarray(X))
 
     def _decision(self, X) -> np.ndarray:
         return self._kernel.decision(self._check_X(X), self._theta)
@@ -149,12 +182,13 @@ class _FittedGLM:
                 "classes": None if classes is None else classes.tolist(),
                 "feature_names": None if names is None else list(names), "source": self.source}
 
-    def save(self, path) -> None:
-        """Write the model to ``path`` (npz: arrays + JSON metadata; atomic); ``lepton_hpc.load`` reads it."""
+    def save(self, path) -> Path:
+        """Write the model to ``path`` (npz: arrays + JSON metadata; atomic; ``.npz`` is appended when
+        the name lacks it, as numpy does) and return the path written; ``lepton_hpc.load`` reads it."""
         arrays = {"w": self._W.copy()}
         if self.fit_intercept:
             arrays["b"] = np.array(self._b, dtype=np.float64)
-        write_npz(path, arrays, self._meta())
+        return write_npz(path, arrays, self._meta())
 
     def __eq__(self, other) -> bool:
         return (type(other) is type(self) and self._meta() == other._meta()
@@ -211,8 +245,9 @@ class LinearModel(_FittedGLM):
 
     def score(self, X, y, sample_weight=None) -> float:
         """R² of the predictions, as ``sklearn.metrics.r2_score``."""
-        y = np.asarray(y, dtype=np.float64)
         p = self.predict(X)
+        check_lengths(p, y, sample_weight)
+        y = np.asarray(y, dtype=np.float64)
         w = np.ones_like(y) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         ss_res = float(np.sum(w * (y - p) ** 2))
         ss_tot = float(np.sum(w * (y - np.average(y, weights=w)) ** 2))
@@ -252,11 +287,13 @@ class _Classifier(_FittedGLM):
         Numbers against text labels are refused (a data file's ``/y`` holds the codes
         0..K-1 of its ``classes``: ``model.classes_[y.astype(int)]`` are the labels)."""
         y = np.asarray(y)
+        pred = self.predict(X)
+        check_lengths(pred, y, sample_weight)
         if self.classes_.dtype.kind in "USO" and y.dtype.kind in "biuf":
             raise UserError(f"y holds numbers but the model's classes are labels ({', '.join(repr(str(c)) for c in self.classes_[:3])}"
                             f"{', ...' if len(self.classes_) > 3 else ''}); a data file's /y holds their codes: "
                             f"score with model.classes_[y.astype(int)]")
-        hit = (self.predict(X) == y).astype(np.float64)
+        hit = (pred == y).astype(np.float64)
         return float(np.average(hit, weights=sample_weight))
 
     def to_sklearn(self):

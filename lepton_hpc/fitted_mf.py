@@ -142,12 +142,13 @@ class RecommenderModel:
             items[lo:lo + step], scores[lo:lo + step] = top_k(S, k)
         return items, scores
 
-    def save(self, path) -> None:
-        """Write U, V and the training items per user (CSR) to ``path`` (npz, atomic)."""
+    def save(self, path):
+        """Write U, V and the training items per user (CSR) to ``path`` (npz, atomic; ``.npz`` appended
+        when missing, as numpy does); returns the path written."""
         arrays = {"U": self.U, "V": self.V}
         if self.seen is not None:
             arrays["seen_indptr"], arrays["seen_indices"] = self.seen.csr()
-        write_npz(path, arrays, {"kind": self.kind, "n_iter": self.n_iter_, "source": self.source,
+        return write_npz(path, arrays, {"kind": self.kind, "n_iter": self.n_iter_, "source": self.source,
                                  "classes": None, "feature_names": None, "fit_intercept": None})
 
     def __eq__(self, other) -> bool:

@@ -112,3 +112,44 @@ def test_bad_rows_on_one_rank_is_one_agreed_error():
     with parallel_raises(WORLD, JobError, match=f"rank {WORLD.size - 1}"):
         LinearRegression().fit(X, np.ones(4), comm=WORLD, work_dir=work)
     parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")
+
+
+def test_rank_deficient_default_fit_is_sklearns():
+    """A duplicated column: the default fit converges (no ConvergenceWarning) to scikit-learn's answer."""
+    from sklearn.linear_model import LinearRegression as SkLinear
+
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0])
+    X = np.c_[X, X[:, 0]]
+    work = shared_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Xl, yl = local(X, y)
+        est = LinearRegression().fit(Xl, yl, comm=WORLD, work_dir=work)
+    ref = SkLinear().fit(X, y)
+    parallel_assert(WORLD, np.allclose(est.coef_, ref.coef_, atol=1e-5), lambda: f"{est.coef_} vs {ref.coef_}")
+
+
+def test_number_labels_on_one_rank_text_on_another_is_the_one_process_error():
+    """Numbers on rank 0, "x" on the others: the one-process fit of these labels raises scikit-learn's
+    'Unknown label type'; so does every rank (no silent classes_ ['0', '1', 'x'])."""
+    work = shared_dir()
+    rng = np.random.default_rng(WORLD.rank)
+    X = rng.normal(size=(6, 2))
+    if WORLD.size == 1:
+        y = np.array([0, 1, 0, "x", "x", 1], dtype=object)
+    else:
+        y = np.array([0, 1, 0, 1, 0, 1]) if WORLD.rank == 0 else np.array(["x"] * 6)
+    with pytest.raises(ValueError, match="Unknown label type"):
+        LogisticRegression().fit(np.ones((6, 2)), np.array([0, 1, 0, "x", "x", 1], dtype=object))
+    with parallel_raises(WORLD, ValueError, match="Unknown label type"):
+        LogisticRegression().fit(X, y, comm=WORLD, work_dir=work)
+    parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")
+
+
+def test_overflowing_features_on_one_rank_is_one_agreed_error():
+    work = shared_dir()
+    X = np.random.default_rng(WORLD.rank).normal(size=(5, 2)) * (1e200 if WORLD.rank == WORLD.size - 1 else 1.0)
+    with parallel_raises(WORLD, UserError, match=f"rank {WORLD.size - 1}: the features are too large"):
+        LinearRegression().fit(X, X[:, 0], comm=WORLD, work_dir=work)
+    parallel_assert(WORLD, not any(work.iterdir()), "temporary directory left behind")

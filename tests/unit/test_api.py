@@ -327,3 +327,55 @@ def test_classes_and_feature_names_come_from_the_checkpoint(tmp_path):
     with pytest.raises(UserError, match=r"y holds numbers but the model's classes are labels \('a', 'b', 'c'\); "
                                         r"a data file's /y holds their codes: score with model.classes_"):
         model.score(X, codes)  # not a silent accuracy of 0
+
+
+def test_nan_inf_and_none_in_X_are_refused_naming_the_row(glm_run):
+    _, run = glm_run
+    model = lepton_hpc.load(run)
+    X = _X(6, 4)
+    X[3, 2] = np.nan
+    methods = ["predict"] + [m for m in ("predict_proba", "decision_function") if hasattr(model, m)]
+    for method in methods:
+        with pytest.raises(UserError, match="NaN or Inf at row 3 "):
+            getattr(model, method)(X)
+    X[3, 2], X[5, 0] = 0.0, -np.inf
+    with pytest.raises(UserError, match="row 5 "):
+        model.predict(X)
+    with pytest.raises(UserError, match="row 0 "):
+        model.predict(np.array([[None, 1.0, 2.0, 3.0]], dtype=object))
+    scipy_sparse = pytest.importorskip("scipy.sparse")
+    X[5, 0] = np.inf
+    with pytest.raises(UserError, match="row 5 "):
+        model.predict(scipy_sparse.csr_matrix(X))
+    with pytest.raises(ValueError):  # UserError is a ValueError, scikit-learn's convention
+        model.score(X, model.predict(np.nan_to_num(X, posinf=0.0)))
+
+
+def test_score_needs_one_label_per_row(glm_run):
+    _, run = glm_run
+    model = lepton_hpc.load(run)
+    X = _X(12, 4)
+    y = model.predict(X)
+    with pytest.raises(UserError, match="X has 12 rows but y has 10"):
+        model.score(X, y[:10])
+    with pytest.raises(UserError, match="X has 12 rows but sample_weight has 3"):
+        model.score(X, y, sample_weight=np.ones(3))
+    assert model.score(X, y) == 1.0
+
+
+def test_save_appends_npz_and_returns_the_path(glm_run, mf_run, tmp_path):
+    _, run = glm_run
+    for model in (lepton_hpc.load(run), lepton_hpc.load(mf_run)):
+        written = model.save(tmp_path / "bcnoext")
+        assert written == tmp_path / "bcnoext.npz" and written.is_file()
+        assert not (tmp_path / "bcnoext").exists() and lepton_hpc.load(written) == model
+        assert model.save(str(tmp_path / "m.v2")) == tmp_path / "m.v2.npz"
+        assert model.save(tmp_path / "kept.npz") == tmp_path / "kept.npz"
+        with pytest.raises(UserError, match="file name"):
+            model.save(None)
+
+
+def test_load_of_not_a_path_is_a_user_error():
+    for bad in (None, 3, ["runs/bc"]):
+        with pytest.raises(UserError, match="needs a path"):
+            lepton_hpc.load(bad)

@@ -200,3 +200,110 @@ def test_comm_fit_user_errors(tmp_path):
     with pytest.raises(UserError, match="rank 0"):
         LinearRegression().fit(np.ones((4, 2)), np.ones(3), comm=MPI.COMM_SELF, work_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- rank-deficient data: the defaults converge to scikit-learn's answer, a diverged fit is refused --------
+
+def _rank_deficient():
+    X = np.random.default_rng(0).normal(size=(60, 3))
+    y = X @ np.array([1.0, 2.0, -1.0])
+    return {"duplicate column": (np.c_[X, X[:, 0]], y), "constant column": (np.c_[X, np.ones(60)], y),
+            "one row": (X[:1], y[:1]), "two rows": (X[:2], y[:2])}
+
+
+@pytest.mark.parametrize("case", ["duplicate column", "constant column", "one row", "two rows"])
+@pytest.mark.parametrize("solver", ["auto", "gd", "gram"])
+def test_rank_deficient_defaults_match_sklearn(case, solver):
+    X, y = _rank_deficient()[case]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sklearn.exceptions.ConvergenceWarning)
+        ours = LinearRegression(solver=solver).fit(X, y)
+    ref = sk.LinearRegression().fit(X, y)
+    assert np.isfinite(ours.coef_).all()
+    np.testing.assert_allclose(ours.predict(X), ref.predict(X), atol=1e-6)
+    if case == "duplicate column":  # equal scales: the minimum-norm solution is scikit-learn's
+        np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-5)
+
+
+def test_rank_deficient_logistic_default_is_stable():
+    X = np.random.default_rng(0).normal(size=(80, 3))
+    y = (X @ np.array([1.0, -1.0, 0.5]) > 0).astype(int)
+    X = np.c_[X, X[:, 0], np.ones(80)]
+    ours = LogisticRegression().fit(X, y)
+    ref = sk.LogisticRegression(max_iter=5000, tol=1e-10).fit(X, y)
+    np.testing.assert_allclose(ours.predict_proba(X), ref.predict_proba(X), atol=1e-4)
+
+
+def test_momentum_tuning_stays_inside_the_stability_bound():
+    from lepton_hpc.estimators import MAX_MOMENTUM, heavy_ball
+
+    for kappa in (1.0, 10.0, 1e3, 1e6, 1e8, 1e12):
+        lr, beta = heavy_ball(1.0 / kappa, 1.0)
+        assert 0 <= beta <= MAX_MOMENTUM and 0 < lr < 2 * (1 + beta)  # heavy ball is stable for lr·L < 2(1+β)
+
+
+def test_a_diverged_fit_is_an_error_not_a_model():
+    X, y = _rank_deficient()["duplicate column"]
+    with pytest.raises(UserError, match="diverged"):
+        LinearRegression(solver="gd", optimizer="constant", learning_rate=10.0, max_iter=50).fit(X, y)
+
+
+# -- parameters are validated (scikit-learn's InvalidParameterError, a ValueError naming the parameter) -----
+
+@pytest.mark.parametrize("est,name", [
+    (LinearRegression(chunk_rows=0), "chunk_rows"), (LinearRegression(chunk_rows=2.5), "chunk_rows"),
+    (LinearRegression(fit_intercept="no"), "fit_intercept"), (LinearRegression(learning_rate="fast"), "learning_rate"),
+    (LinearRegression(learning_rate=-1.0), "learning_rate"), (LinearRegression(alpha=-0.1), "alpha"),
+    (LinearRegression(penalty="l3"), "penalty"), (LinearRegression(solver="als"), "solver"),
+    (LinearRegression(max_iter=-1), "max_iter"), (LinearRegression(tol="small"), "tol"),
+    (LinearRegression(reduction="quick"), "reduction"), (LinearRegression(standardize="yes"), "standardize"),
+    (LinearRegression(l1_ratio=1.5), "l1_ratio"), (LogisticRegression(C=0), "C"), (LogisticRegression(C="a"), "C")])
+def test_bad_parameters_are_refused_by_name(est, name):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X = np.random.default_rng(0).normal(size=(20, 2))
+    with pytest.raises(InvalidParameterError, match=f"'{name}' parameter of {type(est).__name__}"):
+        est.fit(X, (X[:, 0] > 0).astype(int))
+
+
+@pytest.mark.parametrize("est", [LinearRegression(), LinearRegression(solver="lbfgs"),
+                                 LinearRegression(solver="gd", learning_rate=0.1), LogisticRegression()])
+def test_features_whose_squares_overflow_are_a_user_error(est):
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    y = (X[:, 0] > 0).astype(int)
+    with pytest.raises(UserError, match="too large for float64"):
+        est.fit(X * 1e200, y)
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_predict_log_proba_is_finite_for_confident_rows(classes):
+    X = np.random.default_rng(0).normal(size=(90, 2))
+    y = np.argmax(np.c_[X, -X.sum(1)][:, :classes], axis=1)
+    est = LogisticRegression(C=1e4).fit(X, y)
+    far = np.vstack([X, 1e4 * X[:5]])  # decision values in the thousands: predict_proba rounds to 0 and 1
+    assert (est.predict_proba(far) == 0).any()
+    logp = est.predict_log_proba(far)
+    assert np.isfinite(logp).all() and logp.shape == (len(far), classes)
+    np.testing.assert_allclose(np.exp(logp[:90]), est.predict_proba(X), rtol=1e-9, atol=1e-15)
+    ref = sk.LogisticRegression().fit(X, y)
+    ref.coef_, ref.intercept_ = est.coef_, est.intercept_
+    want = ref.predict_log_proba(far)  # np.log(predict_proba): -inf where the probability rounds to 0
+    ok = want > -15  # where log(predict_proba) is still accurate; below, 1 - p loses the digits
+    assert not np.isfinite(want).all()
+    np.testing.assert_allclose(logp[ok], want[ok], rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "predict_log_proba", "decision_function", "score"])
+def test_nan_inf_or_none_in_X_names_the_first_bad_row(method):
+    X = np.random.default_rng(0).normal(size=(8, 3))
+    y = (X[:, 0] > 0).astype(int)
+    est = (LinearRegression() if method == "score" else LogisticRegression()).fit(X, y)
+    bad = X.copy()
+    bad[3, 2], bad[5, 0] = np.nan, np.inf
+    args = (bad, y) if method == "score" else (bad,)
+    with pytest.raises(UserError, match="NaN or Inf at row 3 "):
+        getattr(est, method)(*args)
+    none = X.astype(object)
+    none[6, 1] = None
+    with pytest.raises(ValueError, match="row 6 "):
+        getattr(est, method)(*((none, y) if method == "score" else (none,)))

@@ -127,12 +127,17 @@ def reference_pass(comm, cfg, shard, timer) -> Reference:
     kind, d, m = cfg.model.kind, shard.n_cols, cfg.model
     with timer.phase("read"):
         node_ranks = C.node_size(comm)
-        red, (bad_row, bad_label, max_label, digest) = C.agree(comm, _scan, comm, cfg, shard, kind, node_ranks)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused below, in one sentence
+            red, (bad_row, bad_label, max_label, digest) = C.agree(comm, _scan, comm, cfg, shard, kind, node_ranks)
     # one collective for every check: first bad row, first bad label, largest label
     bad_row, bad_label, neg_max = C.allreduce_min_ints(comm, [bad_row, bad_label, -max_label])
     n_classes = _classes(cfg, kind, shard, bad_row, bad_label, -neg_max)
     with timer.phase("reduce"):
         total = red.reduce().copy()
+    if not np.isfinite(total).all():  # the same reduced sums on every rank: all raise together
+        raise C.JobError(f"the data's sums of squares overflow float64 in {shard.cfg.path or 'the synthetic data'} "
+                         f"(values near 1e154 or larger): scale those columns down (divide them by a power of ten; "
+                         f"model.standardize comes after these sums) and train again", 0)
     fingerprint = fingerprint_text(C.allreduce_bxor(comm, digest), shard)
     weight_sum = float(total[0])
     if weight_sum <= 0:

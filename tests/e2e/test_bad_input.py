@@ -51,6 +51,15 @@ def test_non_finite_rows_seen_only_by_rank_1_name_the_first_bad_row(tmp_path):
                  r"NaN or Inf at row 1234 \(the first bad row\)")
 
 
+def test_values_whose_squares_overflow_are_one_sentence(tmp_path):
+    X, y = data()
+    X[:, 1] *= 1e200  # finite, but XᵀX overflows float64 (it raised LinAlgError from eigvalsh)
+    f = make_file(tmp_path / "d.h5", X, y)
+    expect_error(["--out", tmp_path / "r", *SMALL, "--set", f"data.path={f}"],
+                 r"sums of squares overflow float64 in .*d\.h5 .*scale those columns down")
+    assert not (tmp_path / "r").exists()
+
+
 def test_unknown_config_key_lists_valid_ones(tmp_path):
     expect_error(["--out", tmp_path / "r", "--set", "train.stepz=5"],
                  r"unknown config key train\.stepz; valid keys in \[train\]: steps, solver, ")

@@ -164,6 +164,15 @@ class _FittedGLM:
     def _decision(self, X) -> np.ndarray:
         return self._kernel.decision(self._check_X(X), self._theta)
 
+    def outputs_of_checked(self, X) -> np.ndarray:
+        """The decision (linear) or the class probabilities (n, K) of rows the caller has checked
+        already (2-D, ``n_features_in_`` finite columns): ``lepton-hpc predict``'s per-chunk path,
+        which finds a bad row from these outputs instead of scanning every row again."""
+        if self.kind == "linear":
+            return self._kernel.decision(X, self._theta)
+        p = self._kernel.proba(X, self._theta)
+        return np.vstack([1 - p, p]).T if p.ndim == 1 else p
+
     # -- attributes under scikit-learn's names ---------------------------------------------
     @property
     def coef_(self) -> np.ndarray:

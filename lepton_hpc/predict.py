@@ -103,10 +103,10 @@ class GLMModel:
 
     def predict(self, X: np.ndarray) -> dict:
         """One chunk's predictions, by output dataset."""
+        out = self.fitted.outputs_of_checked(X)  # shapes checked at open, NaN/Inf in predict_rows
         if self.kind == "linear":
-            return {"pred": self.fitted.predict(X)}
-        p = self.fitted.predict_proba(X)
-        return {"label": self.labels[np.argmax(p, axis=1)], "proba": p}
+            return {"pred": out}
+        return {"label": self.labels[np.argmax(out, axis=1)], "proba": out}
 
 
 def _label_array(classes) -> np.ndarray:

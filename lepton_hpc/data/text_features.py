@@ -57,6 +57,10 @@ class CsrBlock:
 _ASCII_WORD = np.array([chr(c).isalnum() or c == 95 for c in range(128)], dtype=bool)
 
 
+#: code points in a batch from which :func:`word_chars` builds its table of all 0x110000 (0.07 s, once)
+TABLE_MIN_CODES = 1 << 18
+
+
 @functools.cache
 def _unicode_word() -> np.ndarray:
     """Per code point (all 0x110000), ``str.isalnum()`` or ``_``: built once, when non-ASCII text comes."""
@@ -68,7 +72,17 @@ def _unicode_word() -> np.ndarray:
 def word_chars(codes: np.ndarray) -> np.ndarray:
     """Per code point, whether the pattern's ``\\w`` matches it: ``str.isalnum()`` or ``_``, the
     definition of Python's ``re`` for str patterns (checked for every code point by the tests)."""
-    return _ASCII_WORD[codes] if codes.dtype == np.uint8 else _unicode_word()[codes]
+    if codes.dtype == np.uint8:  # ASCII
+        return _ASCII_WORD[codes]
+    if len(codes) >= TABLE_MIN_CODES:  # much non-ASCII text: the table of every code point pays off
+        return _unicode_word()[codes]
+    word = np.zeros(len(codes), dtype=bool)  # a few non-ASCII documents: ask only their code points
+    low = codes < 128
+    word[low] = _ASCII_WORD[codes[low]]
+    if not low.all():
+        distinct, where = np.unique(codes[~low], return_inverse=True)
+        word[~low] = np.array([chr(c).isalnum() for c in distinct.tolist()], dtype=bool)[where]
+    return word
 
 
 #: documents hashed at a time, so that their text and token arrays stay in the cache and their

@@ -100,6 +100,9 @@ def test_word_characters_are_those_of_python_re():
     want = np.zeros(len(codes), dtype=bool)
     want[[m.start() for m in re.finditer(r"(?u)\w", text)]] = True
     np.testing.assert_array_equal(word_chars(codes), want)
+    sample = codes[::97]  # fewer than TABLE_MIN_CODES: the per-batch path, not the table
+    assert len(sample) < text_features.TABLE_MIN_CODES <= len(codes)
+    np.testing.assert_array_equal(word_chars(sample), want[::97])
     ascii_codes = np.arange(128, dtype=np.uint8)
     np.testing.assert_array_equal(word_chars(ascii_codes), want[:128])
     assert re.findall(TOKEN_PATTERN, "ab c de_f") == ["ab", "de_f"]

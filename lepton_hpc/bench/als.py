@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdict
-from .common import executable, fraction, non_negative_float, positive_float, positive_int, ranks_type
+from .common import check_jobs, executable, fraction, non_negative_float, positive_float, positive_int, ranks_type
 
 TARGET = 1.2
 RANK = 8  # the model's and the data's
@@ -83,13 +83,8 @@ def parse(argv):
     for name in ("users", "items"):
         if getattr(args, name) < RANK:
             p.error(f"argument --{name}: must be >= {RANK} (the model rank), got {getattr(args, name)}")
-    from ..config import load
-
-    try:  # the jobs the options make, before any launch
-        for scaling, reg in (("none", args.reg_none), ("count", args.reg_count)):
-            load(None, overrides(args, scaling, reg))
-    except ValueError as exc:
-        p.error(str(exc))
+    check_jobs(p, [overrides(args, scaling, reg) for scaling, reg in (("none", args.reg_none),
+                                                                      ("count", args.reg_count))])
     return args
 
 

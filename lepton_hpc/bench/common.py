@@ -194,6 +194,18 @@ def add_job_args(p: argparse.ArgumentParser, steps: bool) -> None:
         p.add_argument("--mpiexec", type=executable, help="launcher (default: the venv's mpiexec, else PATH's)")
 
 
+def check_jobs(p: argparse.ArgumentParser, job_sets) -> None:
+    """Build the job of each list of ``--set`` items the options make, before any data is made
+    or any launch runs: a bad value is ``p``'s usage error (exit 2)."""
+    from ..config import load
+
+    try:
+        for sets in job_sets:
+            load(None, sets)
+    except ValueError as exc:
+        p.error(str(exc))
+
+
 def job_cli(name: str, text: str, run: Callable[[argparse.Namespace], dict], argv,
             extra: Callable[[argparse.ArgumentParser], object], steps: bool) -> int:
     """Parse ``argv``, run ``run(args)`` (a dict with the verdict and ``_blas``), print the report.
@@ -207,12 +219,7 @@ def job_cli(name: str, text: str, run: Callable[[argparse.Namespace], dict], arg
     p.add_argument("--strict", action="store_true", help="exit 3 when the target is missed")
     extra(p)
     args = p.parse_args(argv)
-    from ..config import load
-
-    try:
-        load(None, job_overrides(args))  # a bad --set fails here, before any launch
-    except ValueError as exc:
-        p.error(str(exc))
+    check_jobs(p, [job_overrides(args)])
     t, load0 = time.perf_counter(), os.getloadavg()[0]
     result = run(args)
     blas = result.pop("_blas")

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .common import blas_summary, find_mpiexec, launch_ranks, note, provenance, spread, verdict
-from .common import executable, non_negative_float, non_negative_int, positive_float, positive_int, ranks_type
+from .common import check_jobs, executable, non_negative_float, non_negative_int
+from .common import positive_float, positive_int, ranks_type
 
 TARGET = 1.0
 CHUNK = 4096
@@ -139,12 +140,7 @@ def parse(argv):
         if getattr(args, name) > min(args.users, args.items):
             p.error(f"argument --{name.replace('_', '-')}: must be <= min(--users, --items) = "
                     f"{min(args.users, args.items)}, got {getattr(args, name)}")
-    from ..config import load
-
-    try:
-        load(None, job_keys(args))  # the job the options make, checked before any launch
-    except ValueError as exc:
-        p.error(str(exc))
+    check_jobs(p, [job_keys(args)])
     return args
 
 

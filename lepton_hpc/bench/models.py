@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import find_mpiexec, launch_ranks, note, provenance, spread, verdict
-from .common import executable, positive_int, ranks_type
+from .common import check_jobs, executable, positive_int, ranks_type
 
 TARGETS = {"steps2v1": (1.6, ">="), "epoch": (1.5, "<=")}
 
@@ -135,12 +135,7 @@ def parse(argv):
     p.add_argument("--keep", action="store_true", help="keep the run directories (printed in the JSON)")
     p.add_argument("--strict", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
-    from ..config import load
-
-    try:
-        load(None, job_overrides(args, 1, args.batch_size, 1))  # a bad --set fails here, before any launch
-    except ValueError as exc:
-        p.error(str(exc))
+    check_jobs(p, [job_overrides(args, 1, args.batch_size, 1)])
     return args
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import RANK_ENV, find_mpiexec, launch_ranks, note, provenance, spread, verdict
-from .common import executable, int_in, non_negative_float, positive_float, positive_int, ranks_type
+from .common import check_jobs, executable, int_in, non_negative_float, positive_float, positive_int, ranks_type
 
 TARGET = 2.0
 
@@ -187,13 +187,7 @@ def parse(argv):
     if not kinds or any(k not in ("logistic", "softmax", "linear") for k in kinds):
         p.error("--what takes a comma list of logistic, softmax, linear")
     args.kinds = kinds
-    from ..config import load
-
-    try:  # the jobs the options make (a bad --set) fail here, before any data is made or launch runs
-        for kind in kinds:
-            load(None, job_sets(args, kind))
-    except ValueError as exc:
-        p.error(str(exc))
+    check_jobs(p, [job_sets(args, kind) for kind in kinds])
     return args
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.atomic import check_output as check_out  # noqa: F401  (predict's --out rule: the writers' one)
 from .data.shard import first_bad_row  # noqa: F401  (the one row scan, used here by predict)
 from .errors import UserError
 
@@ -102,37 +103,6 @@ def check_checkpoint_of_run(snap, kind: str, run_dir: Path) -> None:
 
 
 # -- --out ------------------------------------------------------------------------------------
-
-def _same(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)  # also a hard link or a symlink to the file
-    except OSError:
-        return Path(a).resolve() == Path(b).resolve()
-
-
-def _checkpoints_folder(path: Path) -> Path | None:
-    """The run's ``checkpoints/`` folder that holds ``path`` (at any depth), or None."""
-    for folder in path.parents:
-        if folder.name == "checkpoints" and ((folder.parent / "config.toml").is_file()
-                                             or any(folder.glob("step-*.commit"))):
-            return folder
-    return None
-
-
-def check_out(out: str, inputs: list) -> None:
-    """``--out`` can name a new file that is none of ``inputs`` (None entries skipped) and lies outside
-    every run's ``checkpoints/``: one sentence otherwise, before any work. Not collective."""
-    from .data.atomic import check_target
-
-    check_target(out)
-    folder = _checkpoints_folder(Path(out).resolve())
-    if folder is not None:
-        raise UserError(f"--out {out} is inside {folder}, a run's checkpoints folder; choose a name outside it "
-                        f"so no checkpoint is overwritten")
-    for path in inputs:
-        if path and _same(out, str(path)):
-            raise UserError(f"--out {out} is also an input file; choose another name")
-
 
 # -- the data ---------------------------------------------------------------------------------
 

@@ -61,6 +61,36 @@ def check_target(path: str | os.PathLike) -> str:
     return final
 
 
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also a hard link or a symlink to the file
+    except OSError:
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _checkpoints_folder(path: Path) -> Path | None:
+    """The run's ``checkpoints/`` folder that holds ``path`` (at any depth), or None."""
+    for folder in path.parents:
+        if folder.name == "checkpoints" and ((folder.parent / "config.toml").is_file()
+                                             or any(folder.glob("step-*.commit"))):
+            return folder
+    return None
+
+
+def check_output(out: str, inputs) -> None:
+    """``--out`` can name a file (:func:`check_target`) that is none of ``inputs`` (None entries
+    skipped; the same file by any path or link) and lies outside every run's ``checkpoints/``: one
+    sentence otherwise, before any work. The rule of every writer (imports, synth, predict). Not collective."""
+    check_target(out)
+    folder = _checkpoints_folder(Path(out).resolve())
+    if folder is not None:
+        raise UserError(f"--out {out} is inside {folder}, a run's checkpoints folder; choose a name outside it "
+                        f"so no checkpoint is overwritten")
+    for path in inputs:
+        if path and _same(out, str(path)):
+            raise UserError(f"--out {out} is also an input file; choose another name")
+
+
 def reserve_tmp(path: str | os.PathLike) -> str:
     """A fresh temporary name next to ``path`` (nothing exists there yet).
 

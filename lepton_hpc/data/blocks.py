@@ -84,20 +84,18 @@ def plan_blocks(paths: list[str], data_starts: list[int], block_bytes: int = BLO
 
 
 def check_inputs(paths: list[str], out: str, what: str) -> None:
-    """Each input exists and none of them is the output, which can name a file to write."""
-    from .atomic import check_target
+    """Each input exists and is what the importer reads; ``out`` can name a new file that is none of them."""
+    from .atomic import check_output
 
     if not paths:
         raise UserError(f"import {what} needs at least one input file")
-    check_target(out)
     for path in paths:
         if not os.path.isfile(path):
             raise UserError(f"{what} file {path} does not exist")
         wrong = wrong_input(path, what.lower())
         if wrong is not None:
             raise UserError(wrong)
-        if out and os.path.abspath(path) == os.path.abspath(out):
-            raise UserError(f"--out {out} is also an input file; choose another name")
+    check_output(out, paths)
 
 
 def read_header(path: str, delimiter: str, header: bool) -> tuple[list[str], int]:

@@ -48,14 +48,9 @@ class _Writer:
                  n_rows: int | None = None):
         if chunk_rows <= 0:
             raise UserError(f"--chunk-rows must be > 0, got {chunk_rows}")
-        if not out:
-            raise UserError("--out must name the HDF5 file to write")
-        folder = os.path.dirname(os.path.abspath(out))
-        if not os.path.isdir(folder):
-            raise UserError(f"cannot write {out}: the folder {folder} does not exist")
-        for path in inputs:
-            if os.path.abspath(path) == os.path.abspath(out):
-                raise UserError(f"--out {out} is also an input file; choose another name")
+        from .atomic import check_output
+
+        check_output(out, inputs)
         self.out, self.n_rows = out, 0
         if n_rows:  # known in advance: no chunk bigger than the data
             chunk_rows = min(chunk_rows, n_rows)

@@ -84,3 +84,22 @@ def test_a_name_that_cannot_be_a_file_is_one_sentence_that_is_also_an_oserror(tm
         with pytest.raises(TargetError):
             reserve_tmp(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_imports_use_the_writers_out_rule(tmp_path):
+    """An import's --out follows data.atomic.check_output: not an input by another path, not in checkpoints/."""
+    import os
+
+    from lepton_hpc.data.blocks import check_inputs
+    from lepton_hpc.errors import UserError
+
+    src = tmp_path / "t.csv"
+    src.write_text("a,y\n1,2\n")
+    os.symlink(src, tmp_path / "link.csv")
+    with pytest.raises(UserError, match=r"is also an input file"):
+        check_inputs([str(src)], str(tmp_path / "link.csv"), "csv")  # the same file through a link
+    ck = tmp_path / "run" / "checkpoints"
+    ck.mkdir(parents=True)
+    (tmp_path / "run" / "config.toml").write_text("")
+    with pytest.raises(UserError, match=r"a run's checkpoints folder"):
+        check_inputs([str(src)], str(ck / "x.h5"), "csv")
